@@ -1,0 +1,30 @@
+from django.apps import AppConfig
+from django.contrib.admin.apps import AdminConfig
+from django.db.models.signals import post_migrate
+
+
+class EvpayConfig(AppConfig):
+    name = "evpay"
+    verbose_name = "evpay"
+
+    def ready(self):
+        # After every migrate, new models' permissions are added to the role groups.
+        post_migrate.connect(_sync_after_migrate, dispatch_uid="evpay.sync_roles")
+
+
+def _sync_after_migrate(sender, using="default", **kwargs):
+    from django.apps import apps
+    from django.contrib.auth.management import create_permissions
+
+    from evpay.roles import sync_role_permissions
+
+    if sender.name != "evpay":
+        return
+    # Permissions of every app must exist before the groups are synced.
+    for app_config in apps.get_app_configs():
+        create_permissions(app_config, verbosity=0, using=using)
+    sync_role_permissions()
+
+
+class EvpayAdminConfig(AdminConfig):
+    default_site = "evpay.admin.EvpayAdminSite"

@@ -1,0 +1,90 @@
+"""Staff roles: three groups, each a set of permissions.
+
+viewer   reads everything, changes nothing
+operator viewer + acts on sessions, exceptions and terminals
+admin    operator + configures terminals, tariffs, users; may use the Django admin
+
+Views check permissions (``evpay.operate``, ``evpay.configure``), never group names, so a
+site can give one person an extra permission without a new role.
+"""
+
+from functools import wraps
+
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
+
+VIEWER, OPERATOR, ADMIN = "viewer", "operator", "admin"
+ROLES = (VIEWER, OPERATOR, ADMIN)
+
+VIEW_PERM = "evpay.view_dashboard"
+OPERATE_PERM = "evpay.operate"
+CONFIGURE_PERM = "evpay.configure"
+
+# Apps whose models the roles cover.
+OWN_APPS = ("evpay", "terminals", "charging")
+# Admins also manage users and the beat schedules.
+ADMIN_EXTRA_APPS = ("auth", "django_celery_beat", "axes")
+
+
+def user_roles(user) -> frozenset[str]:
+    if not getattr(user, "is_authenticated", False) or not user.is_active:
+        return frozenset()
+    if user.is_superuser:
+        return frozenset(ROLES)
+    roles = set()
+    if user.has_perm(VIEW_PERM):
+        roles.add(VIEWER)
+    if user.has_perm(OPERATE_PERM):
+        roles.add(OPERATOR)
+    if user.has_perm(CONFIGURE_PERM):
+        roles.add(ADMIN)
+    return frozenset(roles)
+
+
+def permission_required(perm: str):
+    """login_required + a permission check that answers 403 (readable page) when missing."""
+
+    def decorator(view):
+        @wraps(view)
+        def wrapped(request, *args, **kwargs):
+            if not request.user.has_perm(perm):
+                raise PermissionDenied(f"Your role does not allow this ({perm.split('.')[-1]}).")
+            return view(request, *args, **kwargs)
+
+        return login_required(wrapped)
+
+    return decorator
+
+
+def sync_role_permissions(apps=None, **_kwargs) -> None:
+    """Give each role group exactly its permissions; safe to run any number of times.
+
+    Runs from the data migration and after every ``migrate`` (post_migrate), so models
+    added by later migrations are covered without another data migration.
+    """
+    from django.apps import apps as global_apps
+
+    apps = apps or global_apps
+    Group = apps.get_model("auth", "Group")
+    Permission = apps.get_model("auth", "Permission")
+
+    own = Permission.objects.filter(content_type__app_label__in=OWN_APPS)
+    view_perms = list(
+        Permission.objects.filter(
+            content_type__app_label__in=OWN_APPS + ADMIN_EXTRA_APPS, codename__startswith="view_"
+        )
+    )
+    custom = {
+        p.codename: p for p in own.filter(codename__in=["view_dashboard", "operate", "configure"])
+    }
+
+    wanted = {
+        VIEWER: view_perms + [custom[c] for c in ("view_dashboard",) if c in custom],
+        OPERATOR: view_perms + [custom[c] for c in ("view_dashboard", "operate") if c in custom],
+        ADMIN: list(
+            Permission.objects.filter(content_type__app_label__in=OWN_APPS + ADMIN_EXTRA_APPS)
+        ),
+    }
+    for name, perms in wanted.items():
+        group, _ = Group.objects.get_or_create(name=name)
+        group.permissions.set(perms)

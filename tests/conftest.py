@@ -1,0 +1,71 @@
+"""Shared personas and helpers for the whole suite."""
+
+import pytest
+from django.contrib.auth.models import Group
+
+PASSWORD = "correct-horse-battery-staple-42"
+
+
+def _make_user(django_user_model, username, role=None, **extra):
+    user = django_user_model.objects.create_user(username=username, password=PASSWORD, **extra)
+    if role:
+        user.groups.add(Group.objects.get(name=role))
+    return user
+
+
+@pytest.fixture
+def viewer(db, django_user_model):
+    return _make_user(django_user_model, "vera-viewer", "viewer")
+
+
+@pytest.fixture
+def operator(db, django_user_model):
+    return _make_user(django_user_model, "otto-operator", "operator")
+
+
+@pytest.fixture
+def admin_user(db, django_user_model):
+    return _make_user(django_user_model, "ada-admin", "admin")
+
+
+@pytest.fixture
+def no_role_user(db, django_user_model):
+    return _make_user(django_user_model, "nora-norole")
+
+
+@pytest.fixture
+def client_for(client):
+    """client_for(user) -> a test client logged in as that user (None = anonymous)."""
+
+    def login(user):
+        if user is not None:
+            client.force_login(user, backend="django.contrib.auth.backends.ModelBackend")
+        return client
+
+    return login
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `postgres` need real row locks; elsewhere they skip with a reason,
+    except in CI (EVPAY_REQUIRE_SERVICES=1) where a missing PostgreSQL is a failure."""
+    import os
+
+    from django.conf import settings
+
+    on_postgres = settings.DATABASES["default"]["ENGINE"].endswith("postgresql")
+    if on_postgres:
+        return
+    if os.environ.get("EVPAY_REQUIRE_SERVICES") == "1":
+        for item in items:
+            if "postgres" in item.keywords:
+                item.add_marker(pytest.mark.usefixtures("_fail_without_postgres"))
+        return
+    skip = pytest.mark.skip(reason="needs PostgreSQL: set DATABASE_URL=postgresql://...")
+    for item in items:
+        if "postgres" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture
+def _fail_without_postgres():
+    pytest.fail("EVPAY_REQUIRE_SERVICES=1 but DATABASE_URL is not PostgreSQL")
