@@ -1,3 +1,5 @@
+import uuid
+
 from django.db import models
 
 
@@ -26,3 +28,110 @@ class Heartbeat(models.Model):
 
     def __str__(self):
         return f"{self.name} @ {self.seen_at:%Y-%m-%d %H:%M:%S}"
+
+
+class AuditEvent(models.Model):
+    """Every state change and operator action: who/what, from, to, why, when. Append-only."""
+
+    class ActorKind(models.TextChoices):
+        USER = "user", "Staff user"
+        CHARGER = "charger", "Charger"
+        JOB = "job", "Background job"
+        TERMINAL = "terminal", "Terminal"
+        SYSTEM = "system", "System"
+
+    at = models.DateTimeField(auto_now_add=True, db_index=True)
+    actor_kind = models.CharField(max_length=10, choices=ActorKind.choices)
+    actor_label = models.CharField(max_length=150)
+    actor_user = models.ForeignKey(
+        "auth.User", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    subject_type = models.CharField(max_length=60)  # model label, e.g. charging.chargingsession
+    subject_id = models.CharField(max_length=64)
+    # The session whose timeline shows this row (its opaque id), if any.
+    session_ref = models.UUIDField(null=True, blank=True)
+    action = models.CharField(max_length=60)
+    from_state = models.CharField(max_length=40, blank=True)
+    to_state = models.CharField(max_length=40, blank=True)
+    reason = models.TextField(blank=True)
+    data = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["at", "id"]
+        indexes = [
+            # Session detail timeline.
+            models.Index(fields=["session_ref", "at"], name="audit_session_at"),
+            # Terminal / exception detail pages.
+            models.Index(fields=["subject_type", "subject_id"], name="audit_subject"),
+        ]
+
+    def __str__(self):
+        return f"{self.at:%Y-%m-%d %H:%M:%S} {self.actor_label} {self.action} {self.subject_type}"
+
+
+class ExceptionRecord(models.Model):
+    """Something that needs a person: what happened, what to do, and who resolved it."""
+
+    class Kind(models.TextChoices):
+        UNKNOWN_OUTCOME = "unknown_outcome", "Outcome unknown past the recovery window"
+        CAPTURE_FAILED = "capture_failed", "Capture or release failed"
+        AUTH_EXPIRY = "auth_expiry", "Authorisation about to expire"
+        TERMINAL_OFFLINE = "terminal_offline", "Terminal offline with open sessions"
+        CLOSING_MISMATCH = "closing_mismatch", "Period closing does not match our records"
+        REFUSED_STOPS = "refused_stops", "Repeated refused stop attempts"
+        OTHER = "other", "Other"
+
+    class Severity(models.IntegerChoices):
+        # Ordered so that "most severe first" is a plain descending sort.
+        INFO = 10, "Info"
+        WARNING = 20, "Warning"
+        CRITICAL = 30, "Critical"
+
+    public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    severity = models.PositiveSmallIntegerField(choices=Severity.choices)
+    title = models.CharField(max_length=200)
+    # What it is about (model label + pk) and the session whose page shows it, if any.
+    subject_type = models.CharField(max_length=60, blank=True)
+    subject_id = models.CharField(max_length=64, blank=True)
+    session_ref = models.UUIDField(null=True, blank=True)
+    terminal_ref = models.CharField(max_length=16, blank=True)  # CCV terminal id
+    # Raisers pass a key so the same problem is not raised twice while it is open.
+    dedupe_key = models.CharField(max_length=120)
+    what_happened = models.TextField()
+    suggested_actions = models.TextField(blank=True)
+    data = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    resolved_at = models.DateTimeField(null=True, blank=True)
+    resolved_by = models.ForeignKey(
+        "auth.User", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    resolution_note = models.TextField(blank=True)
+
+    class Meta:
+        verbose_name = "exception"
+        ordering = ["-severity", "-created_at"]
+        constraints = [
+            # evpay.exceptions.raise_exception relies on this to stay idempotent.
+            models.UniqueConstraint(
+                fields=["dedupe_key"],
+                condition=models.Q(resolved_at__isnull=True),
+                name="exception_one_open_per_key",
+            )
+        ]
+        indexes = [
+            # The queue: unresolved, most severe and newest first.
+            models.Index(
+                fields=["-severity", "-created_at"],
+                condition=models.Q(resolved_at__isnull=True),
+                name="exception_open_queue",
+            ),
+        ]
+
+    def __str__(self):
+        return f"[{self.get_severity_display()}] {self.title}"
+
+    @property
+    def is_open(self) -> bool:
+        return self.resolved_at is None

@@ -46,6 +46,13 @@ try:
     CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
     AXES_FAILURE_LIMIT = env_int("AXES_FAILURE_LIMIT", 5, minimum=1)
     AXES_COOLOFF_MINUTES = env_int("AXES_COOLOFF_MINUTES", 15, minimum=1)
+    # Payments (see README "Configuration").
+    EVPAY_SENT_GRACE_SECONDS = env_int("EVPAY_SENT_GRACE_SECONDS", 60, minimum=1)
+    EVPAY_RECOVERY_WINDOW_MINUTES = env_int("EVPAY_RECOVERY_WINDOW_MINUTES", 30, minimum=1)
+    EVPAY_MAX_RESENDS = env_int("EVPAY_MAX_RESENDS", 2, minimum=0)
+    EVPAY_AUTH_VALIDITY_HOURS = env_int("EVPAY_AUTH_VALIDITY_HOURS", 48, minimum=1)
+    EVPAY_AUTH_EXPIRY_MARGIN_MINUTES = env_int("EVPAY_AUTH_EXPIRY_MARGIN_MINUTES", 240, minimum=1)
+    EVPAY_REFUSED_STOP_THRESHOLD = env_int("EVPAY_REFUSED_STOP_THRESHOLD", 3, minimum=1)
 except ImproperlyConfiguredEnv as exc:
     raise ImproperlyConfigured(str(exc)) from None
 
@@ -61,6 +68,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django.contrib.humanize",
     "django_htmx",
+    "ninja",
     "template_partials",
     "django_celery_beat",
     "axes",

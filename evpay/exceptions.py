@@ -1,0 +1,64 @@
+"""Raising and resolving exceptions (things that need a person)."""
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from evpay import audit
+from evpay.models import ExceptionRecord
+
+
+def raise_exception(
+    *,
+    kind: str,
+    severity: int,
+    title: str,
+    what_happened: str,
+    suggested_actions: str = "",
+    dedupe_key: str,
+    subject=None,
+    session=None,
+    terminal_ref: str = "",
+    data: dict | None = None,
+    actor=None,
+) -> ExceptionRecord:
+    """Open an exception, or update the open one with the same key (safe to call repeatedly)."""
+    fields = {
+        "kind": kind,
+        "severity": severity,
+        "title": title[:200],
+        "what_happened": what_happened,
+        "suggested_actions": suggested_actions,
+        "subject_type": subject._meta.label_lower if subject is not None else "",
+        "subject_id": str(subject.pk) if subject is not None else "",
+        "session_ref": getattr(session, "public_id", None),
+        "terminal_ref": terminal_ref,
+        "data": data or {},
+    }
+    existing = ExceptionRecord.objects.filter(dedupe_key=dedupe_key, resolved_at__isnull=True)
+    if existing.update(**fields):
+        return existing.get()
+    try:
+        with transaction.atomic():
+            record = ExceptionRecord.objects.create(dedupe_key=dedupe_key, **fields)
+    except IntegrityError:  # raised concurrently by another process: theirs stands
+        return ExceptionRecord.objects.get(dedupe_key=dedupe_key, resolved_at__isnull=True)
+    audit.record(
+        actor or audit.Actor.system(), record, "exception.raised", to_state="open",
+        reason=title, session=session,
+    )  # fmt: skip
+    return record
+
+
+def resolve_exception(record: ExceptionRecord, user, note: str) -> bool:
+    """Mark resolved; returns False if it was already resolved (safe to call twice)."""
+    if not note.strip():
+        raise ValueError("a resolution note is required")
+    done = ExceptionRecord.objects.filter(pk=record.pk, resolved_at__isnull=True).update(
+        resolved_at=timezone.now(), resolved_by=user, resolution_note=note.strip()
+    )
+    if done:
+        audit.record(
+            audit.Actor.user(user), record, "exception.resolved", from_state="open",
+            to_state="resolved", reason=note.strip(),
+        )  # fmt: skip
+    return bool(done)

@@ -1,0 +1,53 @@
+"""Money is integer minor units plus an ISO 4217 currency; decimals only at the edges."""
+
+from decimal import ROUND_HALF_UP, Decimal
+
+# ISO 4217 exponents that differ from 2.
+_EXPONENTS = {"JPY": 0, "KRW": 0, "ISK": 0, "HUF": 2, "BHD": 3, "KWD": 3, "JOD": 3, "TND": 3}
+_SYMBOLS = {
+    "EUR": "€",
+    "GBP": "£",
+    "USD": "$",
+    "CHF": "CHF ",
+    "SEK": "SEK ",
+    "NOK": "NOK ",
+    "DKK": "DKK ",
+    "PLN": "PLN ",
+}
+
+
+def exponent(currency: str) -> int:
+    return _EXPONENTS.get(currency.upper(), 2)
+
+
+def to_decimal(amount_minor: int, currency: str) -> Decimal:
+    return Decimal(amount_minor).scaleb(-exponent(currency))
+
+
+def to_decimal_string(amount_minor: int, currency: str) -> str:
+    """'12.50' for 1250 EUR: what the terminal protocol and CSV exports carry."""
+    places = exponent(currency)
+    return f"{to_decimal(amount_minor, currency):.{places}f}"
+
+
+def from_decimal(value: Decimal | str, currency: str) -> int:
+    """Parse a decimal amount in major units; refuses more precision than the currency has."""
+    amount = Decimal(str(value))
+    scaled = amount.scaleb(exponent(currency))
+    if scaled != scaled.to_integral_value():
+        raise ValueError(f"{value} has more decimals than {currency} allows")
+    return int(scaled)
+
+
+def round_half_up(value: Decimal) -> int:
+    """The pricing rounding rule: half a minor unit rounds away from zero (0.5 -> 1)."""
+    return int(value.quantize(Decimal(1), rounding=ROUND_HALF_UP))
+
+
+def format_money(amount_minor: int | None, currency: str) -> str:
+    """'€ 12.50' for templates."""
+    if amount_minor is None:
+        return "—"
+    symbol = _SYMBOLS.get(currency.upper(), currency.upper() + " ")
+    sign = "-" if amount_minor < 0 else ""
+    return f"{sign}{symbol}{to_decimal_string(abs(amount_minor), currency)}".replace("€", "€\u00a0")

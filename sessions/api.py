@@ -1,0 +1,358 @@
+"""JSON API for charger controllers, /api/v1/ (django-ninja; OpenAPI at /api/v1/openapi.json).
+
+Authentication: `Authorization: Bearer <key>` with a key issued in the admin (stored hashed),
+scoped to one site. Every state-changing POST accepts an `Idempotency-Key` header: a repeat
+with the same key gets the first answer back unchanged. Errors are application/problem+json
+naming what is wrong. Starting a session returns at once (202): the terminal authorisation
+runs in the background and the charger polls the session for `action`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from datetime import datetime
+from functools import wraps
+from typing import Literal
+from uuid import UUID
+
+from django.db import IntegrityError, transaction
+from django.http import HttpRequest, JsonResponse
+from django.utils import timezone
+from ninja import Field, NinjaAPI, Schema, Status
+from ninja.errors import AuthenticationError, HttpError, ValidationError
+from ninja.security import HttpBearer
+
+from evpay.audit import Actor
+from evpay.money import to_decimal_string
+from sessions import services
+from sessions.models import ApiKey, ChargingSession, IdempotencyRecord, SessionState
+from terminals.models import Connector, Terminal
+
+log = logging.getLogger(__name__)
+PROBLEM = "application/problem+json"
+
+
+class ApiKeyAuth(HttpBearer):
+    def authenticate(self, request, token):
+        key = ApiKey.authenticate(token)
+        if key is not None:
+            ApiKey.objects.filter(pk=key.pk).update(last_used_at=timezone.now())
+        return key
+
+
+api = NinjaAPI(
+    title="evpay charger API",
+    version="1",
+    urls_namespace="api-v1",
+    auth=ApiKeyAuth(),
+    description=__doc__,
+)
+
+
+def problem(status: int, title: str, detail: str = "", errors: list | None = None) -> JsonResponse:
+    body = {"type": "about:blank", "title": title, "status": status}
+    if detail:
+        body["detail"] = detail
+    if errors:
+        body["errors"] = errors
+    return JsonResponse(body, status=status, content_type=PROBLEM)
+
+
+@api.exception_handler(ValidationError)
+def on_validation_error(request, exc):
+    errors = [
+        {"field": ".".join(str(p) for p in e.get("loc", []) if p not in ("body", "payload")),
+         "message": e.get("msg", "")}
+        for e in exc.errors
+    ]  # fmt: skip
+    log.info("API validation error on %s: %s", request.path, errors)
+    return problem(
+        422, "Invalid request", "; ".join(f"{e['field']}: {e['message']}" for e in errors), errors
+    )
+
+
+@api.exception_handler(AuthenticationError)
+def on_auth_error(request, exc):
+    log.warning("API authentication failed on %s", request.path)
+    return problem(401, "Unauthorized", "send a valid API key as 'Authorization: Bearer <key>'")
+
+
+@api.exception_handler(HttpError)
+def on_http_error(request, exc):
+    return problem(exc.status_code, _TITLES.get(exc.status_code, "Error"), str(exc))
+
+
+@api.exception_handler(services.JourneyError)
+def on_journey_error(request, exc):
+    log.info("API conflict on %s: %s", request.path, exc)
+    return problem(409, "Conflict", str(exc))
+
+
+_TITLES = {
+    400: "Bad request",
+    403: "Forbidden",
+    404: "Not found",
+    409: "Conflict",
+    422: "Invalid request",
+}
+
+
+# --------------------------------------------------------------------------- schemas
+
+
+class StartIn(Schema):
+    evse_id: str = Field(..., min_length=1, max_length=48, description="connector to charge on")
+
+
+class MeterIn(Schema):
+    energy_wh: int = Field(..., ge=0, le=10_000_000, description="meter reading since start, Wh")
+    at: datetime | None = Field(None, description="when it was read (default: now)")
+
+
+class EndedIn(Schema):
+    energy_wh: int = Field(..., ge=0, le=10_000_000, description="final energy, Wh")
+    at: datetime | None = None
+
+
+class AtIn(Schema):
+    at: datetime | None = None
+
+
+class StopIn(Schema):
+    reason: str = Field("stop button on the charger", max_length=120)
+
+
+class CostOut(Schema):
+    currency: str
+    total: str
+    total_minor: int
+    vat_minor: int
+    energy_minor: int
+    time_minor: int
+    idle_minor: int
+    start_minor: int
+    capped: bool
+
+
+class SessionOut(Schema):
+    id: UUID
+    evse_id: str
+    state: str
+    action: Literal["wait", "start_charging", "continue", "stop_charging", "wait_for_unplug",
+                    "done", "refused"]  # fmt: skip
+    message: str
+    close_reason: str
+    energy_wh: int
+    authorised_amount_minor: int
+    cost: CostOut
+    card_brand: str
+    masked_pan: str
+    requested_at: datetime
+    authorised_at: datetime | None
+    closed_at: datetime | None
+
+
+class CardReadOut(Schema):
+    terminal_id: str
+    status: Literal["reading"]
+    message: str
+
+
+_ACTIONS = {
+    SessionState.AUTHORISING: ("wait", "Present your card at the terminal."),
+    SessionState.AUTHORISED: ("start_charging", "Payment reserved: start charging."),
+    SessionState.CHARGING: ("continue", "Charging."),
+    SessionState.STOPPING: ("stop_charging", "Stop charging now."),
+    SessionState.ENDED: ("wait_for_unplug", "Charging ended; unplug to finish."),
+    SessionState.SETTLING: ("done", "Finished; the payment is being completed."),
+}
+
+
+def session_out(session: ChargingSession) -> dict:
+    if session.state == SessionState.CLOSED:
+        charged = session.authorised_at is not None
+        action, message = (
+            ("done", "Finished.")
+            if charged
+            else ("refused", f"Not started: {session.get_close_reason_display().lower()}.")
+        )
+    else:
+        action, message = _ACTIONS[session.state]
+    if session.is_open and session.state in (SessionState.CHARGING, SessionState.STOPPING,
+                                             SessionState.ENDED):  # fmt: skip
+        cost = services.current_cost(session)
+        total = cost.total_minor
+        parts = cost.as_dict()
+    else:
+        total = session.cost_total_minor
+        parts = {"vat_minor": session.cost_vat_minor, "energy_minor": session.cost_energy_minor,
+                 "time_minor": session.cost_time_minor, "idle_minor": session.cost_idle_minor,
+                 "start_minor": session.cost_start_minor, "capped": session.cost_capped}  # fmt: skip
+    return {
+        "id": session.public_id,
+        "evse_id": session.connector.evse_id,
+        "state": session.state,
+        "action": action,
+        "message": message,
+        "close_reason": session.close_reason,
+        "energy_wh": session.energy_wh,
+        "authorised_amount_minor": session.authorised_amount_minor,
+        "cost": {
+            "currency": session.currency,
+            "total": to_decimal_string(total, session.currency),
+            "total_minor": total,
+            "vat_minor": parts["vat_minor"],
+            "energy_minor": parts["energy_minor"],
+            "time_minor": parts["time_minor"],
+            "idle_minor": parts["idle_minor"],
+            "start_minor": parts["start_minor"],
+            "capped": parts["capped"],
+        },  # fmt: skip
+        "card_brand": session.card_brand,
+        "masked_pan": session.masked_pan,
+        "requested_at": session.requested_at,
+        "authorised_at": session.authorised_at,
+        "closed_at": session.closed_at,
+    }
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _actor(request) -> Actor:
+    return Actor.charger(f"api:{request.auth.name}")
+
+
+def _session_for(request, session_id: UUID) -> ChargingSession:
+    session = (
+        ChargingSession.objects.select_related("connector", "site")
+        .filter(public_id=session_id)
+        .first()
+    )
+    if session is None:
+        raise HttpError(404, f"no session {session_id}")
+    if session.site_id != request.auth.site_id:
+        raise HttpError(403, "this API key belongs to another site")
+    return session
+
+
+def idempotent(view):
+    """Replays the first answer for a repeated Idempotency-Key (per API key)."""
+
+    @wraps(view)
+    def wrapper(request: HttpRequest, *args, **kwargs):
+        key = request.headers.get("Idempotency-Key", "").strip()
+        if not key:
+            return view(request, *args, **kwargs)
+        if len(key) > 120:
+            raise HttpError(422, "Idempotency-Key is longer than 120 characters")
+        fingerprint = hashlib.sha256(
+            request.method.encode() + b" " + request.path.encode() + b"\n" + request.body
+        ).hexdigest()
+        previous = IdempotencyRecord.objects.filter(api_key=request.auth, key=key).first()
+        if previous is not None:
+            if previous.fingerprint != fingerprint:
+                raise HttpError(422, "Idempotency-Key was already used for a different request")
+            response = JsonResponse(previous.body, status=previous.status_code, safe=False)
+            response["Idempotent-Replayed"] = "true"
+            return response
+        result = view(request, *args, **kwargs)
+        status, body = (
+            (result.status_code, result.value) if isinstance(result, Status) else (200, result)
+        )
+        body = json.loads(api.renderer.render(request, body, response_status=status))
+        try:
+            with transaction.atomic():
+                IdempotencyRecord.objects.create(api_key=request.auth, key=key,
+                                                 fingerprint=fingerprint, status_code=status, body=body)  # fmt: skip
+        except IntegrityError:
+            pass  # a concurrent repeat stored it first; both answers describe the same state
+        return Status(status, body)
+
+    return wrapper
+
+
+# --------------------------------------------------------------------------- endpoints
+
+RESPONSES = {401: dict, 403: dict, 404: dict, 409: dict, 422: dict}
+
+
+@api.post("/sessions", response={202: SessionOut, **RESPONSES}, summary="Start a session")
+@idempotent
+def start(request, payload: StartIn):
+    connector = (
+        Connector.objects.select_related("terminal__site").filter(evse_id=payload.evse_id).first()
+    )
+    if connector is None:
+        raise HttpError(404, f"no connector {payload.evse_id}")
+    if connector.terminal.site_id != request.auth.site_id:
+        raise HttpError(403, "this API key belongs to another site")
+    session = services.start_session(connector, _actor(request))
+    return Status(202, session_out(session))
+
+
+@api.get(
+    "/sessions/{session_id}", response={200: SessionOut, **RESPONSES}, summary="Read a session"
+)
+def read(request, session_id: UUID):
+    return session_out(_session_for(request, session_id))
+
+
+def _act(request, session_id, action):
+    session = _session_for(request, session_id)
+    action(session, _actor(request))
+    session.refresh_from_db()
+    return Status(200, session_out(session))
+
+
+@api.post("/sessions/{session_id}/meter", response={200: SessionOut, **RESPONSES})
+@idempotent
+def meter(request, session_id: UUID, payload: MeterIn):
+    return _act(request, session_id,
+                lambda s, a: services.record_meter(s, payload.energy_wh, a, at=payload.at))  # fmt: skip
+
+
+@api.post("/sessions/{session_id}/charging-started", response={200: SessionOut, **RESPONSES})
+@idempotent
+def charging_started(request, session_id: UUID, payload: AtIn | None = None):
+    at = payload.at if payload else None
+    return _act(request, session_id, lambda s, a: services.mark_charging_started(s, a, at=at))
+
+
+@api.post("/sessions/{session_id}/charging-ended", response={200: SessionOut, **RESPONSES})
+@idempotent
+def charging_ended(request, session_id: UUID, payload: EndedIn):
+    return _act(request, session_id,
+                lambda s, a: services.mark_charging_ended(s, payload.energy_wh, a, at=payload.at))  # fmt: skip
+
+
+@api.post("/sessions/{session_id}/unplugged", response={200: SessionOut, **RESPONSES})
+@idempotent
+def unplugged(request, session_id: UUID, payload: AtIn | None = None):
+    at = payload.at if payload else None
+    return _act(request, session_id, lambda s, a: services.mark_unplugged(s, a, at=at))
+
+
+@api.post("/sessions/{session_id}/stop", response={200: SessionOut, **RESPONSES})
+@idempotent
+def stop(request, session_id: UUID, payload: StopIn | None = None):
+    reason = payload.reason if payload else "stop button on the charger"
+    return _act(request, session_id, lambda s, a: services.request_stop(s, a, reason))
+
+
+@api.post("/terminals/{terminal_id}/card-read", response={202: CardReadOut, **RESPONSES},
+          summary="A driver wants to stop by card: read the card at the terminal")  # fmt: skip
+@idempotent
+def card_read(request, terminal_id: str):
+    terminal = Terminal.objects.filter(terminal_id=terminal_id).first()
+    if terminal is None:
+        raise HttpError(404, f"no terminal {terminal_id}")
+    if terminal.site_id != request.auth.site_id:
+        raise HttpError(403, "this API key belongs to another site")
+    from sessions.tasks import stop_by_card_task
+
+    transaction.on_commit(lambda: stop_by_card_task.delay(terminal.pk))
+    return Status(202, {"terminal_id": terminal_id, "status": "reading",
+                 "message": "Present the card that started the session."})  # fmt: skip

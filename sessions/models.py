@@ -1,0 +1,392 @@
+"""Charging sessions and their payments.
+
+Money is integer minor units plus the session's currency. Terminal requests about money are
+TerminalTransaction rows written (state SENT) and committed before a byte goes to the terminal.
+"""
+
+import hashlib
+import secrets
+import uuid
+
+from django.db import models
+from django.db.models import F, Q
+from django.utils import timezone
+
+from terminals.models import Connector, Site, Terminal
+
+
+class Tariff(models.Model):
+    """Prices include VAT. Amounts are minor units of the site's currency."""
+
+    site = models.ForeignKey(Site, on_delete=models.PROTECT, related_name="tariffs")
+    name = models.CharField(max_length=120)
+    active = models.BooleanField(default=True)
+    start_fee_minor = models.PositiveIntegerField(default=0)
+    price_per_kwh_minor = models.PositiveIntegerField(help_text="minor units per kWh, VAT incl.")
+    price_per_minute_minor = models.PositiveIntegerField(default=0, help_text="while plugged in")
+    idle_fee_per_minute_minor = models.PositiveIntegerField(default=0)
+    idle_grace_minutes = models.PositiveIntegerField(default=30)
+    vat_rate_bp = models.PositiveIntegerField("VAT rate (basis points)", default=2100)
+    authorise_amount_minor = models.PositiveIntegerField(help_text="amount reserved at start")
+    max_session_minutes = models.PositiveIntegerField(default=12 * 60)
+    start_timeout_minutes = models.PositiveIntegerField(
+        default=10, help_text="release the reservation if charging has not started by then"
+    )
+
+    class Meta:
+        ordering = ["site__name", "name"]
+        constraints = [
+            # services.current_tariff() relies on at most one active tariff per site.
+            models.UniqueConstraint(
+                fields=["site"], condition=Q(active=True), name="tariff_one_active_per_site"
+            ),
+            models.CheckConstraint(
+                condition=Q(authorise_amount_minor__gt=0), name="tariff_authorise_positive"
+            ),
+            models.CheckConstraint(condition=Q(vat_rate_bp__lte=10000), name="tariff_vat_le_100"),
+        ]
+
+    def __str__(self):
+        return f"{self.site}: {self.name}"
+
+    @property
+    def currency(self) -> str:
+        return self.site.currency
+
+    def snapshot(self) -> dict:
+        """The prices a session is held to, copied at start so later edits do not reprice it."""
+        fields = [
+            "start_fee_minor", "price_per_kwh_minor", "price_per_minute_minor",
+            "idle_fee_per_minute_minor", "idle_grace_minutes", "vat_rate_bp",
+            "authorise_amount_minor", "max_session_minutes", "start_timeout_minutes",
+        ]  # fmt: skip
+        return {"tariff_id": self.pk, "name": self.name, "currency": self.currency} | {
+            f: getattr(self, f) for f in fields
+        }
+
+
+class SessionState(models.TextChoices):
+    AUTHORISING = "authorising", "Authorising"
+    AUTHORISED = "authorised", "Authorised, waiting for charging"
+    CHARGING = "charging", "Charging"
+    STOPPING = "stopping", "Stop requested"
+    ENDED = "ended", "Charging ended, plugged in"
+    SETTLING = "settling", "Settling payment"
+    CLOSED = "closed", "Closed"
+
+
+OPEN_STATES = [s for s in SessionState if s != SessionState.CLOSED]
+
+
+class CloseReason(models.TextChoices):
+    CAPTURED = "captured", "Captured"
+    RELEASED = "released", "Reservation released"
+    DECLINED = "declined", "Card declined"
+    ABORTED = "aborted", "Aborted by the driver"
+    TIMED_OUT = "timed_out", "No card presented"
+    NOT_DELIVERED = "not_delivered", "Connector no longer available"
+    FAILED = "failed", "Failed"
+    RESOLVED_MANUALLY = "resolved_manually", "Resolved by staff"
+
+
+class ChargingSession(models.Model):
+    public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    connector = models.ForeignKey(Connector, on_delete=models.PROTECT, related_name="sessions")
+    terminal = models.ForeignKey(Terminal, on_delete=models.PROTECT, related_name="sessions")
+    site = models.ForeignKey(Site, on_delete=models.PROTECT, related_name="sessions")
+    state = models.CharField(max_length=16, choices=SessionState.choices)
+    close_reason = models.CharField(max_length=20, choices=CloseReason.choices, blank=True)
+    close_detail = models.CharField(max_length=300, blank=True)
+    stop_reason = models.CharField(max_length=120, blank=True)
+    started_by = models.CharField(max_length=150, blank=True)  # API key / actor label
+
+    requested_at = models.DateTimeField(default=timezone.now)
+    authorised_at = models.DateTimeField(null=True, blank=True)
+    charging_started_at = models.DateTimeField(null=True, blank=True)
+    stop_requested_at = models.DateTimeField(null=True, blank=True)
+    charging_ended_at = models.DateTimeField(null=True, blank=True)
+    unplugged_at = models.DateTimeField(null=True, blank=True)
+    closed_at = models.DateTimeField(null=True, blank=True)
+    authorisation_expires_at = models.DateTimeField(null=True, blank=True)
+
+    energy_wh = models.PositiveBigIntegerField(default=0)
+    meter_updated_at = models.DateTimeField(null=True, blank=True)
+
+    currency = models.CharField(max_length=3)
+    tariff = models.JSONField(default=dict)  # Tariff.snapshot() at start
+    authorised_amount_minor = models.PositiveIntegerField(default=0)
+    cost_start_minor = models.PositiveIntegerField(default=0)
+    cost_energy_minor = models.PositiveIntegerField(default=0)
+    cost_time_minor = models.PositiveIntegerField(default=0)
+    cost_idle_minor = models.PositiveIntegerField(default=0)
+    cost_total_minor = models.PositiveIntegerField(default=0)
+    cost_vat_minor = models.PositiveIntegerField(default=0)
+    cost_capped = models.BooleanField(default=False)
+    captured_amount_minor = models.PositiveIntegerField(default=0)
+
+    # What the terminal told us about the card: never a full card number.
+    card_brand = models.CharField(max_length=16, blank=True)
+    masked_pan = models.CharField(max_length=32, blank=True)
+    pan_last4 = models.CharField(max_length=4, blank=True, db_index=True)
+    card_token = models.CharField(max_length=32, blank=True, db_index=True)
+    card_par = models.CharField(max_length=40, blank=True, db_index=True)
+
+    class Meta:
+        ordering = ["-requested_at", "-id"]
+        constraints = [
+            # services.start_session relies on this to refuse a second session per connector.
+            models.UniqueConstraint(
+                fields=["connector"],
+                condition=~Q(state="closed"),
+                name="session_one_open_per_connector",
+            ),
+            models.CheckConstraint(
+                condition=Q(captured_amount_minor__lte=F("authorised_amount_minor")),
+                name="session_capture_le_authorised",
+            ),
+            models.CheckConstraint(
+                condition=Q(cost_total_minor__lte=F("authorised_amount_minor"))
+                | Q(authorised_amount_minor=0),
+                name="session_cost_le_authorised",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["state", "-requested_at"], name="session_state_requested"),
+            models.Index(fields=["site", "-requested_at"], name="session_site_requested"),
+            models.Index(fields=["terminal", "-requested_at"], name="session_terminal_requested"),
+        ]
+
+    def __str__(self):
+        return f"session {self.public_id} ({self.state})"
+
+    @property
+    def is_open(self) -> bool:
+        return self.state != SessionState.CLOSED
+
+    def authorisation(self):
+        """The approved authorisation transaction, if any."""
+        return (
+            self.transactions.filter(operation=Operation.AUTHORISE, outcome=Outcome.SUCCESS)
+            .order_by("id")
+            .first()
+        )
+
+
+class Operation(models.TextChoices):
+    AUTHORISE = "authorise", "Authorise"
+    CARD_TOKEN = "card_token", "Read card token"
+    CAPTURE = "capture", "Capture"
+    RELEASE = "release", "Release"
+    RECOVERY = "recovery", "Recovery (repeat last message)"
+    REPRINT = "reprint", "Ticket reprint"
+
+
+MONEY_OPERATIONS = (Operation.AUTHORISE, Operation.CAPTURE, Operation.RELEASE)
+
+
+class TxState(models.TextChoices):
+    SENT = "sent", "Sent (written before sending)"
+    COMPLETED = "completed", "Completed"
+    UNKNOWN = "unknown", "Outcome unknown"
+    NOT_SENT = "not_sent", "Not sent"
+    RESOLVED = "resolved", "Resolved by recovery"
+
+
+class Outcome(models.TextChoices):
+    PENDING = "pending", "Pending"
+    SUCCESS = "success", "Approved / success"
+    DECLINED = "declined", "Declined"
+    ABORTED = "aborted", "Aborted"
+    BUSY = "busy", "Busy / unavailable"
+    PRINT_LAST_TICKET = "print_last_ticket", "Print last ticket first"
+    UNKNOWN = "unknown", "Unknown"
+    NOT_SENT = "not_sent", "Not sent"
+    FAILED = "failed", "Failed"
+    NOT_COMPLETED = "not_completed", "Proven not completed"
+
+
+# Outcomes that occupy an authorisation: while one of these exists for a capture or release,
+# no other capture or release may be sent for the same authorisation.
+LIVE_SETTLEMENT_OUTCOMES = [Outcome.PENDING, Outcome.UNKNOWN, Outcome.SUCCESS]
+
+
+class TerminalTransaction(models.Model):
+    """One request sent to a terminal about money, written before it is sent."""
+
+    public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    terminal = models.ForeignKey(Terminal, on_delete=models.PROTECT, related_name="transactions")
+    session = models.ForeignKey(
+        ChargingSession,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="transactions",
+    )
+    operation = models.CharField(max_length=16, choices=Operation.choices)
+    workstation_id = models.CharField(max_length=32)
+    request_id = models.CharField(max_length=9)
+    # For capture/release: the authorisation; for recovery: the transaction being recovered;
+    # for a resend: the attempt it replaces.
+    original = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.PROTECT, related_name="followers"
+    )
+    amount_minor = models.PositiveIntegerField(default=0)
+    # Upper bound copied from the authorisation, so the database refuses an over-capture.
+    limit_minor = models.PositiveIntegerField(null=True, blank=True)
+    currency = models.CharField(max_length=3, blank=True)
+
+    state = models.CharField(max_length=12, choices=TxState.choices, default=TxState.SENT)
+    outcome = models.CharField(max_length=20, choices=Outcome.choices, default=Outcome.PENDING)
+    created_at = models.DateTimeField(default=timezone.now)
+    completed_at = models.DateTimeField(null=True, blank=True)
+    # When a SENT row becomes the recovery sweep's business (written before sending).
+    deadline_at = models.DateTimeField()
+    recovery_attempts = models.PositiveIntegerField(default=0)
+    resolution = models.CharField(max_length=300, blank=True)
+
+    overall_result = models.CharField(max_length=32, blank=True)
+    stan = models.CharField(max_length=16, blank=True)
+    approval_code = models.CharField(max_length=16, blank=True)
+    terminal_timestamp = models.CharField(max_length=40, blank=True)
+    response_terminal_id = models.CharField(max_length=16, blank=True)
+    card_brand = models.CharField(max_length=16, blank=True)
+    masked_pan = models.CharField(max_length=32, blank=True)
+    card_token = models.CharField(max_length=32, blank=True)
+    card_par = models.CharField(max_length=40, blank=True)
+    action_code = models.CharField(max_length=16, blank=True)
+    return_code = models.CharField(max_length=16, blank=True)
+    error_code = models.CharField(max_length=32, blank=True)
+    error_text = models.CharField(max_length=300, blank=True)
+    detail = models.CharField(max_length=300, blank=True)  # our own note (why unknown, etc.)
+    raw_request = models.TextField(blank=True)
+    raw_response = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["terminal", "workstation_id", "request_id"],
+                name="tx_unique_request_id",
+            ),
+            # Double capture is impossible: one live (pending/unknown/succeeded) capture or
+            # release per authorisation. payments.settle() relies on this.
+            models.UniqueConstraint(
+                fields=["original"],
+                condition=Q(operation__in=["capture", "release"])
+                & Q(outcome__in=["pending", "unknown", "success"]),
+                name="tx_one_live_settlement_per_auth",
+            ),
+            models.CheckConstraint(
+                condition=Q(limit_minor__isnull=True) | Q(amount_minor__lte=F("limit_minor")),
+                name="tx_amount_le_limit",
+            ),
+            models.CheckConstraint(
+                condition=~Q(operation__in=["capture", "release"]) | Q(original__isnull=False),
+                name="tx_settlement_has_authorisation",
+            ),
+        ]
+        indexes = [
+            # The recovery sweep: rows still SENT or UNKNOWN.
+            models.Index(
+                fields=["deadline_at"],
+                condition=Q(state__in=["sent", "unknown"]),
+                name="tx_unresolved_due",
+            ),
+            models.Index(fields=["terminal", "-created_at"], name="tx_terminal_created"),
+        ]
+
+    def __str__(self):
+        return f"{self.operation} #{self.request_id} on {self.terminal_id}: {self.outcome}"
+
+    @property
+    def is_money(self) -> bool:
+        return self.operation in MONEY_OPERATIONS
+
+
+class DeviceMessage(models.Model):
+    """A channel-1 output (display text or receipt) that arrived during a transaction."""
+
+    RECEIPT_TARGETS = ("Printer", "PrinterReceipt", "JournalPrinter", "E-Journal")
+
+    transaction = models.ForeignKey(
+        TerminalTransaction, on_delete=models.CASCADE, related_name="device_messages"
+    )
+    seq = models.PositiveIntegerField()
+    target = models.CharField(max_length=32)
+    lines = models.JSONField(default=list)
+    received_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["transaction", "seq"]
+        constraints = [
+            models.UniqueConstraint(fields=["transaction", "seq"], name="device_message_seq")
+        ]
+
+    def __str__(self):
+        return f"{self.target} ({len(self.lines)} lines)"
+
+    @property
+    def is_receipt(self) -> bool:
+        return self.target in self.RECEIPT_TARGETS
+
+
+class ApiKey(models.Model):
+    """A charger controller's credential. Only a SHA-256 of the key is stored."""
+
+    PREFIX_LENGTH = 8
+
+    name = models.CharField(max_length=120)
+    site = models.ForeignKey(Site, on_delete=models.CASCADE, related_name="api_keys")
+    prefix = models.CharField(max_length=PREFIX_LENGTH, unique=True)
+    key_hash = models.CharField(max_length=64)
+    created_at = models.DateTimeField(default=timezone.now)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked = models.BooleanField(default=False)
+
+    class Meta:
+        ordering = ["site__name", "name"]
+        verbose_name = "API key"
+
+    def __str__(self):
+        return f"{self.name} ({self.prefix}…)"
+
+    @staticmethod
+    def hash(raw: str) -> str:
+        # Keys are 256-bit random: a fast hash is enough (nothing to brute-force).
+        return hashlib.sha256(raw.encode()).hexdigest()
+
+    @classmethod
+    def issue(cls, name: str, site: Site) -> tuple["ApiKey", str]:
+        """Create a key and return it with the raw secret, shown once."""
+        prefix = secrets.token_hex(cls.PREFIX_LENGTH // 2)
+        raw = f"evp_{prefix}_{secrets.token_urlsafe(32)}"
+        return cls.objects.create(name=name, site=site, prefix=prefix, key_hash=cls.hash(raw)), raw
+
+    @classmethod
+    def authenticate(cls, raw: str) -> "ApiKey | None":
+        parts = raw.split("_")
+        if len(parts) < 3 or parts[0] != "evp":
+            return None
+        key = cls.objects.select_related("site").filter(prefix=parts[1], revoked=False).first()
+        if key is None or not secrets.compare_digest(key.key_hash, cls.hash(raw)):
+            return None
+        return key
+
+
+class IdempotencyRecord(models.Model):
+    """The first answer to a POST with an Idempotency-Key; repeats get it back unchanged."""
+
+    api_key = models.ForeignKey(ApiKey, on_delete=models.CASCADE, related_name="+")
+    key = models.CharField(max_length=120)
+    fingerprint = models.CharField(max_length=64)  # method + path + body hash
+    status_code = models.PositiveSmallIntegerField()
+    body = models.JSONField()
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["api_key", "key"], name="idempotency_key_unique")
+        ]
+
+    def __str__(self):
+        return self.key

@@ -1,0 +1,220 @@
+"""Talking to a terminal about money from Django: lease, write-before-send, record the answer.
+
+Rules this module enforces (architecture.md, opi-nl.md):
+
+- One request at a time per terminal, across every process and host: a lease on the
+  Terminal row claimed with a conditional UPDATE and an expiry (`leased`). A task that finds
+  the terminal leased gets `TerminalBusy` and retries later; it never waits for minutes.
+- While a terminal has a money request whose outcome is not settled (row SENT past its
+  holder, or UNKNOWN), no new card-service request is sent to it: the terminal's "last
+  message" must stay the one recovery asks about (`TerminalNeedsRecovery`).
+- Every money request is a TerminalTransaction row committed in state SENT, with its
+  RequestID, before a byte goes out (`open_transaction`); `record_result` stores the answer.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from evpay import audit
+from sessions.models import (
+    MONEY_OPERATIONS,
+    DeviceMessage,
+    Operation,
+    Outcome,
+    TerminalTransaction,
+    TxState,
+)
+from terminals.models import Terminal
+from terminals.opi.client import OpiClient, OpiResult, outcome_for
+from terminals.opi.client import Outcome as OpiOutcome
+from terminals.opi.device_channel import RecordingDeviceHandler
+from terminals.opi.profile import Operation as OpiOperation
+
+log = logging.getLogger(__name__)
+
+
+class TerminalBusy(Exception):
+    """The terminal is serving another request; try again later."""
+
+
+class TerminalNeedsRecovery(TerminalBusy):
+    """A money request on this terminal has an unsettled outcome; recover it first."""
+
+
+OPI_OPERATION = {
+    Operation.AUTHORISE: OpiOperation.AUTHORISE,
+    Operation.CARD_TOKEN: OpiOperation.CARD_TOKEN,
+    Operation.CAPTURE: OpiOperation.CAPTURE,
+    Operation.RELEASE: OpiOperation.RELEASE,
+    Operation.RECOVERY: OpiOperation.REPEAT_LAST_MESSAGE,
+    Operation.REPRINT: OpiOperation.TICKET_REPRINT,
+}
+
+OUTCOME_FROM_OPI = {
+    OpiOutcome.SUCCESS: Outcome.SUCCESS,
+    OpiOutcome.DECLINED: Outcome.DECLINED,
+    OpiOutcome.ABORTED: Outcome.ABORTED,
+    OpiOutcome.BUSY: Outcome.BUSY,
+    OpiOutcome.PRINT_LAST_TICKET: Outcome.PRINT_LAST_TICKET,
+    OpiOutcome.UNKNOWN: Outcome.UNKNOWN,
+    OpiOutcome.NOT_SENT: Outcome.NOT_SENT,
+    OpiOutcome.FAILED_OTHER: Outcome.FAILED,
+}
+
+
+def lease_owner() -> str:
+    return f"{socket.gethostname()[:30]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def unsettled_money_requests(terminal: Terminal, exclude_pk: int | None = None):
+    qs = TerminalTransaction.objects.filter(
+        terminal=terminal,
+        operation__in=MONEY_OPERATIONS,
+        state__in=[TxState.SENT, TxState.UNKNOWN],
+    )
+    return qs.exclude(pk=exclude_pk) if exclude_pk else qs
+
+
+@contextmanager
+def leased(
+    terminal: Terminal, seconds: float, *, recovering: TerminalTransaction | None = None
+) -> Iterator[str]:
+    """Hold the terminal for one request. Raises TerminalBusy if another holder has it.
+
+    `recovering`: the unsettled transaction this lease is for; other unsettled money
+    requests still block (one recovery at a time, oldest first is the sweep's job).
+    """
+    owner = lease_owner()
+    # The lease outlives the request timeout a little so a slow answer is still ours.
+    if not terminal.try_lease(owner, seconds + 30):
+        raise TerminalBusy(f"terminal {terminal.terminal_id} is serving another request")
+    try:
+        blocking = unsettled_money_requests(terminal, recovering.pk if recovering else None)
+        if recovering is None and blocking.exists():
+            raise TerminalNeedsRecovery(
+                f"terminal {terminal.terminal_id} has a money request with an unknown outcome"
+            )
+        yield owner
+    finally:
+        terminal.release_lease(owner)
+
+
+def channel1_mode(terminal: Terminal) -> str:
+    """'terminal': we connect to the terminal's channel-1 port for each request.
+    'pos': the long-running device-channel service receives channel 1 (`manage.py
+    device_channel`), because many workers cannot all listen on one port."""
+    profile = terminal.opi_profile()
+    return "terminal" if profile.channel1_listener == "terminal" else "external"
+
+
+def client_for(terminal: Terminal, on_delivery_box: Callable | None = None) -> OpiClient:
+    return OpiClient(
+        terminal.opi_profile(),
+        device_handler=RecordingDeviceHandler(on_delivery_box=on_delivery_box),
+        channel1=channel1_mode(terminal),
+    )
+
+
+def timeout_for(terminal: Terminal, operation: str) -> float:
+    return terminal.opi_profile().timeout_for(OPI_OPERATION[operation])
+
+
+def open_transaction(
+    terminal: Terminal,
+    operation: str,
+    *,
+    session=None,
+    amount_minor: int = 0,
+    currency: str = "",
+    original: TerminalTransaction | None = None,
+    limit_minor: int | None = None,
+) -> TerminalTransaction:
+    """Write (and commit) the row for a request about to be sent. Never inside an outer
+    transaction: the row must be durable before the first byte goes out."""
+    if transaction.get_connection().in_atomic_block:
+        raise RuntimeError("open_transaction must commit before sending; call it outside atomic()")
+    timeout = timeout_for(terminal, operation)
+    with transaction.atomic():
+        tx = TerminalTransaction.objects.create(
+            terminal=terminal,
+            session=session,
+            operation=operation,
+            workstation_id=terminal.workstation_id,
+            request_id=terminal.next_request_id(),
+            original=original,
+            amount_minor=amount_minor,
+            limit_minor=limit_minor,
+            currency=currency,
+            state=TxState.SENT,
+            outcome=Outcome.PENDING,
+            deadline_at=timezone.now()
+            + timedelta(seconds=timeout + settings.EVPAY_SENT_GRACE_SECONDS),
+        )
+    return tx
+
+
+def record_result(tx: TerminalTransaction, result: OpiResult) -> TerminalTransaction:
+    """Store what the terminal answered (or that it did not), with its channel-1 output."""
+    outcome = OUTCOME_FROM_OPI[result.outcome]
+    tx.outcome = outcome
+    tx.state = {
+        Outcome.UNKNOWN: TxState.UNKNOWN,
+        Outcome.NOT_SENT: TxState.NOT_SENT,
+    }.get(outcome, TxState.COMPLETED)
+    tx.completed_at = timezone.now()
+    _copy_response_fields(tx, result)
+    tx.raw_request = result.request_xml or ""
+    with transaction.atomic():
+        tx.save()
+        store_device_messages(tx, result)
+    return tx
+
+
+def _copy_response_fields(tx: TerminalTransaction, result: OpiResult) -> None:
+    tx.overall_result = (result.overall_result or "")[:32]
+    tx.stan = (result.stan or "")[:16]
+    tx.approval_code = (result.approval_code or "")[:16]
+    tx.terminal_timestamp = (result.timestamp or "")[:40]
+    tx.response_terminal_id = (result.terminal_id or "")[:16]
+    tx.card_brand = (result.card_circuit or "")[:16]
+    tx.masked_pan = (result.card_pan or "")[:32]
+    tx.card_token = (result.card_token or "")[:32]
+    tx.card_par = (result.par or "")[:40]
+    tx.action_code = (result.action_code or "")[:16]
+    tx.return_code = (result.return_code or "")[:16]
+    tx.error_code = (result.error_code or "")[:32]
+    tx.error_text = (result.error_text or "")[:300]
+    tx.detail = (result.detail or "")[:300]
+    tx.raw_response = result.raw or ""
+
+
+def store_device_messages(tx: TerminalTransaction, result: OpiResult) -> None:
+    start = tx.device_messages.count()
+    DeviceMessage.objects.bulk_create(
+        DeviceMessage(transaction=tx, seq=start + i, target=m.target[:32], lines=list(m.lines))
+        for i, m in enumerate(result.device_messages)
+    )
+
+
+def audit_tx(actor, tx: TerminalTransaction, from_state: str, reason: str = "") -> None:
+    audit.record(
+        actor, tx, f"tx.{tx.operation}", from_state=from_state, to_state=tx.outcome,
+        reason=reason or tx.error_text or tx.detail, session=tx.session,
+        data={"request_id": tx.request_id, "amount_minor": tx.amount_minor},
+    )  # fmt: skip
+
+
+def outcome_of_repeated(operation: str, result: OpiResult) -> OpiOutcome:
+    """The outcome of the original request, from the terminal's repeat of its answer."""
+    return outcome_for(OPI_OPERATION[operation], result.overall_result or "")

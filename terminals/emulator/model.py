@@ -1,0 +1,58 @@
+"""The emulator's own view of a request and of its answer, independent of the XML classes.
+
+``wire.py`` converts between these and terminals.opi.messages; the terminal logic only sees
+these, which keeps it readable and lets the protocol library evolve without touching it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from terminals.opi.profile import Operation
+
+from .cards import Card
+
+
+@dataclass(slots=True)
+class Request:
+    root: str  # CardServiceRequest or ServiceRequest
+    request_type: str
+    request_id: str
+    workstation_id: str
+    operation: Operation | None  # None: a RequestType this terminal does not know
+    amount_minor: int | None = None
+    currency: str = "EUR"
+    original_terminal_id: str = ""
+    original_stan: str = ""
+    original_approval_code: str = ""
+    message: Any = None  # the parsed library message, for the codec
+
+
+@dataclass(slots=True)
+class Reply:
+    result: str
+    card: Card | None = None
+    token: str = ""
+    par: str = ""
+    amount_minor: int | None = None
+    currency: str = "EUR"
+    stan: str = ""
+    approval_code: str = ""
+    timestamp: str = ""
+    action_code: str = ""
+    error_code: str = ""
+    error_text: str = ""
+    uid: str = ""
+    state: str = ""  # Diagnosis
+    brands: list[tuple[str, str]] = field(default_factory=list)  # GetCardCircuits
+    totals: list[dict[str, object]] = field(default_factory=list)  # Reconciliation
+    period: int = 0
+
+
+@dataclass(slots=True)
+class Committed:
+    """What RepeatLastMessage repeats: the last request the terminal completed, and its answer."""
+
+    request: Request
+    reply: Reply

@@ -1,0 +1,161 @@
+"""The terminal fleet: sites, IM30 terminals, the connectors they serve, status and brands."""
+
+import uuid
+from datetime import timedelta
+from zoneinfo import available_timezones
+
+from django.db import models, transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from terminals.opi.profile import TerminalProfile
+
+TIME_ZONE_CHOICES = sorted((tz, tz) for tz in available_timezones() if "/" in tz)
+
+
+class Site(models.Model):
+    public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    name = models.CharField(max_length=120, unique=True)
+    address = models.TextField(blank=True)
+    time_zone = models.CharField(
+        max_length=64, choices=TIME_ZONE_CHOICES, default="Europe/Amsterdam"
+    )
+    currency = models.CharField(max_length=3, default="EUR")
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self):
+        return self.name
+
+
+class TerminalStatus(models.TextChoices):
+    # CCV's documented states, plus OFFLINE when we cannot reach the terminal at all.
+    IDLE = "IDLE", "Idle"
+    READY = "READY", "Ready"
+    BUSY = "BUSY", "Busy"
+    REPRINT_TICKET = "REPRINT_TICKET", "Reprint ticket"
+    LOGGED_OUT = "LOGGED_OUT", "Logged out"
+    LOCKED = "LOCKED", "Locked"
+    INOPERABLE = "INOPERABLE", "Inoperable"
+    UNKNOWN = "UNKNOWN", "Unknown"
+    OFFLINE = "OFFLINE", "Offline"
+
+
+class Terminal(models.Model):
+    public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    terminal_id = models.CharField("CCV terminal id", max_length=16, unique=True)
+    name = models.CharField(max_length=120)
+    site = models.ForeignKey(Site, on_delete=models.PROTECT, related_name="terminals")
+    host = models.CharField(max_length=255)
+    # TerminalProfile.to_dict(): ports, channel-1 arrangement, ids, timeouts, request types.
+    profile = models.JSONField(default=dict, blank=True)
+    enabled = models.BooleanField(default=True)
+
+    status = models.CharField(
+        max_length=16, choices=TerminalStatus.choices, default=TerminalStatus.UNKNOWN
+    )
+    status_changed_at = models.DateTimeField(null=True, blank=True)
+    last_seen_at = models.DateTimeField(null=True, blank=True)
+    consecutive_failures = models.PositiveIntegerField(default=0)
+    brands_refreshed_at = models.DateTimeField(null=True, blank=True)
+
+    # RequestIDs for this terminal's workstation: digits, at most 9 (OPI-NL). Incremented
+    # atomically in the database so every process and host gets a distinct one.
+    request_counter = models.PositiveBigIntegerField(default=0)
+
+    # Lease serialising access to the terminal across all workers and hosts (one request at a
+    # time per terminal). Claimed by a conditional UPDATE; expires so a crashed holder frees it.
+    lease_owner = models.CharField(max_length=64, blank=True)
+    lease_until = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["site__name", "name"]
+        indexes = [models.Index(fields=["status"], name="terminal_status")]
+
+    def __str__(self):
+        return f"{self.name} ({self.terminal_id})"
+
+    # --- protocol profile -------------------------------------------------------------
+    def opi_profile(self) -> TerminalProfile:
+        data = {"host": self.host, **(self.profile or {})}
+        data["host"] = self.host
+        return TerminalProfile.from_dict(data)
+
+    @property
+    def workstation_id(self) -> str:
+        return self.opi_profile().workstation_id
+
+    def next_request_id(self) -> str:
+        """A fresh RequestID, unique for this terminal; committed before it is used."""
+        with transaction.atomic():
+            Terminal.objects.filter(pk=self.pk).update(request_counter=F("request_counter") + 1)
+            value = Terminal.objects.values_list("request_counter", flat=True).get(pk=self.pk)
+        # Nine digits at most; wrapping after a billion requests is harmless because the
+        # (terminal, workstation, request id) unique constraint still guards duplicates.
+        return str(value % 1_000_000_000 or 1)
+
+    # --- lease --------------------------------------------------------------------------
+    def try_lease(self, owner: str, seconds: float) -> bool:
+        now = timezone.now()
+        claimed = (
+            Terminal.objects.filter(pk=self.pk)
+            .filter(Q(lease_until__isnull=True) | Q(lease_until__lt=now) | Q(lease_owner=owner))
+            .update(lease_owner=owner, lease_until=now + timedelta(seconds=seconds))
+        )
+        return claimed == 1
+
+    def release_lease(self, owner: str) -> None:
+        Terminal.objects.filter(pk=self.pk, lease_owner=owner).update(
+            lease_owner="", lease_until=None
+        )
+
+    @property
+    def is_online(self) -> bool:
+        return self.status not in (TerminalStatus.OFFLINE, TerminalStatus.UNKNOWN)
+
+
+class Connector(models.Model):
+    """A connector / EVSE served by a terminal (one IM30 can serve several)."""
+
+    public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    terminal = models.ForeignKey(Terminal, on_delete=models.PROTECT, related_name="connectors")
+    evse_id = models.CharField("EVSE id", max_length=48, unique=True)
+    label = models.CharField(max_length=60, help_text="What the driver sees, e.g. 'Left, 22 kW'")
+    enabled = models.BooleanField(default=True)
+
+    class Meta:
+        ordering = ["evse_id"]
+
+    def __str__(self):
+        return f"{self.evse_id} ({self.label})"
+
+
+class TerminalBrand(models.Model):
+    terminal = models.ForeignKey(Terminal, on_delete=models.CASCADE, related_name="brands")
+    code = models.CharField(max_length=16)  # CardCircuit code: VISA, ECMC, MAES, ...
+    display_name = models.CharField(max_length=60, blank=True)
+
+    class Meta:
+        ordering = ["code"]
+        constraints = [
+            models.UniqueConstraint(fields=["terminal", "code"], name="terminal_brand_unique")
+        ]
+
+    def __str__(self):
+        return self.code
+
+
+class TerminalStatusChange(models.Model):
+    terminal = models.ForeignKey(Terminal, on_delete=models.CASCADE, related_name="status_changes")
+    at = models.DateTimeField(default=timezone.now)
+    from_status = models.CharField(max_length=16, choices=TerminalStatus.choices)
+    to_status = models.CharField(max_length=16, choices=TerminalStatus.choices)
+    detail = models.CharField(max_length=300, blank=True)
+
+    class Meta:
+        ordering = ["-at", "-id"]
+        indexes = [models.Index(fields=["terminal", "-at"], name="status_change_terminal_at")]
+
+    def __str__(self):
+        return f"{self.terminal_id}: {self.from_status} -> {self.to_status}"

@@ -1,0 +1,84 @@
+"""A real emulator process and a small world (site, tariff, terminals, connectors) around it."""
+
+import pytest
+
+from evpay.audit import Actor
+from sessions.models import Tariff
+from terminals.emulator.harness import EmulatorProcess
+from terminals.models import Connector, Site, Terminal
+
+# Short waits keep the suite fast; the emulator answers TimedOut after CARD_WAIT seconds.
+CARD_WAIT = 2.0
+TEST_TIMEOUTS = {"authorise": 8, "card_token": 8, "capture": 5, "release": 5,
+                 "repeat_last_message": 5, "ticket_reprint": 5, "status": 3, "brands": 3,
+                 "closing": 5, "reconciliation": 5, "mifare_uid": 8, "abort": 3}  # fmt: skip
+
+CHARGER = Actor.charger("test-charger")
+
+
+@pytest.fixture(scope="session")
+def emulator():
+    with EmulatorProcess(count=4, channel1="terminal", card_wait=CARD_WAIT) as emu:
+        yield emu
+
+
+@pytest.fixture
+def emu_terminal(emulator):
+    """A fresh emulator terminal state for each test: faults cleared, online."""
+    used = emulator._used = getattr(emulator, "_used", 0) + 1
+    info = emulator.terminals[used % len(emulator.terminals)]
+    emulator.clear_faults(info["terminal_id"])
+    emulator.set_offline(info["terminal_id"], False)
+    return info
+
+
+def make_world(info, *, authorise_minor=5000, price_per_kwh=40, start_fee=50, per_minute=0,
+               idle_fee=0, grace=30, channel1="terminal"):  # fmt: skip
+    site, _ = Site.objects.get_or_create(name="Test site", defaults={"currency": "EUR"})
+    Tariff.objects.filter(site=site).delete()
+    tariff = Tariff.objects.create(
+        site=site, name="Standard", price_per_kwh_minor=price_per_kwh, start_fee_minor=start_fee,
+        price_per_minute_minor=per_minute, idle_fee_per_minute_minor=idle_fee,
+        idle_grace_minutes=grace, authorise_amount_minor=authorise_minor,
+    )  # fmt: skip
+    profile = {"port0": info["port0"], "port1": info["port1"], "channel1_listener": channel1,
+               "workstation_id": "EVPAY1", "timeouts": TEST_TIMEOUTS, "connect_timeout": 2}  # fmt: skip
+    terminal = Terminal.objects.create(
+        terminal_id=info["terminal_id"], name=f"IM30 {info['terminal_id']}", site=site,
+        host=info["host"], profile=profile,
+    )  # fmt: skip
+    connectors = [
+        Connector.objects.create(
+            terminal=terminal, evse_id=f"NL*EVP*E{info['terminal_id']}*{i}", label=f"Connector {i}"
+        )  # fmt: skip
+        for i in (1, 2)
+    ]
+    return terminal, connectors, tariff
+
+
+@pytest.fixture(autouse=True)
+def enqueued(monkeypatch):
+    """Records tasks the services enqueue instead of sending them to the broker.
+
+    These tests drive the services step by step; a real worker consuming the same broker
+    would race them. The worker path is covered by tests/jobs with a real worker.
+    """
+    from sessions import tasks
+
+    calls = []
+    for name in ("authorise_session_task", "settle_session_task", "recover_transaction_task",
+                 "stop_by_card_task"):  # fmt: skip
+        task = getattr(tasks, name)
+        monkeypatch.setattr(task, "delay", lambda *a, _n=task.name, **k: calls.append((_n, a)))
+        monkeypatch.setattr(task, "apply_async",
+                            lambda args=(), kwargs=None, _n=task.name, **o: calls.append((_n, tuple(args))))  # fmt: skip
+    return calls
+
+
+def run_enqueued(calls):
+    """Run what was enqueued, in order, in this process (a stand-in for the worker)."""
+    from celery import current_app
+
+    while calls:
+        name, args = calls.pop(0)
+        current_app.tasks[name].run(*args)
