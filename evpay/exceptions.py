@@ -62,3 +62,15 @@ def resolve_exception(record: ExceptionRecord, user, note: str) -> bool:
             to_state="resolved", reason=note.strip(),
         )  # fmt: skip
     return bool(done)
+
+
+def retry_exception(record: ExceptionRecord, user) -> bool:
+    """Queue recovery again when the exception is about a terminal transaction."""
+    if record.subject_type != "charging.terminaltransaction" or not record.is_open:
+        return False
+    from sessions.tasks import recover_transaction_task
+
+    audit.record(audit.Actor.user(user), record, "exception.retry", reason="retry recovery")
+    pk = int(record.subject_id)
+    transaction.on_commit(lambda: recover_transaction_task.delay(pk))
+    return True

@@ -135,3 +135,38 @@ class ExceptionRecord(models.Model):
     @property
     def is_open(self) -> bool:
         return self.resolved_at is None
+
+
+class JobRun(models.Model):
+    """One run of a background job staff care about (sweeps, polls, closings, refreshes).
+
+    The UI reads these rows, never Celery's result backend.
+    """
+
+    class Outcome(models.TextChoices):
+        RUNNING = "running", "Running"
+        OK = "ok", "OK"
+        PARTIAL = "partial", "Partly failed"
+        FAILED = "failed", "Failed"
+
+    kind = models.CharField(max_length=40)  # e.g. recovery_sweep, status_poll, closing
+    subject = models.CharField(max_length=120, blank=True)  # e.g. a terminal id
+    triggered_by = models.CharField(max_length=150, default="schedule")
+    started_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    outcome = models.CharField(max_length=10, choices=Outcome.choices, default=Outcome.RUNNING)
+    counts = models.JSONField(default=dict, blank=True)
+    error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-started_at", "-id"]
+        indexes = [models.Index(fields=["kind", "-started_at"], name="jobrun_kind_started")]
+
+    def __str__(self):
+        return f"{self.kind} {self.subject} {self.outcome}"
+
+    @property
+    def duration_seconds(self) -> float | None:
+        if self.finished_at is None:
+            return None
+        return (self.finished_at - self.started_at).total_seconds()

@@ -1,5 +1,6 @@
 """evpay settings: one module, driven by environment variables (see README "Configuration")."""
 
+import os
 from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
@@ -37,6 +38,10 @@ try:
         )
     DATABASE_URL = env_str("DATABASE_URL", f"sqlite:///{VAR_DIR / 'evpay.sqlite3'}")
     DATABASES = {"default": parse_database_url("DATABASE_URL", DATABASE_URL)}
+    if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
+        # A file, not memory: tests start real worker and service processes on the test DB
+        # (they get its path in DATABASE_URL). Per process, so two test runs never share one.
+        DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / f"test-{os.getpid()}.sqlite3")}
     CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "filesystem://")
     TIME_ZONE = env_str("TIME_ZONE", "Europe/Amsterdam")
     CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
@@ -53,8 +58,17 @@ try:
     EVPAY_AUTH_VALIDITY_HOURS = env_int("EVPAY_AUTH_VALIDITY_HOURS", 48, minimum=1)
     EVPAY_AUTH_EXPIRY_MARGIN_MINUTES = env_int("EVPAY_AUTH_EXPIRY_MARGIN_MINUTES", 240, minimum=1)
     EVPAY_REFUSED_STOP_THRESHOLD = env_int("EVPAY_REFUSED_STOP_THRESHOLD", 3, minimum=1)
+    EVPAY_OFFLINE_AFTER_FAILURES = env_int("EVPAY_OFFLINE_AFTER_FAILURES", 3, minimum=1)
+    EVPAY_CLOSING_TIME = env_str("EVPAY_CLOSING_TIME", "03:00")
 except ImproperlyConfiguredEnv as exc:
     raise ImproperlyConfigured(str(exc)) from None
+
+try:
+    _h, _m = (int(part) for part in EVPAY_CLOSING_TIME.split(":"))
+    if not (0 <= _h < 24 and 0 <= _m < 60):
+        raise ValueError
+except ValueError:
+    raise ImproperlyConfigured(f"EVPAY_CLOSING_TIME={EVPAY_CLOSING_TIME!r} is not HH:MM") from None
 
 if LOG_LEVEL not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
     raise ImproperlyConfigured(f"LOG_LEVEL={LOG_LEVEL!r} is not a logging level")

@@ -174,35 +174,46 @@ def record_result(tx: TerminalTransaction, result: OpiResult) -> TerminalTransac
     }.get(outcome, TxState.COMPLETED)
     tx.completed_at = timezone.now()
     _copy_response_fields(tx, result)
-    tx.raw_request = result.request_xml or ""
+    tx.raw_request = clean_text(result.request_xml)
     with transaction.atomic():
         tx.save()
         store_device_messages(tx, result)
     return tx
 
 
+def clean_text(value: str | None, limit: int | None = None) -> str:
+    """Terminal text as storable text: PostgreSQL refuses NUL characters, garbage has them."""
+    text = (value or "").replace("\x00", "\\x00")
+    return text[:limit] if limit else text
+
+
 def _copy_response_fields(tx: TerminalTransaction, result: OpiResult) -> None:
-    tx.overall_result = (result.overall_result or "")[:32]
-    tx.stan = (result.stan or "")[:16]
-    tx.approval_code = (result.approval_code or "")[:16]
-    tx.terminal_timestamp = (result.timestamp or "")[:40]
-    tx.response_terminal_id = (result.terminal_id or "")[:16]
-    tx.card_brand = (result.card_circuit or "")[:16]
-    tx.masked_pan = (result.card_pan or "")[:32]
-    tx.card_token = (result.card_token or "")[:32]
-    tx.card_par = (result.par or "")[:40]
-    tx.action_code = (result.action_code or "")[:16]
-    tx.return_code = (result.return_code or "")[:16]
-    tx.error_code = (result.error_code or "")[:32]
-    tx.error_text = (result.error_text or "")[:300]
-    tx.detail = (result.detail or "")[:300]
-    tx.raw_response = result.raw or ""
+    tx.overall_result = clean_text(result.overall_result, 32)
+    tx.stan = clean_text(result.stan, 16)
+    tx.approval_code = clean_text(result.approval_code, 16)
+    tx.terminal_timestamp = clean_text(result.timestamp, 40)
+    tx.response_terminal_id = clean_text(result.terminal_id, 16)
+    tx.card_brand = clean_text(result.card_circuit, 16)
+    tx.masked_pan = clean_text(result.card_pan, 32)
+    tx.card_token = clean_text(result.card_token, 32)
+    tx.card_par = clean_text(result.par, 40)
+    tx.action_code = clean_text(result.action_code, 16)
+    tx.return_code = clean_text(result.return_code, 16)
+    tx.error_code = clean_text(result.error_code, 32)
+    tx.error_text = clean_text(result.error_text, 300)
+    tx.detail = clean_text(result.detail, 300)
+    tx.raw_response = clean_text(result.raw)
 
 
 def store_device_messages(tx: TerminalTransaction, result: OpiResult) -> None:
     start = tx.device_messages.count()
     DeviceMessage.objects.bulk_create(
-        DeviceMessage(transaction=tx, seq=start + i, target=m.target[:32], lines=list(m.lines))
+        DeviceMessage(
+            transaction=tx,
+            seq=start + i,
+            target=clean_text(m.target, 32),
+            lines=[clean_text(line) for line in m.lines],
+        )  # fmt: skip
         for i, m in enumerate(result.device_messages)
     )
 

@@ -631,3 +631,127 @@ def resolve_manually(session: ChargingSession, user, note: str) -> ChargingSessi
                          to_state=S.CLOSED, reason=note, session=session)  # fmt: skip
     session.refresh_from_db()
     return session
+
+
+# --------------------------------------------------------------------------- operator actions
+
+
+def _require_reason(reason: str) -> str:
+    reason = (reason or "").strip()
+    if not reason:
+        raise JourneyError("a reason is required")
+    return reason
+
+
+def operator_capture_now(session: ChargingSession, user, reason: str) -> ChargingSession:
+    """End the session where it stands and capture what it has cost so far."""
+    reason = _require_reason(reason)
+    actor = Actor.user(user)
+    audit.record(actor, session, "operator.capture_now", reason=reason, session=session)
+    if session.state in (S.AUTHORISED, S.CHARGING, S.STOPPING, S.ENDED):
+        return mark_unplugged(session, actor)
+    if session.state == S.SETTLING:
+        from sessions.tasks import settle_session_task
+
+        transaction.on_commit(lambda: settle_session_task.delay(session.pk))
+        return session
+    raise JourneyError(f"nothing to capture: the session is {session.get_state_display().lower()}")
+
+
+def operator_release(session: ChargingSession, user, reason: str) -> ChargingSession:
+    """Waive the cost and release the whole reservation."""
+    reason = _require_reason(reason)
+    actor = Actor.user(user)
+    if session.state not in (S.AUTHORISED, S.CHARGING, S.STOPPING, S.ENDED, S.SETTLING):
+        raise JourneyError(
+            f"nothing to release: the session is {session.get_state_display().lower()}"
+        )
+    auth = session.authorisation()
+    if auth and TerminalTransaction.objects.filter(
+        original=auth, operation__in=[Operation.CAPTURE, Operation.RELEASE],
+        outcome__in=[Outcome.PENDING, Outcome.UNKNOWN, Outcome.SUCCESS],
+    ).exists():  # fmt: skip
+        raise JourneyError("a capture or release is already in flight or done for this session")
+    audit.record(actor, session, "operator.release", reason=reason, session=session,
+                 data={"waived_minor": session.cost_total_minor})  # fmt: skip
+    if session.state in (S.CHARGING, S.STOPPING, S.AUTHORISED):
+        mark_charging_ended(session, None, actor)
+    waived = {"cost_start_minor": 0, "cost_energy_minor": 0, "cost_time_minor": 0,
+              "cost_idle_minor": 0, "cost_total_minor": 0, "cost_vat_minor": 0}  # fmt: skip
+    with transaction.atomic():
+        ChargingSession.objects.filter(pk=session.pk).update(**waived)
+        for name, value in waived.items():
+            setattr(session, name, value)
+        if session.state == S.ENDED:
+            _transition(session, S.SETTLING, actor, f"released by staff: {reason}",
+                        unplugged_at=session.unplugged_at or timezone.now())  # fmt: skip
+        from sessions.tasks import settle_session_task
+
+        transaction.on_commit(lambda: settle_session_task.delay(session.pk))
+    return session
+
+
+def operator_retry_recovery(session: ChargingSession, user, reason: str) -> int:
+    """Queue recovery for the session's transactions whose outcome is unknown."""
+    reason = _require_reason(reason)
+    pending = list(
+        session.transactions.filter(state__in=[TxState.SENT, TxState.UNKNOWN]).values_list(
+            "pk", flat=True
+        )
+    )
+    if not pending:
+        raise JourneyError("no transaction of this session has an unknown outcome")
+    audit.record(Actor.user(user), session, "operator.retry_recovery", reason=reason,
+                 session=session, data={"transactions": pending})  # fmt: skip
+    # Staff asked now: the SENT grace period does not apply any more.
+    TerminalTransaction.objects.filter(pk__in=pending, state=TxState.SENT).update(
+        deadline_at=timezone.now()
+    )
+    from sessions.tasks import recover_transaction_task
+
+    for pk in pending:
+        transaction.on_commit(lambda pk=pk: recover_transaction_task.delay(pk))
+    return len(pending)
+
+
+# --------------------------------------------------------------------------- guards
+
+
+def guard_sessions(actor: Actor, now: datetime | None = None) -> dict:
+    """Release reservations charging never used; settle sessions before their authorisation
+    lapses. An authorisation never expires silently: what cannot be settled in time becomes
+    an exception."""
+    now = now or timezone.now()
+    counts = {"released_unstarted": 0, "expiry_settled": 0, "expiry_exceptions": 0}
+    for session in ChargingSession.objects.filter(state=S.AUTHORISED).select_related("connector"):
+        limit = session.authorised_at + timedelta(minutes=session.tariff["start_timeout_minutes"])
+        if limit <= now:
+            request_stop(session, actor, "charging did not start in time")
+            counts["released_unstarted"] += 1
+    margin = timedelta(minutes=settings.EVPAY_AUTH_EXPIRY_MARGIN_MINUTES)
+    at_risk = ChargingSession.objects.filter(
+        state__in=[S.CHARGING, S.STOPPING, S.ENDED, S.SETTLING],
+        authorisation_expires_at__lte=now + margin,
+    ).select_related("terminal")  # fmt: skip
+    for session in at_risk:
+        if session.state != S.SETTLING:
+            mark_unplugged(session, actor, at=now)
+            audit.record(actor, session, "guard.expiry", reason="authorisation expires at "
+                         f"{session.authorisation_expires_at:%Y-%m-%d %H:%M}; captured what it cost",
+                         session=session)  # fmt: skip
+            counts["expiry_settled"] += 1
+        elif session.authorisation_expires_at <= now + margin / 2:
+            # Settling but still not done with half the margin left: a person must look.
+            raise_exception(
+                kind=ExceptionRecord.Kind.AUTH_EXPIRY, severity=ExceptionRecord.Severity.CRITICAL,
+                title=f"Authorisation of session {str(session.public_id)[:8]} expires "
+                f"{session.authorisation_expires_at:%Y-%m-%d %H:%M} unsettled",
+                what_happened="The session is priced but its capture has not succeeded, and the "
+                "card authorisation is about to lapse.",
+                suggested_actions="Check the terminal and the capture's outcome; capture now or "
+                "resolve manually before the deadline.",
+                dedupe_key=f"expiry:{session.pk}", subject=session, session=session,
+                terminal_ref=session.terminal.terminal_id, actor=actor,
+            )  # fmt: skip
+            counts["expiry_exceptions"] += 1
+    return counts

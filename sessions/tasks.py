@@ -2,12 +2,17 @@
 rows and returns quietly when the work is already done (services are idempotent)."""
 
 import logging
+from datetime import timedelta
 
 from celery import shared_task
+from django.conf import settings
+from django.db.models import Q
+from django.utils import timezone
 
 from evpay.audit import Actor
+from evpay.jobs import job_run
 from sessions import services
-from sessions.models import Outcome, SessionState, TerminalTransaction, TxState
+from sessions.models import ChargingSession, Outcome, SessionState, TerminalTransaction, TxState
 from sessions.payments import TerminalBusy
 
 log = logging.getLogger(__name__)
@@ -91,3 +96,45 @@ def stop_by_card_task(self, terminal_pk: int) -> None:
         services.stop_by_card(terminal, Actor.job("stop-by-card"))
     except TerminalBusy as exc:
         _retry_busy(self, exc)
+
+
+@shared_task(name="charging.recovery_sweep", ignore_result=True)
+def recovery_sweep_task() -> None:
+    """Beat (every minute): the guarantee that a worker killed mid-payment loses nothing.
+
+    Picks up money requests left SENT past their deadline or UNKNOWN, sessions whose
+    authorise task was lost before anything was sent, and settlements nobody is working on.
+    Safe to overlap with itself: every task it enqueues re-checks and claims its work.
+    """
+    with job_run("recovery_sweep") as run:
+        now = timezone.now()
+        due = TerminalTransaction.objects.filter(
+            Q(state=TxState.SENT, deadline_at__lt=now) | Q(state=TxState.UNKNOWN)
+        ).values_list("pk", flat=True)
+        due = list(due[:500])
+        for pk in due:
+            recover_transaction_task.delay(pk)
+        stale = now - timedelta(seconds=settings.EVPAY_SENT_GRACE_SECONDS)
+        lost_auth = list(
+            ChargingSession.objects.filter(state=SessionState.AUTHORISING, requested_at__lt=stale)
+            .exclude(transactions__operation="authorise", transactions__state__in=[
+                TxState.SENT, TxState.UNKNOWN, TxState.COMPLETED, TxState.RESOLVED])
+            .values_list("pk", flat=True)[:200]
+        )  # fmt: skip
+        for pk in lost_auth:
+            authorise_session_task.delay(pk)
+        settling = list(
+            ChargingSession.objects.filter(
+                state=SessionState.SETTLING, unplugged_at__lt=stale
+            ).values_list("pk", flat=True)[:500]
+        )
+        for pk in settling:
+            settle_session_task.delay(pk)
+        run.counts = {"recover": len(due), "authorise": len(lost_auth), "settle": len(settling)}
+
+
+@shared_task(name="charging.session_guard", ignore_result=True)
+def session_guard_task() -> None:
+    """Beat (every minute): release reservations never used, settle before authorisations expire."""
+    with job_run("session_guard") as run:
+        run.counts = services.guard_sessions(Actor.job("session-guard"))

@@ -159,3 +159,100 @@ class TerminalStatusChange(models.Model):
 
     def __str__(self):
         return f"{self.terminal_id}: {self.from_status} -> {self.to_status}"
+
+
+class PeriodClosing(models.Model):
+    """A terminal's period closing (ReconciliationWithClosure) reconciled against our captures."""
+
+    class State(models.TextChoices):
+        PENDING = "pending", "Pending"
+        MATCHED = "matched", "Matched"
+        MISMATCH = "mismatch", "Mismatch"
+        FAILED = "failed", "Failed"
+
+    public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    terminal = models.ForeignKey(Terminal, on_delete=models.PROTECT, related_name="closings")
+    business_date = models.DateField(help_text="local date of the site when the closing ran")
+    # Our captures counted are those completed in (period_start, period_end].
+    period_start = models.DateTimeField(null=True, blank=True)
+    period_end = models.DateTimeField()
+    state = models.CharField(max_length=10, choices=State.choices, default=State.PENDING)
+    triggered_by = models.CharField(max_length=150, default="schedule")
+    request_id = models.CharField(max_length=9, blank=True)
+    raw_response = models.TextField(blank=True)
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-period_end", "-id"]
+        indexes = [models.Index(fields=["terminal", "-period_end"], name="closing_terminal_end")]
+
+    def __str__(self):
+        return f"closing {self.terminal_id} {self.business_date} {self.state}"
+
+
+class ClosingBrandTotal(models.Model):
+    """Per brand and currency: the terminal's totals next to ours."""
+
+    closing = models.ForeignKey(PeriodClosing, on_delete=models.CASCADE, related_name="totals")
+    brand = models.CharField(max_length=16)
+    currency = models.CharField(max_length=3)
+    terminal_count = models.PositiveIntegerField(default=0)
+    terminal_amount_minor = models.BigIntegerField(default=0)
+    our_count = models.PositiveIntegerField(default=0)
+    our_amount_minor = models.BigIntegerField(default=0)
+    # Our captures that make up our side, and notes on what explains a difference.
+    transaction_ids = models.JSONField(default=list, blank=True)
+    explanation = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["brand", "currency"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["closing", "brand", "currency"], name="closing_total_unique"
+            )
+        ]
+
+    def __str__(self):
+        return f"{self.brand} {self.currency}"
+
+    @property
+    def matches(self) -> bool:
+        return (self.terminal_count, self.terminal_amount_minor) == (
+            self.our_count,
+            self.our_amount_minor,
+        )
+
+    @property
+    def count_difference(self) -> int:
+        return self.terminal_count - self.our_count
+
+    @property
+    def amount_difference_minor(self) -> int:
+        return self.terminal_amount_minor - self.our_amount_minor
+
+
+class MifareRead(models.Model):
+    """An operator's request to read a Mifare card's UID at a terminal, and its result."""
+
+    class State(models.TextChoices):
+        PENDING = "pending", "Waiting for a card"
+        DONE = "done", "Read"
+        FAILED = "failed", "Failed"
+
+    public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    terminal = models.ForeignKey(Terminal, on_delete=models.CASCADE, related_name="mifare_reads")
+    requested_by = models.ForeignKey(
+        "auth.User", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    requested_at = models.DateTimeField(auto_now_add=True)
+    state = models.CharField(max_length=10, choices=State.choices, default=State.PENDING)
+    uid = models.CharField(max_length=32, blank=True)
+    detail = models.CharField(max_length=300, blank=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-requested_at"]
+
+    def __str__(self):
+        return f"mifare {self.terminal_id} {self.state} {self.uid}"

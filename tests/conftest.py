@@ -3,6 +3,8 @@
 import pytest
 from django.contrib.auth.models import Group
 
+from terminals.emulator.harness import EmulatorProcess
+
 PASSWORD = "correct-horse-battery-staple-42"
 
 
@@ -69,3 +71,23 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture
 def _fail_without_postgres():
     pytest.fail("EVPAY_REQUIRE_SERVICES=1 but DATABASE_URL is not PostgreSQL")
+
+
+# A real emulator process shared by the whole run; each test takes the next of its terminals
+# and clears its faults, so tests do not see each other's faults or sessions.
+@pytest.fixture(scope="session")
+def emulator():
+    with EmulatorProcess(count=4, channel1="terminal", card_wait=2.0) as emu:
+        yield emu
+
+
+@pytest.fixture
+def emu_terminal(emulator):
+    """A fresh emulator terminal state for each test: faults cleared, online."""
+    used = emulator._used = getattr(emulator, "_used", 0) + 1
+    info = emulator.terminals[used % len(emulator.terminals)]
+    emulator.clear_faults(info["terminal_id"])
+    emulator.set_offline(info["terminal_id"], False)
+    emulator.set_condition(info["terminal_id"], "OK")
+    emulator.request("DELETE", f"/terminals/{info['terminal_id']}/present")
+    return info

@@ -4,32 +4,13 @@ import pytest
 
 from evpay.audit import Actor
 from sessions.models import Tariff
-from terminals.emulator.harness import EmulatorProcess
 from terminals.models import Connector, Site, Terminal
 
-# Short waits keep the suite fast; the emulator answers TimedOut after CARD_WAIT seconds.
-CARD_WAIT = 2.0
 TEST_TIMEOUTS = {"authorise": 8, "card_token": 8, "capture": 5, "release": 5,
                  "repeat_last_message": 5, "ticket_reprint": 5, "status": 3, "brands": 3,
                  "closing": 5, "reconciliation": 5, "mifare_uid": 8, "abort": 3}  # fmt: skip
 
 CHARGER = Actor.charger("test-charger")
-
-
-@pytest.fixture(scope="session")
-def emulator():
-    with EmulatorProcess(count=4, channel1="terminal", card_wait=CARD_WAIT) as emu:
-        yield emu
-
-
-@pytest.fixture
-def emu_terminal(emulator):
-    """A fresh emulator terminal state for each test: faults cleared, online."""
-    used = emulator._used = getattr(emulator, "_used", 0) + 1
-    info = emulator.terminals[used % len(emulator.terminals)]
-    emulator.clear_faults(info["terminal_id"])
-    emulator.set_offline(info["terminal_id"], False)
-    return info
 
 
 def make_world(info, *, authorise_minor=5000, price_per_kwh=40, start_fee=50, per_minute=0,
@@ -41,8 +22,10 @@ def make_world(info, *, authorise_minor=5000, price_per_kwh=40, start_fee=50, pe
         price_per_minute_minor=per_minute, idle_fee_per_minute_minor=idle_fee,
         idle_grace_minutes=grace, authorise_amount_minor=authorise_minor,
     )  # fmt: skip
-    profile = {"port0": info["port0"], "port1": info["port1"], "channel1_listener": channel1,
+    profile = {"port0": info["port0"], "channel1_listener": channel1,
                "workstation_id": "EVPAY1", "timeouts": TEST_TIMEOUTS, "connect_timeout": 2}  # fmt: skip
+    if info.get("port1"):
+        profile["port1"] = info["port1"]
     terminal = Terminal.objects.create(
         terminal_id=info["terminal_id"], name=f"IM30 {info['terminal_id']}", site=site,
         host=info["host"], profile=profile,

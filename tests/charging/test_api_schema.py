@@ -7,7 +7,9 @@ enqueued after commit, which never happens inside this test's rolled-back transa
 
 import pytest
 import schemathesis
+from django.core.signals import request_finished, request_started
 from django.core.wsgi import get_wsgi_application
+from django.db import close_old_connections
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
 
@@ -18,7 +20,18 @@ schema = schemathesis.openapi.from_wsgi("/api/v1/openapi.json", get_wsgi_applica
 
 
 @pytest.fixture
-def api_key(db):
+def keep_test_connection():
+    # Called straight through WSGI (not Django's test client), each request would close the
+    # database connection at its end, and with it the test's transaction.
+    request_started.disconnect(close_old_connections)
+    request_finished.disconnect(close_old_connections)
+    yield
+    request_started.connect(close_old_connections)
+    request_finished.connect(close_old_connections)
+
+
+@pytest.fixture
+def api_key(db, keep_test_connection):
     site = Site.objects.create(name="Fuzz site")
     Tariff.objects.create(site=site, name="T", price_per_kwh_minor=40, authorise_amount_minor=5000)
     terminal = Terminal.objects.create(

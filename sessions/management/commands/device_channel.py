@@ -1,0 +1,43 @@
+"""The device-channel service: listens on channel 1 for every terminal ("POS listens")."""
+
+import signal
+import socket
+import threading
+
+from django.core.management.base import BaseCommand
+from django.utils import timezone
+
+from evpay.models import Heartbeat
+from sessions.device_channel import DatabaseDeviceHandler
+from terminals.opi.device_channel import DeviceChannelServer
+
+
+class Command(BaseCommand):
+    help = "Accept channel-1 connections from all terminals and store their device output."
+    # A long-running service: the web process runs the system checks.
+    requires_system_checks = []
+
+    def add_arguments(self, parser):
+        parser.add_argument("--host", default="0.0.0.0")
+        parser.add_argument("--port", type=int, default=4102)
+
+    def handle(self, *args, host, port, **options):
+        stop = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        signal.signal(signal.SIGINT, lambda *_: stop.set())
+        server = DeviceChannelServer(host, port, DatabaseDeviceHandler()).start()
+        self.stdout.write(f"device channel listening on {host}:{server.port}", ending="\n")
+        self.stdout.flush()
+        try:
+            while not stop.is_set():
+                Heartbeat.objects.update_or_create(
+                    name="device_channel",
+                    defaults={
+                        "seen_at": timezone.now(),
+                        "detail": f"{socket.gethostname()}:{server.port}",
+                    },
+                )
+                stop.wait(15)
+        finally:
+            server.stop()
+            self.stdout.write("device channel stopped")

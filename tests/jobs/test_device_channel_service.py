@@ -1,0 +1,57 @@
+"""Arrangement (b): the terminal connects back to us on channel 1, and the long-running
+device-channel service (a separate process) stores what it says in the database."""
+
+import sys
+
+import pytest
+
+from sessions import services
+from sessions.models import DeviceMessage, Operation, SessionState
+from terminals.emulator.harness import EmulatorProcess
+from tests.charging.conftest import CHARGER, make_world
+from tests.procs import Proc, free_port
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def service_and_emulator():
+    port = free_port()
+    with Proc([sys.executable, "manage.py", "device_channel", "--host", "127.0.0.1", "--port", str(port)],
+              log_name="device_channel") as service:  # fmt: skip
+        service.wait_for_log("device channel listening")
+        with EmulatorProcess(count=1, channel1="pos", pos_host="127.0.0.1", pos_port=port,
+                             card_wait=2) as emu:  # fmt: skip
+            yield emu
+
+
+def test_receipts_and_delivery_box_go_through_the_service(service_and_emulator):
+    emu = service_and_emulator
+    info = emu.terminals[0]
+    terminal, connectors, _ = make_world(info, channel1="pos")
+    emu.present_card(info["terminal_id"], "visa_ok")
+    session = services.start_session(connectors[0], CHARGER, enqueue=False)
+    services.authorise_session(session.pk, CHARGER)
+    session.refresh_from_db()
+    # DeliveryBox was answered yes by the service after checking the connector in the database.
+    assert session.state == SessionState.AUTHORISED
+    tx = session.transactions.get(operation=Operation.AUTHORISE)
+    targets = list(DeviceMessage.objects.filter(transaction=tx).values_list("target", flat=True))
+    assert "DeliveryBox" in targets and "Printer" in targets and "PrinterReceipt" in targets
+    receipt = DeviceMessage.objects.filter(transaction=tx, target="PrinterReceipt").get()
+    assert any(session.masked_pan[-4:] in line for line in receipt.lines)
+    assert emu.state(info["terminal_id"])["reprint_pending"] is False
+
+
+def test_the_service_refuses_delivery_when_the_session_is_no_longer_wanted(service_and_emulator):
+    emu = service_and_emulator
+    info = emu.terminals[0]
+    terminal, connectors, _ = make_world(info, channel1="pos")
+    session = services.start_session(connectors[0], CHARGER, enqueue=False)
+    connectors[0].enabled = False  # taken out of service while the driver was tapping
+    connectors[0].save(update_fields=["enabled"])
+    emu.present_card(info["terminal_id"], "visa_ok")
+    services.authorise_session(session.pk, CHARGER)
+    session.refresh_from_db()
+    assert session.state == SessionState.CLOSED
+    assert not [r for r in emu.ledger(info["terminal_id"], kind="reservation")]
