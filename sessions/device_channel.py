@@ -48,7 +48,6 @@ class DatabaseDeviceHandler(RecordingDeviceHandler):
             close_old_connections()
 
     def store_output(self, request: DeviceRequest, output: Output) -> bool:
-        super().store_output(request, output)
         tx = open_transaction_for(request.terminal_id)
         lines = [clean_text(line.text) for line in output.lines]
         if tx is None:

@@ -90,6 +90,12 @@ logger = logging.getLogger(__name__)
 _POLL_SECONDS = 0.05
 
 
+# Sent while another request may hold channel 1 (abort by design, status polls because the
+# terminal answers Diagnosis mid-transaction) and never followed by device output: they
+# must not take channel 1 over (terminal listens) or fail to bind it (POS listens).
+CHANNEL1_FREE_OPERATIONS = frozenset({Operation.ABORT, Operation.STATUS})
+
+
 class Outcome(StrEnum):
     SUCCESS = "SUCCESS"
     DECLINED = "DECLINED"
@@ -311,8 +317,10 @@ class OpiClient:
     host:port1; "pos": we bind pos_listen_host:pos_listen_port for the request);
     "external" leaves channel 1 to a long-running :class:`DeviceChannelServer` elsewhere.
 
-    Not for concurrent use on one terminal except :meth:`abort`, which is meant to be called
-    from another thread while a request is open (it never touches channel 1).
+    One request at a time per terminal, except :meth:`abort` (meant to be called from another
+    thread while a request is open) and :meth:`status`: neither touches channel 1.
+    In the "pos" arrangement the listener port is bound per request, so only one such client
+    per process and port can be busy at once; long-running services use "external".
     """
 
     # How long to watch a fresh channel-0 connection for an immediate close before writing.
@@ -481,8 +489,10 @@ class OpiClient:
         )
         read_timeout = timeout if timeout is not None else self.profile.timeout_for(operation)
         recorder = _Recorder(self.device_handler)
-        # Abort is sent while another request holds channel 1; it must not fight for it.
-        use_channel1 = operation != Operation.ABORT and self.channel1 in ("pos", "terminal")
+        use_channel1 = operation not in CHANNEL1_FREE_OPERATIONS and self.channel1 in (
+            "pos",
+            "terminal",
+        )
         channel1_stop = threading.Event()
         channel1_thread: threading.Thread | None = None
         channel1_server: DeviceChannelServer | None = None
@@ -514,6 +524,12 @@ class OpiClient:
             result.outcome = Outcome.NOT_SENT
             result.sent = False
             result.detail = str(exc)
+        except Exception as exc:
+            # A bug must not turn a written request into an exception the caller may read
+            # as "failed": whatever happened, the sent flag decides.
+            logger.exception("opi %s request %s: unexpected error", operation, request.request_id)
+            result.outcome = Outcome.UNKNOWN if result.sent else Outcome.NOT_SENT
+            result.detail = f"internal error: {exc!r}"
         finally:
             channel1_stop.set()
             if channel1_thread is not None:
@@ -632,13 +648,13 @@ class OpiClient:
         result.outcome = Outcome.UNKNOWN
         result.detail = detail
         if received:
-            result.raw = decode_text(bytes(received))
+            result.raw = _readable(bytes(received))
         return None
 
     def _classify(
         self, operation: Operation, request: Request, frame: bytes, result: OpiResult
     ) -> None:
-        result.raw = decode_text(frame)
+        result.raw = _readable(frame)
         try:
             response = parse(frame)
         except ProtocolError as exc:
@@ -666,6 +682,14 @@ class OpiClient:
             result.action_code = response.authorisation.action_code
             result.return_code = response.authorisation.return_code
         result.outcome = outcome_for(operation, response.overall_result)
+
+
+def _readable(data: bytes) -> str:
+    """Received bytes as text for the record, whatever they are."""
+    try:
+        return decode_text(data)
+    except ProtocolError:
+        return data.decode("iso8859-1")
 
 
 def _check_request_id(request_id: str) -> None:

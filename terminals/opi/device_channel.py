@@ -24,6 +24,7 @@ import select
 import socket
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -113,13 +114,20 @@ class RecordingDeviceHandler:
     ``on_delivery_box(request) -> bool`` decides DeliveryBox requests; without a callback
     delivery is confirmed (fine for probes and tests; the product must supply one that
     checks the connector). Thread-safe: several terminals may report at once.
+
+    Only the newest ``keep`` requests and messages stay in memory, so a long-running service
+    built on this class (storing elsewhere in ``store_output``) does not grow without bound.
     """
 
-    def __init__(self, on_delivery_box: Callable[[DeviceRequest], bool] | None = None) -> None:
+    def __init__(
+        self,
+        on_delivery_box: Callable[[DeviceRequest], bool] | None = None,
+        keep: int = 10_000,
+    ) -> None:
         self.on_delivery_box = on_delivery_box
         self._lock = threading.Lock()
-        self._requests: list[DeviceRequest] = []
-        self._messages: list[DeviceMessage] = []
+        self._requests: deque[DeviceRequest] = deque(maxlen=keep)
+        self._messages: deque[DeviceMessage] = deque(maxlen=keep)
 
     def store_output(self, request: DeviceRequest, output: Output) -> bool:
         """Keep one output; return False if it could not be stored (answered ``Failure``)."""

@@ -64,7 +64,10 @@ Choices for items opi-nl.md marks [chosen] without naming an element:
   (``Tender/CardValue`` is accepted too when parsing).
 
 Parsing rules: unknown elements and attributes are ignored, elements are matched with or
-without a namespace, DTDs/entities/external references are refused (:class:`UnsafeXML`),
+without a namespace, DTDs/entities/external references are refused (:class:`UnsafeXML`:
+any document containing ``<!DOCTYPE``/``<!ENTITY`` is handed to defusedxml, which refuses
+it; the rest, which cannot declare entities or reference anything external, goes to the
+stdlib C parser for speed; see :func:`parse_tree`),
 missing mandatory items raise :class:`MissingField` naming all of them as ``Attr`` (root
 attributes) or ``Element/Attr`` / ``Element/Child`` paths, and any other defect raises a
 :class:`ProtocolError` subclass. ``RequestID`` on channel-0 messages must be 1-9 ASCII digits;
@@ -198,11 +201,20 @@ def format_amount(minor: int, currency: str) -> str:
 
 def parse_amount(text: str, currency: str, where: str = "TotalAmount") -> int:
     """Decimal major units from the wire -> integer minor units; refuses lost precision."""
+    exponent = currency_exponent(currency)
+    # Fast path for the usual "12.50": plain ASCII digits, at most `exponent` decimals.
+    whole, dot, fraction = text.strip().partition(".")
+    if (
+        whole.isascii()
+        and whole.isdigit()
+        and len(fraction) <= exponent
+        and (not dot or (fraction.isascii() and fraction.isdigit()))
+    ):
+        return int(whole) * 10**exponent + int(fraction.ljust(exponent, "0") or "0")
     match = _AMOUNT.fullmatch(text.strip())
     if match is None:
         raise MalformedMessage(f"{where}: {text!r} is not a decimal amount")
     sign, whole, fraction = match.groups()
-    exponent = currency_exponent(currency)
     fraction = fraction or ""
     if len(fraction) > exponent:
         if fraction[exponent:].strip("0"):
@@ -502,30 +514,24 @@ _ATTR_ESCAPES = str.maketrans(
 
 def _text(value: str) -> str:
     # Characters XML cannot carry at all are checked once on the whole document in encode().
-    if _TEXT_SPECIAL.search(value) is None:
+    if value.isalnum() or _TEXT_SPECIAL.search(value) is None:
         return value
     return value.translate(_TEXT_ESCAPES)
 
 
-def _attr(value: str) -> str:
-    if _ATTR_SPECIAL.search(value) is None:
-        return value
-    return value.translate(_ATTR_ESCAPES)
+def _a(name: str, value: object) -> str:
+    """One attribute, ``' Name="value"'``, or nothing for None.
 
-
-def _attrs(*pairs: tuple[str, object]) -> str:
-    # Hot path of encode(): kept free of helper calls on purpose.
-    out = ""
-    search = _ATTR_SPECIAL.search
-    for name, value in pairs:
-        if value is None:
-            continue
-        if value.__class__ is not str:
-            value = ("true" if value else "false") if isinstance(value, bool) else str(value)
-        if search(value) is not None:  # type: ignore[arg-type]
-            value = value.translate(_ATTR_ESCAPES)  # type: ignore[union-attr]
-        out += f' {name}="{value}"'
-    return out
+    The encoders' hot path: one call per attribute, and isalnum() (a fast C scan, true for
+    most codes and ids) spares the regex for values that cannot need escaping.
+    """
+    if value is None:
+        return ""
+    if value.__class__ is not str:
+        value = ("true" if value else "false") if isinstance(value, bool) else str(value)
+    if not value.isalnum() and _ATTR_SPECIAL.search(value) is not None:  # type: ignore[union-attr,arg-type]
+        value = value.translate(_ATTR_ESCAPES)  # type: ignore[union-attr]
+    return f' {name}="{value}"'
 
 
 def _element(name: str, text: str | None) -> str:
@@ -536,7 +542,7 @@ def _enc_pos_data(p: PosData | None) -> str:
     if p is None:
         return ""
     return (
-        f"<POSdata{_attrs(('LanguageCode', p.language_code))}>"
+        f"<POSdata{_a('LanguageCode', p.language_code)}>"
         f"{_element('POSTimeStamp', p.timestamp)}"
         f"{_element('PrinterStatus', p.printer_status)}"
         f"{_element('E-JournalStatus', p.ejournal_status)}</POSdata>"
@@ -547,7 +553,7 @@ def _enc_amount(a: Amount | None, extra: str = "") -> str:
     if a is None:
         return ""
     return (
-        f'<TotalAmount{extra} Currency="{_attr(a.currency)}">'
+        f"<TotalAmount{extra}{_a('Currency', a.currency)}>"
         f"{format_amount(a.minor, a.currency)}</TotalAmount>"
     )
 
@@ -555,20 +561,19 @@ def _enc_amount(a: Amount | None, extra: str = "") -> str:
 def _enc_terminal(t: TerminalInfo | None) -> str:
     if t is None:
         return ""
-    return f"<Terminal{_attrs(('TerminalID', t.terminal_id), ('STAN', t.stan), ('TerminalState', t.state))}/>"
+    return (
+        f"<Terminal{_a('TerminalID', t.terminal_id)}{_a('STAN', t.stan)}"
+        f"{_a('TerminalState', t.state)}/>"
+    )
 
 
 def _enc_original_header(h: OriginalHeader | None) -> str:
     if h is None:
         return ""
-    return "<OriginalHeader{}/>".format(
-        _attrs(
-            ("RequestType", h.request_type),
-            ("RequestID", h.request_id),
-            ("WorkstationID", h.workstation_id),
-            ("POPID", h.pop_id),
-            ("OverallResult", h.overall_result),
-        )
+    return (
+        f"<OriginalHeader{_a('RequestType', h.request_type)}{_a('RequestID', h.request_id)}"
+        f"{_a('WorkstationID', h.workstation_id)}{_a('POPID', h.pop_id)}"
+        f"{_a('OverallResult', h.overall_result)}/>"
     )
 
 
@@ -581,17 +586,29 @@ def _enc_private_data(p: PrivateData | None) -> str:
     )
 
 
+def _request_root_open(m: CardServiceRequest | ServiceRequest) -> str:
+    return (
+        f'<{m.root} xmlns="{NAMESPACE}"{_a("RequestType", m.request_type)}'
+        f"{_a('ApplicationSender', m.application_sender)}{_a('WorkstationID', m.workstation_id)}"
+        f"{_a('POPID', m.pop_id)}{_a('RequestID', m.request_id)}>"
+    )
+
+
+def _response_root_open(m: CardServiceResponse | ServiceResponse) -> str:
+    return (
+        f'<{m.root} xmlns="{NAMESPACE}"{_a("RequestType", m.request_type)}'
+        f"{_a('WorkstationID', m.workstation_id)}{_a('POPID', m.pop_id)}"
+        f"{_a('RequestID', m.request_id)}{_a('OverallResult', m.overall_result)}>"
+    )
+
+
 def _enc_card_service_request(m: CardServiceRequest) -> str:
     original = ""
     if m.original_transaction is not None:
         o = m.original_transaction
-        original = "<OriginalTransaction{}/>".format(
-            _attrs(
-                ("TerminalID", o.terminal_id),
-                ("STAN", o.stan),
-                ("TimeStamp", o.timestamp),
-                ("ApprovalCode", o.approval_code),
-            )
+        original = (
+            f"<OriginalTransaction{_a('TerminalID', o.terminal_id)}{_a('STAN', o.stan)}"
+            f"{_a('TimeStamp', o.timestamp)}{_a('ApprovalCode', o.approval_code)}/>"
         )
     return (
         _request_root_open(m)
@@ -606,34 +623,6 @@ def _enc_service_request(m: ServiceRequest) -> str:
     return _request_root_open(m) + _enc_pos_data(m.pos_data) + "</ServiceRequest>"
 
 
-def _request_root_open(m: CardServiceRequest | ServiceRequest) -> str:
-    return '<{} xmlns="{}"{}>'.format(
-        m.root,
-        NAMESPACE,
-        _attrs(
-            ("RequestType", m.request_type),
-            ("ApplicationSender", m.application_sender),
-            ("WorkstationID", m.workstation_id),
-            ("POPID", m.pop_id),
-            ("RequestID", m.request_id),
-        ),
-    )
-
-
-def _response_root_open(m: CardServiceResponse | ServiceResponse) -> str:
-    return '<{} xmlns="{}"{}>'.format(
-        m.root,
-        NAMESPACE,
-        _attrs(
-            ("RequestType", m.request_type),
-            ("WorkstationID", m.workstation_id),
-            ("POPID", m.pop_id),
-            ("RequestID", m.request_id),
-            ("OverallResult", m.overall_result),
-        ),
-    )
-
-
 def _enc_card_service_response(m: CardServiceResponse) -> str:
     parts = [_response_root_open(m), _enc_terminal(m.terminal)]
     if m.tender is not None:
@@ -642,26 +631,22 @@ def _enc_card_service_response(m: CardServiceResponse) -> str:
         a = m.tender.authorisation
         if a is not None:
             parts.append(
-                "<Authorisation{}/>".format(
-                    _attrs(
-                        ("ApprovalCode", a.approval_code),
-                        ("CardCircuit", a.card_circuit),
-                        ("CardPAN", a.card_pan),
-                        ("TimeStamp", a.timestamp),
-                        ("ActionCode", a.action_code),
-                        ("ReturnCode", a.return_code),
-                    )
-                )
+                f"<Authorisation{_a('ApprovalCode', a.approval_code)}"
+                f"{_a('CardCircuit', a.card_circuit)}{_a('CardPAN', a.card_pan)}"
+                f"{_a('TimeStamp', a.timestamp)}{_a('ActionCode', a.action_code)}"
+                f"{_a('ReturnCode', a.return_code)}/>"
             )
         parts.append("</Tender>")
     if m.card_value is not None:
         parts.append("<CardValue>")
         for token in m.card_value.tokens:
-            parts.append(f'<Token Type="{_attr(token.type)}">{_text(token.value)}</Token>')
+            parts.append(f"<Token{_a('Type', token.type)}>{_text(token.value)}</Token>")
         parts.append(_element("CardUID", m.card_value.card_uid))
         parts.append("</CardValue>")
-    parts.append(_enc_original_header(m.original_header))
-    parts.append(_enc_private_data(m.private_data))
+    if m.original_header is not None:
+        parts.append(_enc_original_header(m.original_header))
+    if m.private_data is not None:
+        parts.append(_enc_private_data(m.private_data))
     parts.append("</CardServiceResponse>")
     return "".join(parts)
 
@@ -672,16 +657,15 @@ def _enc_service_response(m: ServiceResponse) -> str:
         parts.append("<CardCircuits>")
         for c in m.card_circuits:
             parts.append(
-                f"<CardCircuit{_attrs(('DisplayName', c.display_name))}>{_text(c.code)}</CardCircuit>"
+                f"<CardCircuit{_a('DisplayName', c.display_name)}>{_text(c.code)}</CardCircuit>"
             )
         parts.append("</CardCircuits>")
     if m.reconciliation is not None:
         parts.append("<Reconciliation>")
         for total in m.reconciliation:
-            extra = _attrs(
-                ("NumberPayments", total.number_payments),
-                ("CardCircuit", total.card_circuit),
-                ("PaymentType", total.payment_type),
+            extra = (
+                f"{_a('NumberPayments', total.number_payments)}"
+                f"{_a('CardCircuit', total.card_circuit)}{_a('PaymentType', total.payment_type)}"
             )
             parts.append(_enc_amount(total.amount, extra))
         parts.append("</Reconciliation>")
@@ -693,24 +677,18 @@ def _enc_service_response(m: ServiceResponse) -> str:
 
 def _enc_device_request(m: DeviceRequest) -> str:
     parts = [
-        '<DeviceRequest xmlns="{}"{}>'.format(
-            NAMESPACE,
-            _attrs(
-                ("RequestType", m.request_type),
-                ("ApplicationSender", m.application_sender),
-                ("WorkstationID", m.workstation_id),
-                ("POPID", m.pop_id),
-                ("RequestID", m.request_id),
-                ("SequenceID", m.sequence_id),
-                ("TerminalID", m.terminal_id),
-            ),
-        )
+        f'<DeviceRequest xmlns="{NAMESPACE}"{_a("RequestType", m.request_type)}'
+        f"{_a('ApplicationSender', m.application_sender)}{_a('WorkstationID', m.workstation_id)}"
+        f"{_a('POPID', m.pop_id)}{_a('RequestID', m.request_id)}"
+        f"{_a('SequenceID', m.sequence_id)}{_a('TerminalID', m.terminal_id)}>"
     ]
     for output in m.outputs:
-        parts.append(f'<Output OutDeviceTarget="{_attr(output.target)}">')
+        parts.append(f"<Output{_a('OutDeviceTarget', output.target)}>")
         for line in output.lines:
-            attrs = _attrs(("Row", line.row), ("Column", line.column), ("Erase", line.erase))
-            parts.append(f"<TextLine{attrs}>{_text(line.text)}</TextLine>")
+            parts.append(
+                f"<TextLine{_a('Row', line.row)}{_a('Column', line.column)}"
+                f"{_a('Erase', line.erase)}>{_text(line.text)}</TextLine>"
+            )
         parts.append("</Output>")
     parts.append("</DeviceRequest>")
     return "".join(parts)
@@ -718,22 +696,14 @@ def _enc_device_request(m: DeviceRequest) -> str:
 
 def _enc_device_response(m: DeviceResponse) -> str:
     parts = [
-        '<DeviceResponse xmlns="{}"{}>'.format(
-            NAMESPACE,
-            _attrs(
-                ("RequestType", m.request_type),
-                ("WorkstationID", m.workstation_id),
-                ("POPID", m.pop_id),
-                ("RequestID", m.request_id),
-                ("SequenceID", m.sequence_id),
-                ("TerminalID", m.terminal_id),
-                ("OverallResult", m.overall_result),
-            ),
-        )
+        f'<DeviceResponse xmlns="{NAMESPACE}"{_a("RequestType", m.request_type)}'
+        f"{_a('WorkstationID', m.workstation_id)}{_a('POPID', m.pop_id)}"
+        f"{_a('RequestID', m.request_id)}{_a('SequenceID', m.sequence_id)}"
+        f"{_a('TerminalID', m.terminal_id)}{_a('OverallResult', m.overall_result)}>"
     ]
     for output in m.outputs:
         parts.append(
-            f"<Output{_attrs(('OutDeviceTarget', output.target), ('OutResult', output.result))}/>"
+            f"<Output{_a('OutDeviceTarget', output.target)}{_a('OutResult', output.result)}/>"
         )
     parts.append("</DeviceResponse>")
     return "".join(parts)
@@ -919,10 +889,14 @@ def _bool(value: str | None, where: str) -> bool | None:
 
 
 def _parse_amount_element(reader: _Reader, element: Element, path: str) -> Amount | None:
-    currency = reader.required(element, "Currency", path)
-    text = reader.required_text(element, path)
-    if not currency or not text:
-        return None
+    currency = element.get("Currency")
+    text = element.text
+    if not currency or not text or not text.strip():
+        # Slow path only to name what is missing.
+        currency = reader.required(element, "Currency", path)
+        text = reader.required_text(element, path)
+        if not currency or not text:
+            return None
     return Amount(parse_amount(text, currency, path), currency)
 
 
@@ -1003,11 +977,8 @@ def _parse_service_request(root: Element) -> ServiceRequest:
 def _parse_terminal(element: Element | None) -> TerminalInfo | None:
     if element is None:
         return None
-    return TerminalInfo(
-        terminal_id=element.get("TerminalID"),
-        stan=element.get("STAN"),
-        state=element.get("TerminalState"),
-    )
+    get = element.get
+    return TerminalInfo(get("TerminalID"), get("STAN"), get("TerminalState"))
 
 
 def _parse_original_header(reader: _Reader, element: Element | None) -> OriginalHeader | None:
@@ -1040,21 +1011,26 @@ def _parse_card_value(reader: _Reader, element: Element) -> CardValue:
     for child in element:
         name = _local(child.tag)
         if name == "Token":
-            token_type = reader.required(child, "Type", "CardValue/Token")
-            tokens.append(Token(type=token_type, value=child.text or ""))
+            token_type = child.get("Type") or reader.required(child, "Type", "CardValue/Token")
+            tokens.append(Token(token_type, child.text or ""))
         elif name == "CardUID" and card_uid is None:
             card_uid = child.text or ""
-    return CardValue(tokens=tokens, card_uid=card_uid)
+    return CardValue(tokens, card_uid)
 
 
-def _response_envelope(reader: _Reader, root: Element) -> dict[str, Any]:
-    return {
-        "request_type": reader.required(root, "RequestType"),
-        "request_id": reader.required(root, "RequestID"),
-        "overall_result": reader.required(root, "OverallResult"),
-        "workstation_id": root.get("WorkstationID"),
-        "pop_id": root.get("POPID"),
-    }
+def _response_envelope(
+    reader: _Reader, root: Element
+) -> tuple[str, str, str, str | None, str | None]:
+    """The first five fields of every response dataclass, in declaration order."""
+    get = root.get
+    request_type = get("RequestType")
+    request_id = get("RequestID")
+    overall_result = get("OverallResult")
+    if not (request_type and request_id and overall_result):
+        request_type = reader.required(root, "RequestType")
+        request_id = reader.required(root, "RequestID")
+        overall_result = reader.required(root, "OverallResult")
+    return request_type, request_id, overall_result, get("WorkstationID"), get("POPID")
 
 
 def _parse_card_service_response(root: Element) -> CardServiceResponse:
@@ -1082,7 +1058,7 @@ def _parse_card_service_response(root: Element) -> CardServiceResponse:
                 get("ActionCode"),
                 get("ReturnCode"),
             )
-        tender = Tender(amount=amount, authorisation=authorisation)
+        tender = Tender(amount, authorisation)
         nested_value = tender_index.get("CardValue")
         if nested_value is not None:
             card_value = _parse_card_value(reader, nested_value)
@@ -1091,14 +1067,14 @@ def _parse_card_service_response(root: Element) -> CardServiceResponse:
         card_value = _parse_card_value(reader, value_element)
     original_header = _parse_original_header(reader, index.get("OriginalHeader"))
     reader.finish("CardServiceResponse")
-    _check_channel0_request_id(envelope["request_id"])
+    _check_channel0_request_id(envelope[1])
     return CardServiceResponse(
-        **envelope,
-        terminal=_parse_terminal(index.get("Terminal")),
-        tender=tender,
-        card_value=card_value,
-        original_header=original_header,
-        private_data=_parse_private_data(index.get("PrivateData")),
+        *envelope,
+        _parse_terminal(index.get("Terminal")),
+        tender,
+        card_value,
+        original_header,
+        _parse_private_data(index.get("PrivateData")),
     )
 
 
@@ -1133,9 +1109,9 @@ def _parse_service_response(root: Element) -> ServiceResponse:
             )
     original_header = _parse_original_header(reader, _child(root, "OriginalHeader"))
     reader.finish("ServiceResponse")
-    _check_channel0_request_id(envelope["request_id"])
+    _check_channel0_request_id(envelope[1])
     return ServiceResponse(
-        **envelope,
+        *envelope,
         terminal=_parse_terminal(_child(root, "Terminal")),
         card_circuits=circuits,
         reconciliation=totals,
@@ -1184,7 +1160,7 @@ def _parse_device_response(root: Element) -> DeviceResponse:
         outputs.append(OutputResult(target=target, result=output.get("OutResult") or ""))
     reader.finish("DeviceResponse")
     return DeviceResponse(
-        **envelope,
+        *envelope,
         sequence_id=root.get("SequenceID"),
         terminal_id=root.get("TerminalID"),
         outputs=outputs,
@@ -1203,6 +1179,21 @@ _PARSERS: dict[str, Any] = {
 ROOTS = tuple(_PARSERS)
 
 
+def _without_default_namespace(text: str) -> str:
+    """Drop the root's ``xmlns="...IXRetail..."`` declaration, and only the root's.
+
+    Elements are matched by local name anyway, and without it expat need not build
+    "{namespace}Name" for every tag (a measurable share of parse time). The declaration
+    is removed only when it sits inside the first tag after the XML declaration, so an
+    identical string in a value is never touched; anything unusual is parsed as it is.
+    """
+    start = text.find("?>") + 2 if text.startswith("<?xml") else 0
+    position = text.find(_DEFAULT_NS_DECLARATION, start)
+    if position < 0 or text.find(">", start) < position:
+        return text
+    return text[:position] + text[position + len(_DEFAULT_NS_DECLARATION) :]
+
+
 def parse_tree(text: str) -> Element:
     """Parse text into an element tree, refusing DTDs, entities and external references.
 
@@ -1219,10 +1210,7 @@ def parse_tree(text: str) -> Element:
             # Still here: the markup sat in a comment or CDATA. Refused all the same; no
             # terminal has a reason to send it.
             raise UnsafeXML("refused unsafe XML: DOCTYPE/ENTITY markup present")
-        # Elements are matched by local name anyway; dropping the root's default namespace
-        # declaration spares expat building "{namespace}Name" for every tag.
-        text = text.replace(_DEFAULT_NS_DECLARATION, "", 1)
-        return _fast_fromstring(text)  # noqa: S314 (DTD-free: see above)
+        return _fast_fromstring(_without_default_namespace(text))  # noqa: S314 (DTD-free)
     except DefusedXmlException as exc:
         raise UnsafeXML(f"refused unsafe XML: {exc}") from None
     except ParseError as exc:

@@ -18,7 +18,7 @@ from terminals.opi.profile import Operation, TerminalProfile
 CARD_WAIT = 1.5
 _request_ids = itertools.count(100)
 # Each test gets a terminal of its own, so state (last message, reprint flag) never leaks.
-POOL_SIZE = 32
+POOL_SIZE = 36
 
 
 def next_request_id() -> str:
@@ -73,7 +73,7 @@ def terminal_fleet():
 def pos_fleet():
     pos_port = _free_port()
     with EmulatorProcess(
-        count=14, channel1="pos", pos_host="127.0.0.1", pos_port=pos_port, card_wait=CARD_WAIT
+        count=18, channel1="pos", pos_host="127.0.0.1", pos_port=pos_port, card_wait=CARD_WAIT
     ) as emulator:
         yield Fleet(emulator, "pos", pos_port)
 
@@ -299,6 +299,30 @@ def test_busy_fault_is_busy(terminal_fleet):
     terminal_fleet.emulator.set_fault(terminal["terminal_id"], "busy")
     result = terminal_fleet.client(terminal).authorise(next_request_id(), 100, "EUR")
     assert result.outcome is Outcome.BUSY
+
+
+def test_status_poll_during_an_open_request_reports_busy_without_taking_channel1(fleet):
+    terminal = fleet.take()
+    client = fleet.client(terminal)
+    results = {}
+    waiting = threading.Thread(
+        target=lambda: results.update(first=_authorise_after(fleet, terminal, client, 0.6))
+    )
+    waiting.start()
+    time.sleep(0.3)
+    status = fleet.client(terminal).status(next_request_id())
+    waiting.join(10)
+    assert status.terminal_state is TerminalState.BUSY
+    # The open authorisation kept its channel 1: DeliveryBox and receipts still reached it.
+    assert results["first"].outcome is Outcome.SUCCESS
+    assert results["first"].receipt_lines("Printer")
+
+
+def _authorise_after(fleet: Fleet, terminal: dict, client: OpiClient, delay: float):
+    threading.Timer(
+        delay, fleet.emulator.present_card, (terminal["terminal_id"], "visa_ok")
+    ).start()
+    return client.authorise(next_request_id(), 5000, "EUR")
 
 
 def test_second_request_while_one_is_open_is_busy(terminal_fleet):

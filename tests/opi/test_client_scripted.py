@@ -185,7 +185,7 @@ def test_channel1_listener_that_cannot_bind_is_not_sent(terminal):
             pos_listen_host="127.0.0.1", pos_listen_port=blocker.getsockname()[1],
         )  # fmt: skip
         # SO_REUSEADDR does not allow two listeners on one port.
-        result = OpiClient(profile).status("1")
+        result = OpiClient(profile).brands("1")
     finally:
         blocker.close()
     assert result.outcome is Outcome.NOT_SENT
@@ -240,3 +240,33 @@ def test_overall_result_mapping(result, operation, outcome):
 def test_request_id_from_time_is_nine_digits():
     assert request_id_from_time(1_764_093_600.123) == "640936001"
     assert m.is_valid_request_id(request_id_from_time())
+
+
+def test_undecodable_response_is_unknown_and_still_recorded(terminal):
+    peer = terminal(lambda sock, request: sock.sendall(encode_frame(b"\xff\xfe\x00")))
+    result = _client(peer.port).authorise("7", 100, "EUR")
+    assert result.outcome is Outcome.UNKNOWN
+    assert result.raw == "\xff\xfe\x00"
+
+
+def test_an_internal_error_after_sending_is_unknown_not_an_exception(terminal, monkeypatch):
+    peer = terminal(_answer())
+    client = _client(peer.port)
+
+    def broken(*args):
+        raise RuntimeError("bug")
+
+    monkeypatch.setattr(client, "_classify", broken)
+    result = client.capture("7", 100, "EUR", m.OriginalTransaction("T", "1"))
+    assert (result.outcome, result.sent) == (Outcome.UNKNOWN, True)
+    assert "bug" in result.detail
+
+
+def test_status_never_touches_channel1(terminal):
+    peer = terminal(_answer())
+    # Channel 1 would be unreachable in both arrangements: these must go through regardless.
+    profile = TerminalProfile(
+        host="127.0.0.1", port0=peer.port, port1=_free_port(), channel1_listener="terminal",
+        timeouts={"status": 1.0},
+    )  # fmt: skip
+    assert OpiClient(profile).status("1").outcome is Outcome.SUCCESS

@@ -132,3 +132,11 @@ def test_stop_releases_the_port():
     server.stop()
     again = DeviceChannelServer("127.0.0.1", port, RecordingDeviceHandler()).start()
     again.stop()
+
+
+def test_recording_handler_keeps_only_the_newest_messages():
+    handler = RecordingDeviceHandler(keep=3)
+    for i in range(5):
+        handler.handle(_device_request(str(i), ("Printer", [f"line {i}"])))
+    assert handler.receipt_lines() == ["line 2", "line 3", "line 4"]
+    assert [r.request_id for r in handler.requests] == ["2", "3", "4"]

@@ -323,3 +323,41 @@ def test_to_dict_leaves_out_raw():
     data = m.parse(samples.AUTHORISATION_RESPONSE).to_dict()
     assert "raw" not in data
     assert data["tender"]["amount"] == {"minor": 5000, "currency": "EUR"}
+
+
+def test_doctype_markup_is_refused_even_inside_a_comment():
+    document = b'<!-- <!DOCTYPE x> --><ServiceResponse RequestType="a" RequestID="1" OverallResult="Success"/>'
+    with pytest.raises(UnsafeXML):
+        m.parse(document)
+
+
+def test_parse_tree_is_namespace_agnostic_and_keeps_attributes():
+    root = m.parse_tree(samples.AUTHORISE_REQUEST.decode())
+    assert root.tag.endswith("CardServiceRequest")
+    assert root.get("RequestID") == "123456789"
+
+
+def test_namespace_text_inside_a_value_is_left_alone():
+    namespace_text = f' xmlns="{m.NAMESPACE}"'
+    response = m.ServiceResponse(
+        "Diagnosis", "1", "Success", private_data=m.PrivateData(error_text=namespace_text)
+    )
+    assert m.parse(m.encode(response)).private_data.error_text == namespace_text
+    without_root_declaration = (
+        f"<ServiceResponse RequestType='Diagnosis' RequestID='1' OverallResult='Success'>"
+        f"<PrivateData ErrorCode='{namespace_text}'><ErrorText>{namespace_text}</ErrorText></PrivateData>"
+        f"</ServiceResponse>"
+    )
+    assert m.parse(without_root_declaration.encode()).private_data.error_text == namespace_text
+
+
+def test_a_dtd_hidden_by_a_utf7_declaration_is_still_refused():
+    # "<!DOCTYPE ... <!ENTITY ...>" spelt in UTF-7 shift sequences: invisible to a byte scan.
+    body = '+ADwAIQ-DOCTYPE r +AFsAPAAh-ENTITY x +ACI-y+ACIAPgBd-+AD4-<ServiceResponse RequestType="a" RequestID="1" OverallResult="&x;"/>'
+    with pytest.raises(UnsafeXML):
+        m.parse(('<?xml version="1.0" encoding="UTF-7"?>' + body).encode())
+
+
+def test_a_wrong_utf16_declaration_on_ascii_bytes_is_tolerated():
+    document = b'<?xml version="1.0" encoding="UTF-16"?><ServiceResponse RequestType="a" RequestID="1" OverallResult="Success"/>'
+    assert m.parse(document).overall_result == "Success"
