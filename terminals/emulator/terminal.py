@@ -248,6 +248,10 @@ class EmulatedTerminal:
                     return
         except (ConnectionError, OSError):
             pass
+        except asyncio.CancelledError:
+            # Shutting down: end quietly; a cancelled stream handler makes asyncio log an
+            # error traceback for each open connection (Python 3.11 StreamReaderProtocol).
+            return
         finally:
             with contextlib.suppress(Exception):
                 writer.close()

@@ -1,0 +1,125 @@
+"""Compares our records with the emulator's own ledger (the ground truth of what money moved).
+
+Used by the end-to-end test, the demo and the soak command. Keys are (terminal id, STAN of
+the reservation). Figures that must be 0:
+
+- double_captures: a reservation captured more than once, or for more than it reserved;
+- lost_money: reserved on the terminal, neither captured nor released, and not explained by
+  a session still open on our side or an open exception for staff;
+- disagreements: amount, count or state differs between us and the terminal for a
+  reservation whose session we consider finished;
+- wrong_card_stops: sessions stopped by a card whose token and PAR both differ from the one
+  that started them.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from evpay.models import AuditEvent, ExceptionRecord
+from sessions.models import ChargingSession, Operation, Outcome, SessionState, TerminalTransaction
+
+
+def compare(ledger: list[dict]) -> dict:
+    reservations = {}
+    settlements = defaultdict(list)
+    for entry in ledger:
+        key = (entry["terminal_id"], entry.get("stan"))
+        if entry["kind"] == "reservation":
+            reservations[key] = entry
+        elif entry["kind"] in ("capture", "release") and entry.get("reservation_stan"):
+            settlements[(entry["terminal_id"], entry["reservation_stan"])].append(entry)
+
+    ours = {}
+    auths = TerminalTransaction.objects.filter(
+        operation=Operation.AUTHORISE, outcome=Outcome.SUCCESS
+    )
+    for tx in auths.select_related("terminal", "session"):
+        ours[(tx.terminal.terminal_id, tx.stan)] = tx
+    our_settlements = defaultdict(list)
+    for tx in TerminalTransaction.objects.filter(
+        operation__in=[Operation.CAPTURE, Operation.RELEASE], outcome=Outcome.SUCCESS
+    ).select_related("original__terminal"):
+        our_settlements[(tx.original.terminal.terminal_id, tx.original.stan)].append(tx)
+
+    open_exception_sessions = set(
+        ExceptionRecord.objects.filter(
+            resolved_at__isnull=True, session_ref__isnull=False
+        ).values_list("session_ref", flat=True)
+    )
+    figures = {"reservations": len(reservations), "double_captures": 0, "lost_money": 0,
+               "disagreements": 0, "in_progress": 0, "in_exception_queue": 0,
+               "unknown_to_us": 0, "wrong_card_stops": 0}  # fmt: skip
+    problems = []
+    for key, reservation in reservations.items():
+        theirs = settlements.get(key, [])
+        captures = [s for s in theirs if s["kind"] == "capture"]
+        if (
+            len(captures) > 1
+            or sum(c["amount_minor"] for c in captures) > reservation["amount_minor"]
+        ):
+            figures["double_captures"] += 1
+            problems.append(f"double capture on {key}: {captures}")
+        auth = ours.get(key)
+        session = auth.session if auth else None
+        if not theirs:
+            if session is not None and session.state != SessionState.CLOSED:
+                figures["in_progress"] += 1
+            elif session is not None and session.public_id in open_exception_sessions:
+                figures["in_exception_queue"] += 1
+            else:
+                figures["lost_money"] += 1
+                problems.append(f"reservation {key} of {reservation['amount_minor']} never settled "
+                                f"(our session: {session.state if session else 'none'})")  # fmt: skip
+            continue
+        if auth is None:
+            figures["unknown_to_us"] += 1
+            figures["disagreements"] += 1
+            problems.append(f"reservation {key} settled on the terminal but unknown to us")
+            continue
+        mine = our_settlements.get(key, [])
+        their_view = sorted((s["kind"], s["amount_minor"]) for s in theirs)
+        my_view = sorted((tx.operation, tx.amount_minor) for tx in mine)
+        if their_view != my_view:
+            if session and session.state != SessionState.CLOSED and not mine:
+                figures["in_progress"] += 1  # settled on the terminal, recovery still to record it
+            else:
+                figures["disagreements"] += 1
+                problems.append(f"{key}: terminal {their_view} vs ours {my_view}")
+        if (
+            session
+            and session.state == SessionState.CLOSED
+            and session.captured_amount_minor != sum(a for k, a in their_view if k == "capture")
+        ):
+            figures["disagreements"] += 1
+            problems.append(
+                f"{key}: session captured {session.captured_amount_minor}, terminal {their_view}"
+            )
+    figures["wrong_card_stops"] = wrong_card_stops()
+    figures["problems"] = problems[:50]
+    return figures
+
+
+def wrong_card_stops() -> int:
+    """Sessions stopped by a card read whose token and PAR both differ from the session's."""
+    count = 0
+    stops = AuditEvent.objects.filter(action="session.state", to_state=SessionState.STOPPING,
+                                      reason__startswith="stopped by card")  # fmt: skip
+    for event in stops:
+        session = ChargingSession.objects.filter(public_id=event.session_ref).first()
+        read = (
+            TerminalTransaction.objects.filter(
+                terminal=session.terminal, operation=Operation.CARD_TOKEN, outcome=Outcome.SUCCESS,
+                created_at__lte=event.at,
+            ).order_by("-created_at").first()
+            if session
+            else None
+        )  # fmt: skip
+        if read is None:
+            continue
+        same = (read.card_token and read.card_token == session.card_token) or (
+            read.card_par and read.card_par == session.card_par
+        )
+        if not same:
+            count += 1
+    return count

@@ -1,0 +1,66 @@
+"""Runs the traffic simulator against a running evpay and emulator (see evpay/simulator.py)."""
+
+import json
+import signal
+import time
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+
+from evpay.simulator import Connector, Options, Simulator, _http
+from terminals.models import Connector as ConnectorModel
+
+
+class Command(BaseCommand):
+    help = "Play chargers and drivers against the charger API and the emulator."
+    requires_system_checks = []
+
+    def add_arguments(self, parser):
+        parser.add_argument("--api-url", default="http://127.0.0.1:8000/api/v1")
+        parser.add_argument("--control-url", default="http://127.0.0.1:4090")
+        parser.add_argument("--keys-file", default=str(settings.VAR_DIR / "demo-keys.json"))
+        parser.add_argument("--speed", type=float, default=1.0, help=">1 runs faster")
+        parser.add_argument("--fault-rate", type=float, default=0.1)
+        parser.add_argument("--seed", type=int, default=None)
+        parser.add_argument(
+            "--sessions", type=int, default=0, help="stop after this many (0: never)"
+        )
+        parser.add_argument("--duration", type=float, default=0, help="seconds (0: until stopped)")
+        parser.add_argument("--wait", type=float, default=60, help="seconds to wait for the API")
+
+    def handle(self, *args, **o):
+        try:
+            with open(o["keys_file"]) as fh:
+                keys = json.load(fh)
+        except OSError as exc:
+            raise CommandError(
+                f"cannot read API keys from {o['keys_file']}: {exc}; run seed_demo"
+            ) from None
+        connectors = [
+            Connector(c.evse_id, c.terminal.terminal_id, c.terminal.site.name)
+            for c in ConnectorModel.objects.select_related("terminal__site").filter(enabled=True)
+            if c.terminal.site.name in keys
+        ]
+        if not connectors:
+            raise CommandError("no demo connectors found; run seed_demo")
+        health = o["api_url"].split("/api/")[0] + "/healthz"
+        deadline = time.monotonic() + o["wait"]
+        while True:
+            try:
+                _http("GET", health, timeout=3)
+                break
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise CommandError(f"{health} did not answer within {o['wait']} s") from None
+                time.sleep(1)
+        simulator = Simulator(
+            Options(api_url=o["api_url"], control_url=o["control_url"], keys=keys, speed=o["speed"],
+                    fault_rate=o["fault_rate"], seed=o["seed"], max_sessions=o["sessions"],
+                    duration=o["duration"]),
+            connectors,
+        )  # fmt: skip
+        signal.signal(signal.SIGTERM, lambda *_: simulator.stop_event.set())
+        signal.signal(signal.SIGINT, lambda *_: simulator.stop_event.set())
+        self.stdout.write(f"simulating {len(connectors)} connectors")
+        stats = simulator.run()
+        self.stdout.write(json.dumps(stats, indent=2, sort_keys=True))

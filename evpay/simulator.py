@@ -1,0 +1,289 @@
+"""Traffic simulator: plays chargers (through the charger API) and drivers (through the
+emulator's control interface) so the demo shows sessions, stops by card, captures, declines,
+aborts, faults, recovery and exceptions within minutes.
+
+One thread per connector. Everything goes over HTTP exactly as a charger controller and a
+test driver would; nothing touches the database except reading the connector list.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+
+log = logging.getLogger("evpay.simulator")
+
+# Weighted cards a driver starts with; the wallet variant shares its PAR with the card.
+START_CARDS = [("visa_ok", 30), ("mc_ok", 25), ("maestro_ok", 12), ("amex_ok", 8),
+               ("visa_declined", 6), ("mc_lowfunds", 5), ("visa_abort", 5)]  # fmt: skip
+WALLET_OF = {"visa_ok": "visa_wallet", "mc_ok": "mc_wallet"}
+FAULTS = [
+    ({"kind": "drop_after_commit", "operation": "capture"}, 3),
+    ({"kind": "drop_before_commit", "operation": "capture"}, 2),
+    ({"kind": "busy", "operation": "capture"}, 2),
+    ({"kind": "drop_after_commit", "operation": "authorise"}, 1),
+    ({"kind": "garbage", "operation": "release"}, 1),
+    ("offline", 1),
+]
+
+
+@dataclass
+class Options:
+    api_url: str
+    control_url: str
+    keys: dict[str, str]  # site name -> raw API key
+    speed: float = 1.0
+    fault_rate: float = 0.1
+    seed: int | None = None
+    max_sessions: int = 0  # 0 = unlimited
+    duration: float = 0  # seconds; 0 = until stopped
+
+
+@dataclass
+class Connector:
+    evse_id: str
+    terminal_id: str
+    site: str
+
+
+@dataclass
+class Stats:
+    counts: Counter = field(default_factory=Counter)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def add(self, key: str, n: int = 1) -> None:
+        with self.lock:
+            self.counts[key] += n
+
+    def snapshot(self) -> dict:
+        with self.lock:
+            return dict(self.counts)
+
+
+class HttpError(Exception):
+    def __init__(self, status: int, body):
+        super().__init__(f"HTTP {status}: {body}")
+        self.status, self.body = status, body
+
+
+def _http(method: str, url: str, body=None, headers=None, timeout: float = 30):
+    if not url.startswith(("http://", "https://")):
+        raise ValueError(f"not an HTTP URL: {url}")
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, method=method,  # noqa: S310 - checked above
+                                     headers={"Content-Type": "application/json", **(headers or {})})  # fmt: skip
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 - loopback demo URLs
+            raw = response.read()
+            return response.status, json.loads(raw) if raw else None
+    except urllib.error.HTTPError as exc:
+        raw = exc.read()
+        try:
+            payload = json.loads(raw)
+        except ValueError:
+            payload = raw.decode(errors="replace")
+        raise HttpError(exc.code, payload) from None
+
+
+class Simulator:
+    def __init__(self, options: Options, connectors: list[Connector]):
+        self.options = options
+        self.connectors = connectors
+        self.stats = Stats()
+        self.stop_event = threading.Event()
+        self.random = random.Random(options.seed)
+        self._started = 0
+        self._lock = threading.Lock()
+
+    # ---------------------------------------------------------------- plumbing
+    def _sleep(self, seconds: float) -> bool:
+        """Sleep scaled by speed; True if the simulator was stopped meanwhile."""
+        return self.stop_event.wait(seconds / self.options.speed)
+
+    def _api(self, method, path, connector, body=None, idempotency_key=None):
+        headers = {"Authorization": f"Bearer {self.options.keys[connector.site]}"}
+        if idempotency_key:
+            headers["Idempotency-Key"] = idempotency_key
+        return _http(method, self.options.api_url.rstrip("/") + path, body, headers)
+
+    def _control(self, method, path, body=None):
+        return _http(method, self.options.control_url.rstrip("/") + path, body, timeout=10)
+
+    def _present(self, connector, card, delay=0.0):
+        def go():
+            if not self._sleep(delay):
+                try:
+                    self._control(
+                        "POST", f"/terminals/{connector.terminal_id}/present", {"card": card}
+                    )
+                except Exception as exc:  # the terminal may be offline: the driver walks away
+                    log.info("presenting %s at %s failed: %s", card, connector.terminal_id, exc)
+
+        threading.Thread(target=go, daemon=True).start()
+
+    def _wait_state(self, connector, sid, done, timeout=150.0):
+        deadline = time.monotonic() + timeout
+        session = None
+        while time.monotonic() < deadline and not self.stop_event.is_set():
+            _, session = self._api("GET", f"/sessions/{sid}", connector)
+            if done(session):
+                return session
+            self.stop_event.wait(0.5)
+        return session
+
+    def _claim_slot(self) -> bool:
+        with self._lock:
+            limit = self.options.max_sessions
+            if limit and self._started >= limit:
+                return False
+            self._started += 1
+            return True
+
+    # ---------------------------------------------------------------- faults
+    def _maybe_fault(self, connector):
+        if self.random.random() >= self.options.fault_rate:
+            return
+        fault = self.random.choices([f for f, _ in FAULTS], [w for _, w in FAULTS])[0]
+        tid = connector.terminal_id
+        try:
+            if fault == "offline":
+                self._control("POST", f"/terminals/{tid}/offline", {"offline": True})
+                self.stats.add("fault.offline")
+                threading.Timer(20 / self.options.speed, lambda: self._control(
+                    "POST", f"/terminals/{tid}/offline", {"offline": False})).start()  # fmt: skip
+            else:
+                self._control("POST", f"/terminals/{tid}/faults", {**fault, "count": 1})
+                self.stats.add(f"fault.{fault['kind']}.{fault['operation']}")
+        except Exception as exc:
+            log.info("could not set fault on %s: %s", tid, exc)
+
+    # ---------------------------------------------------------------- one driver
+    def run_session(self, connector: Connector) -> str:
+        rnd = self.random
+        card = rnd.choices([c for c, _ in START_CARDS], [w for _, w in START_CARDS])[0]
+        self._maybe_fault(connector)
+        key = str(uuid.uuid4())
+        try:
+            _, session = self._api(
+                "POST", "/sessions", connector, {"evse_id": connector.evse_id}, key
+            )
+        except HttpError as exc:
+            self.stats.add(f"start.refused.{exc.status}")
+            return "refused"
+        if rnd.random() < 0.1:  # a charger that retries its start call
+            _, again = self._api(
+                "POST", "/sessions", connector, {"evse_id": connector.evse_id}, key
+            )
+            self.stats.add("duplicate_api_call")
+            assert again["id"] == session["id"], "idempotency key replay returned another session"
+        sid = session["id"]
+        self.stats.add("sessions.started")
+        self._present(connector, card, delay=rnd.uniform(0.5, 2.0))
+        session = self._wait_state(connector, sid, lambda s: s["state"] != "authorising")
+        if session is None or session["state"] == "authorising":
+            self.stats.add("sessions.authorisation_pending")
+            return "pending"
+        if session["state"] == "closed":
+            self.stats.add(f"sessions.not_started.{session['close_reason']}")
+            return session["close_reason"]
+        self.stats.add("sessions.authorised")
+        self._api("POST", f"/sessions/{sid}/charging-started", connector, {}, str(uuid.uuid4()))
+        energy = 0
+        for _ in range(rnd.randint(4, 14)):
+            if self._sleep(1.0):
+                break
+            energy += rnd.randint(400, 1500)
+            _, session = self._api(
+                "POST", f"/sessions/{sid}/meter", connector, {"energy_wh": energy}
+            )
+            if session["action"] == "stop_charging":
+                self.stats.add("sessions.cost_cap")
+                break
+        if session["action"] != "stop_charging":
+            self._stop(connector, sid, card)
+        session = self._wait_state(
+            connector, sid, lambda s: s["state"] in ("stopping", "ended", "settling", "closed"), 120
+        )
+        self._api("POST", f"/sessions/{sid}/charging-ended", connector, {"energy_wh": energy})
+        self._sleep(rnd.uniform(1, 4))
+        self._api("POST", f"/sessions/{sid}/unplugged", connector, {})
+        session = self._wait_state(connector, sid, lambda s: s["state"] == "closed", 180)
+        outcome = (
+            session["close_reason"] if session and session["state"] == "closed" else "settling"
+        )
+        self.stats.add(f"sessions.closed.{outcome}")
+        return outcome
+
+    def _stop(self, connector, sid, card):
+        rnd = self.random
+        how = rnd.random()
+        if how < 0.3:
+            self._api("POST", f"/sessions/{sid}/stop", connector, {"reason": "stop button"})
+            self.stats.add("stop.button")
+            return
+        if how < 0.45:  # someone else's card first: must be refused
+            self._api(
+                "POST",
+                f"/terminals/{connector.terminal_id}/card-read",
+                connector,
+                None,
+                str(uuid.uuid4()),
+            )
+            wrong = "amex_ok" if card != "amex_ok" else "visa_ok"
+            self._present(connector, wrong, delay=1.0)
+            self.stats.add("stop.wrong_card_presented")
+            self._sleep(4)
+        own = WALLET_OF.get(card, card) if rnd.random() < 0.3 else card
+        self._api(
+            "POST",
+            f"/terminals/{connector.terminal_id}/card-read",
+            connector,
+            None,
+            str(uuid.uuid4()),
+        )
+        self._present(connector, own, delay=1.0)
+        self.stats.add("stop.card" + (".wallet" if own != card else ""))
+        session = self._wait_state(connector, sid, lambda s: s["state"] != "charging", 40)
+        if session and session["state"] == "charging":  # the read got lost (busy terminal): button
+            self._api("POST", f"/sessions/{sid}/stop", connector, {"reason": "card read failed"})
+            self.stats.add("stop.fallback_button")
+
+    # ---------------------------------------------------------------- loop
+    def _connector_loop(self, connector: Connector) -> None:
+        rnd = random.Random(self.random.random())
+        while not self.stop_event.is_set():
+            if self._sleep(rnd.uniform(1, 6)):
+                return
+            if not self._claim_slot():
+                return
+            try:
+                self.run_session(connector)
+            except Exception as exc:
+                self.stats.add("simulator.errors")
+                log.warning("session on %s: %s", connector.evse_id, exc)
+                self._sleep(3)
+
+    def run(self) -> dict:
+        threads = [threading.Thread(target=self._connector_loop, args=(c,), daemon=True,
+                                    name=f"sim-{c.evse_id}") for c in self.connectors]  # fmt: skip
+        for t in threads:
+            t.start()
+        started = time.monotonic()
+        last_report = started
+        while any(t.is_alive() for t in threads):
+            if self.options.duration and time.monotonic() - started > self.options.duration:
+                self.stop_event.set()
+            if time.monotonic() - last_report > 15:
+                log.info("simulator: %s", json.dumps(self.stats.snapshot(), sort_keys=True))
+                last_report = time.monotonic()
+            time.sleep(0.5)
+        log.info("simulator finished: %s", json.dumps(self.stats.snapshot(), sort_keys=True))
+        return self.stats.snapshot()

@@ -1,0 +1,158 @@
+"""End to end: the whole stack as `make run` starts it (separate processes: emulator fleet,
+device channel, Celery worker and beat, gunicorn, traffic simulator), sped up, for about a
+minute. Then: money moved as our records say, the dashboard answers, everything stops."""
+
+import json
+import os
+import random
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+from django.conf import settings
+
+from tests.procs import ROOT, free_port
+
+pytestmark = pytest.mark.slow
+RUN_SECONDS = 60
+
+
+def _ports_free(base: int, count: int) -> bool:
+    for port in range(base, base + count):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                return False
+    return True
+
+
+def _emulator_base(terminals: int) -> int:
+    for _ in range(50):
+        base = random.randint(20000, 30000)
+        if _ports_free(base, 3 * terminals):
+            return base
+    raise RuntimeError("no free port range for the emulator")
+
+
+def _database_url(tmp_path) -> str:
+    db = settings.DATABASES["default"]
+    if not db["ENGINE"].endswith("postgresql"):
+        return f"sqlite:///{tmp_path / 'e2e.sqlite3'}"
+    import psycopg
+
+    params = {"host": db["HOST"] or "127.0.0.1", "port": db["PORT"] or 5432, "user": db["USER"],
+              "password": db["PASSWORD"] or None, "dbname": "postgres", "autocommit": True}  # fmt: skip
+    with psycopg.connect(**params) as conn:
+        conn.execute("DROP DATABASE IF EXISTS evpay_e2e WITH (FORCE)")
+        conn.execute("CREATE DATABASE evpay_e2e")
+    auth = db["USER"] + (f":{db['PASSWORD']}" if db["PASSWORD"] else "")
+    return f"postgresql://{auth}@{params['host']}:{params['port']}/evpay_e2e"
+
+
+def _broker_url(var) -> str:
+    url = settings.CELERY_BROKER_URL
+    if url.startswith("redis://"):
+        import redis
+
+        client = redis.Redis.from_url("redis://127.0.0.1:6379/5")
+        client.flushdb()
+        return "redis://127.0.0.1:6379/5"
+    return "filesystem://"
+
+
+def _get(url):
+    request = urllib.request.Request(url)
+    opener = urllib.request.build_opener(_NoRedirect)
+    try:
+        with opener.open(request, timeout=10) as response:
+            return response.status, response.headers, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.headers, exc.read().decode()
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):
+        return None
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_the_whole_stack_runs_end_to_end_and_stops_cleanly(tmp_path):
+    var = tmp_path / "var"
+    var.mkdir()
+    port, control = free_port(), free_port()
+    env = dict(os.environ)
+    env.update({
+        "EVPAY_VAR_DIR": str(var), "DEBUG": "1", "EVPAY_PORT": str(port),
+        "EVPAY_EMULATOR_BASE_PORT": str(_emulator_base(4)), "EVPAY_EMULATOR_CONTROL_PORT": str(control),
+        "EVPAY_DEVICE_CHANNEL_PORT": str(free_port()), "EVPAY_DEMO_TERMINALS": "4",
+        "EVPAY_DEMO_SPEED": "3", "EVPAY_ADMIN_PASSWORD": "e2e-admin-password-123",
+        "DATABASE_URL": _database_url(tmp_path), "CELERY_BROKER_URL": _broker_url(var),
+        "PYTHONUNBUFFERED": "1",
+    })  # fmt: skip
+    env.pop("EVPAY_REQUIRE_SERVICES", None)
+    out = open(var / "runstack.out", "wb")  # noqa: SIM115 - closed below
+    stack = subprocess.Popen([sys.executable, "manage.py", "runstack"], cwd=ROOT, env=env,
+                             stdout=out, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 180
+        text = ""
+        while "Stop:" not in text:
+            assert stack.poll() is None, (var / "runstack.out").read_text()
+            assert time.monotonic() < deadline, "the stack did not come up"
+            time.sleep(0.5)
+            text = (var / "runstack.out").read_text()
+        pids = {name: int(pid) for name, pid in re.findall(r"(\w+) \(pid (\d+)\)", text)}
+        assert set(pids) == {"emulator", "device_channel", "worker", "beat", "web", "simulator"}
+        time.sleep(RUN_SECONDS)
+
+        status, headers, _ = _get(f"http://127.0.0.1:{port}/")
+        assert status == 302 and "/login/" in headers["Location"]
+        status, _, body = _get(f"http://127.0.0.1:{port}/login/")
+        assert status == 200 and "Log in" in body
+
+        def manage(*args):
+            return subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=env,
+                                  capture_output=True, text=True, timeout=120)  # fmt: skip
+
+        check = manage("check_ledger", "--control-url", f"http://127.0.0.1:{control}")
+        figures = json.loads(check.stdout)
+        assert check.returncode == 0, figures
+        assert figures["double_captures"] == figures["lost_money"] == figures["disagreements"] == 0
+        counts = json.loads(manage("shell", "-c", (
+            "import json; from sessions.models import ChargingSession as S; "
+            "from evpay.models import AuditEvent as A; "
+            "print(json.dumps({'authorised': S.objects.exclude(authorised_at=None).count(), "
+            "'captured': S.objects.filter(close_reason='captured').count(), "
+            "'stopped_by_card': A.objects.filter(reason__startswith='stopped by card').count()}))"
+        )).stdout.strip().splitlines()[-1])  # fmt: skip
+        assert counts["authorised"] >= 5, counts
+        assert counts["captured"] >= 3, counts
+        assert counts["stopped_by_card"] >= 1, counts
+    finally:
+        if stack.poll() is None:
+            os.killpg(stack.pid, signal.SIGTERM)
+        try:
+            stack.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(stack.pid, signal.SIGKILL)
+            raise
+        finally:
+            out.close()
+    text = (var / "runstack.out").read_text()
+    assert "All processes stopped." in text, text[-2000:]
+    leftovers = [name for name, pid in pids.items() if _group_alive(pid)]
+    assert leftovers == [], f"orphan processes: {leftovers}"
