@@ -2,6 +2,7 @@ from django.contrib import admin
 from django.contrib.auth.views import redirect_to_login
 from django.shortcuts import resolve_url
 
+from evpay.models import AuditEvent, ExceptionRecord, Heartbeat, JobRun
 from evpay.roles import CONFIGURE_PERM
 
 
@@ -9,6 +10,15 @@ class EvpayAdminSite(admin.AdminSite):
     site_header = "evpay administration"
     site_title = "evpay admin"
     index_title = "Configuration and raw data"
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # This module defines the site class, so it is imported while admin.site is being
+        # built: @admin.register here would reach a half-made site. Register on self instead.
+        self.register(AuditEvent, AuditEventAdmin)
+        self.register(ExceptionRecord, ExceptionRecordAdmin)
+        self.register(JobRun, JobRunAdmin)
+        self.register(Heartbeat, HeartbeatAdmin)
 
     def has_permission(self, request):
         # The admin role (a group) grants access; no separate is_staff bookkeeping.
@@ -19,3 +29,68 @@ class EvpayAdminSite(admin.AdminSite):
         # One login page for the whole site, so throttling and audit apply to the admin too.
         target = request.GET.get("next") or resolve_url("admin:index")
         return redirect_to_login(target, resolve_url("login"))
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Rows written by services only (audit trail, money): visible, never edited by hand."""
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+class ReadOnlyInline:
+    can_delete = False
+    extra = 0
+    max_num = 0
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+class AuditEventAdmin(ReadOnlyAdmin):
+    list_display = ["at", "actor_kind", "actor_label", "action", "subject_type",
+                    "subject_id", "from_state", "to_state"]  # fmt: skip
+    list_filter = ["actor_kind", "action", "subject_type"]
+    search_fields = ["actor_label", "action", "subject_id", "session_ref", "reason"]
+    list_select_related = ["actor_user"]
+    date_hierarchy = "at"
+
+
+class ExceptionRecordAdmin(admin.ModelAdmin):
+    list_display = ["title", "kind", "severity", "created_at", "resolved_at", "resolved_by"]
+    list_filter = ["kind", "severity", ("resolved_at", admin.EmptyFieldListFilter)]
+    search_fields = ["title", "dedupe_key", "terminal_ref", "session_ref", "subject_id"]
+    list_select_related = ["resolved_by"]
+    # Resolving goes through the dashboard (evpay.exceptions.resolve_exception) so it is
+    # audited; here only the facts are shown.
+    readonly_fields = [f.name for f in ExceptionRecord._meta.fields]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+class JobRunAdmin(ReadOnlyAdmin):
+    list_display = ["started_at", "kind", "subject", "triggered_by", "outcome", "finished_at"]
+    list_filter = ["kind", "outcome"]
+    search_fields = ["kind", "subject", "triggered_by", "error"]
+    date_hierarchy = "started_at"
+
+
+class HeartbeatAdmin(ReadOnlyAdmin):
+    list_display = ["name", "seen_at", "detail"]
+    search_fields = ["name"]

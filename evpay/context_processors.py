@@ -1,6 +1,36 @@
-from evpay.roles import user_roles
+from django.urls import reverse
+
+from evpay.roles import ADMIN, user_roles
+
+# (label, url name, path prefix that marks it current)
+NAV = [
+    ("Overview", "overview", None),
+    ("Terminals", "terminals:list", "/terminals/"),
+    ("Sessions", "sessions:list", "/sessions/"),
+    ("Receipts", "sessions:receipts", "/receipts/"),
+    ("Exceptions", "exceptions", "/exceptions/"),
+    ("Closings", "terminals:closings", "/closings/"),
+    ("Job runs", "job_runs", "/jobs/"),
+]
 
 
 def roles(request):
+    """The user's roles and the main menu (settings lists only this processor)."""
     user = getattr(request, "user", None)
-    return {"roles": user_roles(user) if user is not None else frozenset()}
+    user_role_set = user_roles(user) if user is not None else frozenset()
+    return {"roles": user_role_set, "nav_items": navigation(request, user_role_set)}
+
+
+def navigation(request, user_role_set) -> list[dict]:
+    """The Admin link only for the admin role (the admin site checks again)."""
+    if not user_role_set:
+        return []
+    path = request.path
+    items = []
+    for label, name, prefix in NAV:
+        url = reverse(name)
+        current = path == url if prefix is None else path.startswith(prefix)
+        items.append({"label": label, "url": url, "current": current})
+    if ADMIN in user_role_set:
+        items.append({"label": "Admin", "url": reverse("admin:index"), "current": False})
+    return items

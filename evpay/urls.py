@@ -1,6 +1,6 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
-from django.urls import path
+from django.urls import include, path
 
 from evpay import health, views
 from sessions.api import api
@@ -9,6 +9,12 @@ handler403 = "evpay.views.permission_denied"
 
 urlpatterns = [
     path("", views.overview, name="overview"),
+    path("", include("terminals.urls")),
+    path("", include("sessions.urls")),
+    path("exceptions/", views.exceptions, name="exceptions"),
+    path("exceptions/<uuid:public_id>/resolve/", views.exception_resolve, name="exception_resolve"),
+    path("exceptions/<uuid:public_id>/retry/", views.exception_retry, name="exception_retry"),
+    path("jobs/", views.job_runs, name="job_runs"),
     path("login/", views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("healthz", health.healthz, name="healthz"),

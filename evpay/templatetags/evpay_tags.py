@@ -1,0 +1,91 @@
+"""Template filters for money, site-local times and status badges."""
+
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+from django import template
+from django.utils import timezone
+
+from evpay.money import format_money, to_decimal_string
+
+register = template.Library()
+
+
+@register.filter
+def money(amount_minor, currency):
+    """{{ s.cost_total_minor|money:s.currency }} -> '€ 12.50'."""
+    if amount_minor is None or amount_minor == "":
+        return "—"
+    return format_money(int(amount_minor), currency or "EUR")
+
+
+@register.filter
+def decimal_amount(amount_minor, currency):
+    """{{ amount|decimal_amount:'EUR' }} -> '12.50' (CSV-like, no symbol)."""
+    if amount_minor is None or amount_minor == "":
+        return ""
+    return to_decimal_string(int(amount_minor), currency or "EUR")
+
+
+def _zone(site_or_tz):
+    if site_or_tz is None or site_or_tz == "":
+        return timezone.get_current_timezone()
+    name = getattr(site_or_tz, "time_zone", site_or_tz)
+    try:
+        return ZoneInfo(str(name))
+    except (KeyError, ValueError):
+        return timezone.get_current_timezone()
+
+
+def site_localtime(value: datetime, site_or_tz=None) -> datetime:
+    return timezone.localtime(value, _zone(site_or_tz))
+
+
+@register.filter
+def sitetime(value, site_or_tz=None):
+    """{{ dt|sitetime:session.site }}: 'YYYY-MM-DD HH:MM:SS' in the site's time zone."""
+    if not value:
+        return "—"
+    return site_localtime(value, site_or_tz).strftime("%Y-%m-%d %H:%M:%S")
+
+
+@register.filter
+def sitetime_tz(value, site_or_tz=None):
+    """Like sitetime, with the zone abbreviation (for receipts and detail pages)."""
+    if not value:
+        return "—"
+    return site_localtime(value, site_or_tz).strftime("%Y-%m-%d %H:%M:%S %Z")
+
+
+STATUS_CLASSES = {
+    "IDLE": "ok", "READY": "ok", "BUSY": "warn", "REPRINT_TICKET": "warn",
+    "LOGGED_OUT": "warn", "LOCKED": "bad", "INOPERABLE": "bad", "UNKNOWN": "",
+    "OFFLINE": "bad",
+    # sessions, transactions, closings, job runs, exceptions
+    "closed": "", "charging": "ok", "settling": "warn", "authorising": "warn",
+    "success": "ok", "declined": "bad", "unknown": "bad", "failed": "bad", "busy": "warn",
+    "not_completed": "warn", "aborted": "warn", "pending": "warn",
+    "matched": "ok", "mismatch": "bad", "ok": "ok", "partial": "warn", "running": "warn",
+    "done": "ok", "30": "bad", "20": "warn", "10": "",
+}  # fmt: skip
+
+
+@register.filter
+def badge_class(value):
+    return STATUS_CLASSES.get(str(value), "")
+
+
+@register.filter
+def wh_to_kwh(value):
+    if value in (None, ""):
+        return "—"
+    return f"{int(value) / 1000:.3f}"
+
+
+@register.filter
+def bp_percent(value):
+    """VAT basis points -> '21%' / '9.5%'."""
+    if value in (None, ""):
+        return "—"
+    pct = int(value) / 100
+    return f"{pct:g}%"

@@ -1,0 +1,130 @@
+"""The dashboard in a real browser against a live server and an emulated IM30."""
+
+import re
+
+import pytest
+from playwright.sync_api import expect
+
+from terminals.models import Terminal, TerminalStatus
+from tests.dashboard import factories as f
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+TIMEOUTS = {"status": 3, "brands": 3, "mifare_uid": 8, "closing": 5, "ticket_reprint": 5}
+
+
+@pytest.fixture
+def emu_world(emulator):
+    info = emulator.terminals[0]
+    emulator.clear_faults(info["terminal_id"])
+    emulator.set_offline(info["terminal_id"], False)
+    site = f.make_site("Depot Utrecht")
+    f.make_tariff(site)
+    profile = {"port0": info["port0"], "port1": info["port1"], "channel1_listener": "terminal",
+               "workstation_id": "EVPAY1", "timeouts": TIMEOUTS, "connect_timeout": 2}  # fmt: skip
+    terminal = Terminal.objects.create(
+        terminal_id=info["terminal_id"], name="IM30 Gate", site=site, host=info["host"],
+        profile=profile,
+    )  # fmt: skip
+    c1, c2 = f.make_connector(terminal), f.make_connector(terminal)
+    return {"info": info, "site": site, "terminal": terminal, "connectors": (c1, c2)}
+
+
+def _poll(terminal_pk):
+    from terminals.tasks import poll_terminal_status_task
+
+    poll_terminal_status_task(terminal_pk)
+
+
+def test_operator_watches_a_terminal_go_offline_and_reads_a_mifare_card(
+    page, login, operator, emulator, emu_world, eager_tasks, screenshot
+):
+    terminal, tid = emu_world["terminal"], emu_world["info"]["terminal_id"]
+    _poll(terminal.pk)
+    terminal.refresh_from_db()
+    assert terminal.status not in (TerminalStatus.OFFLINE, TerminalStatus.UNKNOWN)
+
+    login(page, operator)
+    screenshot(page, "overview")
+    page.get_by_role("link", name="Terminals").first.click()
+    badge = page.locator(f"#terminal-{terminal.public_id} .badge")
+    expect(badge).to_have_text(terminal.get_status_display())
+    page.evaluate("window.__notReloaded = true")
+
+    emulator.set_offline(tid, True)
+    for _ in range(3):  # EVPAY_OFFLINE_AFTER_FAILURES failed polls mark it offline
+        _poll(terminal.pk)
+    assert Terminal.objects.get(pk=terminal.pk).status == TerminalStatus.OFFLINE
+    expect(badge).to_have_text("Offline", timeout=12_000)
+    assert page.evaluate("window.__notReloaded") is True
+    screenshot(page, "terminals")
+
+    emulator.set_offline(tid, False)
+    _poll(terminal.pk)
+    page.get_by_role("link", name="IM30 Gate").click()
+    expect(page.locator("#terminal-status-badge")).not_to_have_text("Offline")
+    emulator.present_card(tid, "mifare_blue")
+    page.get_by_role("button", name="Read a Mifare card").click()
+    expect(page.locator("#mifare-uid")).to_have_text("04A23BC2D95E80", timeout=15_000)
+    screenshot(page, "terminal-detail")
+
+
+def test_operator_opens_a_session_and_its_receipt_and_resolves_an_exception(
+    page, login, operator, emu_world, screenshot
+):
+    from sessions.models import Operation
+
+    session = f.make_session(emu_world["connectors"][0])
+    auth = f.make_tx(session, Operation.AUTHORISE)
+    capture = f.make_tx(
+        session, Operation.CAPTURE, amount_minor=450, original=auth, limit_minor=5000
+    )
+    f.make_receipt(capture, lines=["CCV IM30", "VISA **** 1234", "TOTAL EUR 4,50"])
+    f.make_audit(session, "session.started", to_state="authorising")
+    f.make_exception(session=session, title="Capture needs a look")
+
+    login(page, operator)
+    page.get_by_role("link", name="Sessions").first.click()
+    page.locator(f"a[href='/sessions/{session.public_id}/']").click()
+    expect(page.locator("#session-state")).to_have_text("Closed")
+    expect(page.get_by_text("TOTAL EUR 4,50")).to_be_visible()
+    screenshot(page, "session-detail")
+    page.get_by_role("link", name="Receipt", exact=True).click()
+    expect(page.locator("#receipt-total")).to_have_text(re.compile(r"4\.50"))
+    screenshot(page, "receipt")
+
+    # An operator action: a confirmation and a required reason, then back to the detail page.
+    open_one = f.make_session(emu_world["connectors"][1], state="charging", close_reason="",
+                              closed_at=None, captured_amount_minor=0)  # fmt: skip
+    page.goto(f"/sessions/{open_one.public_id}/")
+    page.locator("details", has_text="Resolve manually").locator("summary").click()
+    page.get_by_label("Reason for “resolve manually”").fill("driver paid at the desk")
+    page.locator("form[data-action=resolve] button[type=submit]").click()
+    expect(page.locator("#messages")).to_contain_text("Resolve manually: done.")
+    expect(page.locator("#session-state")).to_have_text("Closed")
+    expect(page.locator(".timeline")).to_contain_text("driver paid at the desk")
+
+    page.get_by_role("link", name="Exceptions").first.click()
+    page.get_by_label("Resolution note").fill("checked with the acquirer")
+    page.get_by_role("button", name="Resolve").click()
+    row = page.locator("tr", has_text="Capture needs a look")
+    expect(row.locator(".badge.ok")).to_have_text("Resolved")
+    expect(page.locator("#messages")).to_contain_text("Resolved: Capture needs a look")
+    screenshot(page, "exceptions")
+
+
+def test_a_viewer_sees_no_action_buttons_and_is_refused_when_posting_anyway(
+    page, login, viewer, emu_world, screenshot
+):
+    terminal = emu_world["terminal"]
+    login(page, viewer)
+    page.goto(f"/terminals/{terminal.public_id}/")
+    expect(page.locator("h1")).to_contain_text("IM30 Gate")
+    expect(page.get_by_role("button", name="Read a Mifare card")).to_have_count(0)
+    expect(page.get_by_role("button", name="Refresh status")).to_have_count(0)
+    token = page.evaluate("JSON.parse(document.body.getAttribute('hx-headers'))['X-CSRFToken']")
+    response = page.request.post(
+        f"/terminals/{terminal.public_id}/mifare/", headers={"X-CSRFToken": token}
+    )
+    assert response.status == 403
+    screenshot(page, "terminal-detail-viewer")

@@ -1,0 +1,174 @@
+"""Plain helpers that create dashboard data; bulk_* variants use bulk_create for volume tests."""
+
+import itertools
+from datetime import timedelta
+
+from django.utils import timezone
+
+from evpay.models import AuditEvent, ExceptionRecord, JobRun
+from sessions.models import (
+    ChargingSession,
+    CloseReason,
+    DeviceMessage,
+    Operation,
+    Outcome,
+    SessionState,
+    Tariff,
+    TerminalTransaction,
+    TxState,
+)
+from terminals.models import (
+    ClosingBrandTotal,
+    Connector,
+    PeriodClosing,
+    Site,
+    Terminal,
+    TerminalBrand,
+    TerminalStatus,
+)
+
+_seq = itertools.count(1)
+
+
+def make_site(
+    name=None, *, time_zone="Europe/Amsterdam", currency="EUR", address="Laan 1\nUtrecht"
+):
+    return Site.objects.create(
+        name=name or f"Site {next(_seq)}", time_zone=time_zone, currency=currency, address=address
+    )
+
+
+def make_tariff(site, **fields):
+    values = {"name": "Standard", "price_per_kwh_minor": 40, "start_fee_minor": 50,
+              "authorise_amount_minor": 5000} | fields  # fmt: skip
+    return Tariff.objects.create(site=site, **values)
+
+
+def make_terminal(site=None, *, status=TerminalStatus.READY, brands=("VISA", "ECMC"), **fields):
+    site = site or make_site()
+    n = next(_seq)
+    values = {"terminal_id": f"T{n:07d}", "name": f"IM30 {n}", "host": "127.0.0.1",
+              "status": status, "status_changed_at": timezone.now() - timedelta(hours=1)} | fields  # fmt: skip
+    terminal = Terminal.objects.create(site=site, **values)
+    for code in brands:
+        TerminalBrand.objects.create(terminal=terminal, code=code)
+    return terminal
+
+
+def make_connector(terminal, **fields):
+    n = next(_seq)
+    values = {"evse_id": f"NL*EVP*E{n}", "label": f"Connector {n}"} | fields
+    return Connector.objects.create(terminal=terminal, **values)
+
+
+def tariff_snapshot(currency="EUR"):
+    return {"tariff_id": None, "name": "Standard", "currency": currency, "start_fee_minor": 50,
+            "price_per_kwh_minor": 40, "price_per_minute_minor": 0, "idle_fee_per_minute_minor": 0,
+            "idle_grace_minutes": 30, "vat_rate_bp": 2100, "authorise_amount_minor": 5000,
+            "max_session_minutes": 720, "start_timeout_minutes": 10}  # fmt: skip
+
+
+def session_fields(connector, **fields):
+    now = timezone.now()
+    terminal = connector.terminal
+    values = {
+        "connector": connector, "terminal": terminal, "site_id": terminal.site_id,
+        "state": SessionState.CLOSED, "close_reason": CloseReason.CAPTURED,
+        "currency": "EUR", "tariff": tariff_snapshot(), "requested_at": now - timedelta(hours=2),
+        "authorised_at": now - timedelta(hours=2), "charging_started_at": now - timedelta(hours=2),
+        "charging_ended_at": now - timedelta(hours=1), "closed_at": now - timedelta(minutes=50),
+        "energy_wh": 10_000, "authorised_amount_minor": 5000, "cost_start_minor": 50,
+        "cost_energy_minor": 400, "cost_total_minor": 450, "cost_vat_minor": 78,
+        "captured_amount_minor": 450, "card_brand": "VISA", "masked_pan": "4111 **** **** 1234",
+        "pan_last4": "1234", "card_token": f"tok{next(_seq)}",
+    }  # fmt: skip
+    return values | fields
+
+
+def make_session(connector, **fields):
+    return ChargingSession.objects.create(**session_fields(connector, **fields))
+
+
+def bulk_sessions(connectors, count, **fields):
+    """Closed sessions spread over the connectors (closed ones may share a connector)."""
+    now = timezone.now()
+    rows = []
+    for i in range(count):
+        connector = connectors[i % len(connectors)]
+        extra = {"requested_at": now - timedelta(minutes=i + 5), "pan_last4": f"{i % 10000:04d}",
+                 "card_token": f"bulk{i}"} | fields  # fmt: skip
+        rows.append(ChargingSession(**session_fields(connector, **extra)))
+    return ChargingSession.objects.bulk_create(rows, batch_size=500)
+
+
+def bulk_terminals(site, count, **fields):
+    n = next(_seq)
+    rows = [
+        Terminal(
+            site=site,
+            terminal_id=f"B{n:03d}{i:05d}",
+            name=f"Bulk {n}-{i}",
+            host="127.0.0.1",
+            status=TerminalStatus.READY,
+            **fields,
+        )  # fmt: skip
+        for i in range(count)
+    ]
+    return Terminal.objects.bulk_create(rows, batch_size=500)
+
+
+def make_tx(session, operation=Operation.AUTHORISE, **fields):
+    now = timezone.now()
+    values = {
+        "terminal": session.terminal, "session": session, "operation": operation,
+        "workstation_id": "EVPAY1", "request_id": str(next(_seq)), "amount_minor": 5000,
+        "currency": session.currency, "state": TxState.COMPLETED, "outcome": Outcome.SUCCESS,
+        "deadline_at": now + timedelta(minutes=1), "completed_at": now,
+        "raw_request": "<CardServiceRequest RequestType=\"CardPayment\"/>",
+        "raw_response": "<CardServiceResponse OverallResult=\"Success\"/>",
+    } | fields  # fmt: skip
+    return TerminalTransaction.objects.create(**values)
+
+
+def make_receipt(tx, lines=("CCV Demo", "VISA **** 1234", "TOTAL EUR 4,50"), seq=1):
+    return DeviceMessage.objects.create(
+        transaction=tx, seq=seq, target="Printer", lines=list(lines)
+    )
+
+
+def make_exception(*, severity=ExceptionRecord.Severity.WARNING, kind=ExceptionRecord.Kind.OTHER,
+                   session=None, subject=None, resolved=False, **fields):  # fmt: skip
+    n = next(_seq)
+    values = {
+        "kind": kind, "severity": severity, "title": f"Problem {n}",
+        "what_happened": "Something needs a person.", "dedupe_key": f"test:{n}",
+        "session_ref": getattr(session, "public_id", None),
+        "subject_type": subject._meta.label_lower if subject is not None else "",
+        "subject_id": str(subject.pk) if subject is not None else "",
+    } | fields  # fmt: skip
+    if resolved:
+        values |= {"resolved_at": timezone.now(), "resolution_note": "done"}
+    return ExceptionRecord.objects.create(**values)
+
+
+def make_closing(terminal, *, state=PeriodClosing.State.MATCHED, totals=(), **fields):
+    now = timezone.now()
+    values = {"business_date": timezone.localdate(), "period_start": now - timedelta(days=1),
+              "period_end": now, "state": state} | fields  # fmt: skip
+    closing = PeriodClosing.objects.create(terminal=terminal, **values)
+    for total in totals:
+        ClosingBrandTotal.objects.create(closing=closing, **({"currency": "EUR"} | total))
+    return closing
+
+
+def make_job_run(kind="status_poll", **fields):
+    values = {"subject": "T1", "outcome": JobRun.Outcome.OK, "counts": {"polled": 3},
+              "finished_at": timezone.now()} | fields  # fmt: skip
+    return JobRun.objects.create(kind=kind, **values)
+
+
+def make_audit(session, action="session.started", **fields):
+    values = {"actor_kind": AuditEvent.ActorKind.SYSTEM, "actor_label": "test",
+              "subject_type": "charging.chargingsession", "subject_id": str(session.pk),
+              "session_ref": session.public_id, "action": action} | fields  # fmt: skip
+    return AuditEvent.objects.create(**values)

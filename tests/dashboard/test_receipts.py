@@ -1,0 +1,83 @@
+"""Receipt search, printable receipt, text and PDF downloads."""
+
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from sessions.receipts import render_pdf
+from tests.dashboard import factories as f
+from tests.dashboard.conftest import url
+
+pytestmark = pytest.mark.django_db
+
+
+def test_receipt_search_by_date_amount_and_last_four(client_for, viewer):
+    site = f.make_site("Harbour", time_zone="America/New_York")
+    connector = f.make_connector(f.make_terminal(site))
+    # 03:30 UTC on the 2nd is still the 1st in New York: the driver's day counts.
+    at = datetime(2026, 3, 2, 3, 30, tzinfo=ZoneInfo("UTC"))
+    hit = f.make_session(connector, requested_at=at, captured_amount_minor=1250, pan_last4="4242")
+    f.make_session(connector, requested_at=at - timedelta(days=5), captured_amount_minor=1250,
+                   pan_last4="4242")  # fmt: skip
+    f.make_session(connector, requested_at=at, captured_amount_minor=999, pan_last4="4242")
+    client = client_for(viewer)
+    response = client.get(url("sessions:receipts"), {"date": "2026-03-01", "amount": "12.50",
+                                                     "last4": "4242"})  # fmt: skip
+    html = response.content.decode()
+    assert html.count(url("sessions:receipt", hit.public_id)) == 1
+    assert html.count("View</a>") == 1
+    assert client.get(url("sessions:receipts"), {"date": "2026-03-02", "last4": "4242",
+                                                 "amount": "12.50"}).content.decode().count("View</a>") == 0  # fmt: skip
+
+
+def test_receipt_search_explains_bad_input(client_for, viewer, world):
+    html = (
+        client_for(viewer)
+        .get(url("sessions:receipts"), {"amount": "x", "last4": "12"})
+        .content.decode()
+    )
+    assert "Enter an amount like 12.50" in html and "Enter the last 4 digits" in html
+    assert 'aria-invalid="true"' in html
+
+
+def test_printable_receipt_has_ticket_lines_breakdown_and_site_local_times(
+    client_for, viewer, world
+):
+    session = world["closed"]
+    html = client_for(viewer).get(url("sessions:receipt", session.public_id)).content.decode()
+    assert "Depot Utrecht" in html and "Laan 1<br>Utrecht" in html
+    assert "TOTAL EUR 4,50" in html and "VISA **** 1234" in html
+    assert "VAT 21% incl." in html and "€\u00a00.78" in html and "€\u00a04.50" in html
+    assert " CET" in html or " CEST" in html
+
+
+def test_receipt_as_text(client_for, viewer, world):
+    response = client_for(viewer).get(url("sessions:receipt_text", world["closed"].public_id))
+    assert response["Content-Type"].startswith("text/plain")
+    text = response.content.decode()
+    assert "Depot Utrecht" in text and "€\u00a04.50" in text and "TOTAL EUR 4,50" in text
+
+
+def test_receipt_as_pdf(client_for, viewer, world):
+    response = client_for(viewer).get(url("sessions:receipt_pdf", world["closed"].public_id))
+    assert response["Content-Type"] == "application/pdf"
+    body = response.content
+    assert body.startswith(b"%PDF-1.4") and body.rstrip().endswith(b"%%EOF")
+    assert b"4.50" in body and b"/BaseFont /Courier" in body
+
+
+def test_the_pdf_cross_reference_table_points_at_the_objects():
+    pdf = render_pdf(["Hello (world)", "back\\slash", "€ 1.00"])
+    xref_at = int(pdf.rsplit(b"startxref\n", 1)[1].split(b"\n")[0])
+    assert pdf[xref_at:].startswith(b"xref")
+    offsets = [int(line[:10]) for line in pdf[xref_at:].split(b"\n")[3:8]]
+    for number, offset in enumerate(offsets, start=1):
+        assert pdf[offset:].startswith(f"{number} 0 obj".encode())
+    assert b"(Hello \\(world\\)) Tj" in pdf and b"(back\\\\slash)" in pdf and b"\x80 1.00" in pdf
+
+
+def test_receipts_need_a_role(client_for, no_role_user, world):
+    client = client_for(no_role_user)
+    assert client.get(url("sessions:receipt_pdf", world["closed"].public_id)).status_code == 403
+    assert client.get(url("sessions:receipts")).status_code == 403

@@ -1,0 +1,239 @@
+"""Sessions list (filters, search, sort, CSV), detail (timeline, transactions), operator actions."""
+
+import csv
+import io
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from evpay.models import AuditEvent
+from sessions import services
+from sessions.models import ChargingSession, SessionState
+from tests.dashboard import factories as f
+from tests.dashboard.conftest import url
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def fleet(db):
+    a, b = f.make_site("Alpha"), f.make_site("Beta", currency="GBP", time_zone="Europe/London")
+    ta, tb = f.make_terminal(a), f.make_terminal(b)
+    ca, cb = f.make_connector(ta), f.make_connector(tb)
+    now = timezone.now()
+    s1 = f.make_session(ca, card_brand="VISA", pan_last4="1111", cost_total_minor=450,
+                        captured_amount_minor=450, card_token="tok-one",
+                        requested_at=now - timedelta(days=3))  # fmt: skip
+    s2 = f.make_session(ca, card_brand="ECMC", pan_last4="2222", cost_total_minor=1999,
+                        captured_amount_minor=1999, card_token="tok-two",
+                        requested_at=now - timedelta(days=1))  # fmt: skip
+    s3 = f.make_session(cb, state=SessionState.CHARGING, close_reason="", closed_at=None,
+                        currency="GBP", card_brand="VISA", pan_last4="3333", cost_total_minor=120,
+                        captured_amount_minor=0, card_token="tok-three", requested_at=now)  # fmt: skip
+    return {"sites": (a, b), "terminals": (ta, tb), "sessions": (s1, s2, s3)}
+
+
+def _tokens(client, **params):
+    html = client.get(url("sessions:list"), params).content.decode()
+    return {s.card_token for s in ChargingSession.objects.all() if str(s.public_id) in html}
+
+
+def test_session_list_filters(client_for, viewer, fleet):
+    client = client_for(viewer)
+    (a, _b), (_ta, tb) = fleet["sites"], fleet["terminals"]
+    today = timezone.localdate()
+    assert _tokens(client) == {"tok-one", "tok-two", "tok-three"}
+    assert _tokens(client, state="charging") == {"tok-three"}
+    assert _tokens(client, state="open") == {"tok-three"}
+    assert _tokens(client, site=str(a.public_id)) == {"tok-one", "tok-two"}
+    assert _tokens(client, terminal=str(tb.public_id)) == {"tok-three"}
+    assert _tokens(client, brand="visa") == {"tok-one", "tok-three"}
+    assert _tokens(client, min="4.50", max="19.98") == {"tok-one"}
+    assert _tokens(client, min="1") == {"tok-one", "tok-two", "tok-three"}
+    assert _tokens(client, min="abc") == set()
+    assert _tokens(client, **{"from": str(today - timedelta(days=2))}) == {"tok-two", "tok-three"}
+    assert _tokens(client, to=str(today - timedelta(days=2))) == {"tok-one"}
+
+
+def test_session_search_by_id_token_and_last_four(client_for, viewer, fleet):
+    client = client_for(viewer)
+    s1, s2, _ = fleet["sessions"]
+    assert _tokens(client, q=str(s2.public_id)) == {"tok-two"}
+    assert _tokens(client, q="tok-one") == {"tok-one"}
+    assert _tokens(client, q="3333") == {"tok-three"}
+    assert _tokens(client, q="nothing") == set()
+
+
+def test_sorting_uses_whitelisted_columns_and_ignores_others(client_for, viewer, fleet):
+    client = client_for(viewer)
+    s1, s2, s3 = fleet["sessions"]
+
+    def order(sort):
+        html = client.get(url("sessions:list"), {"sort": sort}).content.decode()
+        return sorted((html.index(str(s.public_id)), s.card_token) for s in (s1, s2, s3))
+
+    assert [t for _, t in order("-total")] == ["tok-two", "tok-one", "tok-three"]
+    assert [t for _, t in order("total")] == ["tok-three", "tok-one", "tok-two"]
+    assert [t for _, t in order("card_token")] == ["tok-three", "tok-two", "tok-one"]  # default
+    assert [t for _, t in order("password")] == ["tok-three", "tok-two", "tok-one"]
+
+
+def test_csv_export_streams_the_filtered_list(client_for, viewer, fleet):
+    response = client_for(viewer).get(url("sessions:list"), {"brand": "VISA", "format": "csv"})
+    assert response.status_code == 200
+    assert response["Content-Type"] == "text/csv; charset=utf-8"
+    assert response.streaming
+    rows = list(csv.reader(io.StringIO(b"".join(response.streaming_content).decode())))
+    assert rows[0][:3] == ["session", "requested_at", "site"]
+    assert {r[0] for r in rows[1:]} == {str(fleet["sessions"][0].public_id),
+                                        str(fleet["sessions"][2].public_id)}  # fmt: skip
+    by_currency = {r[10]: r[12] for r in rows[1:]}
+    assert by_currency == {"EUR": "4.50", "GBP": "1.20"}
+
+
+def test_session_list_with_2000_sessions_keeps_a_fixed_query_count(
+    client_for, viewer, django_assert_max_num_queries
+):
+    site = f.make_site()
+    connectors = [f.make_connector(t) for t in f.bulk_terminals(site, 20)]
+    f.bulk_sessions(connectors, 2000)
+    client = client_for(viewer)
+    with django_assert_max_num_queries(9):
+        response = client.get(url("sessions:list"))
+    assert "Page 1 of 40" in response.content.decode()
+    with django_assert_max_num_queries(9):
+        response = client.get(url("sessions:list"), {"page": 40, "sort": "total", "q": "0042"})
+    assert response.status_code == 200
+    with django_assert_max_num_queries(7):
+        response = client.get(url("sessions:list"), HTTP_HX_REQUEST="true")
+    assert b"<html" not in response.content
+    with django_assert_max_num_queries(6):
+        response = client.get(url("sessions:list"), {"format": "csv"})
+        assert len(b"".join(response.streaming_content).splitlines()) == 2001
+
+
+def test_session_detail_shows_timeline_transactions_breakdown_and_receipt(
+    client_for, viewer, world
+):
+    session = world["closed"]
+    html = client_for(viewer).get(url("sessions:detail", session.public_id)).content.decode()
+    assert html.index("session.started") < html.index("session.closed")
+    assert '<details class="raw">' in html and "CardServiceRequest" in html
+    assert "€\u00a04.50" in html and "€\u00a00.78" in html and "21%" in html
+    assert "TOTAL EUR 4,50" in html
+    assert "Depot Utrecht" in html
+
+
+def test_the_detail_summary_is_a_fragment_of_the_same_url_and_polls_only_while_open(
+    client_for, viewer, world
+):
+    client = client_for(viewer)
+    open_one = client.get(
+        url("sessions:detail", world["charging"].public_id),
+        {"part": "summary"},
+        HTTP_HX_REQUEST="true",
+    )
+    assert b"<html" not in open_one.content and b"hx-trigger" in open_one.content
+    closed = client.get(
+        url("sessions:detail", world["closed"].public_id),
+        {"part": "summary"},
+        HTTP_HX_REQUEST="true",
+    )
+    assert b"<html" not in closed.content and b"hx-trigger" not in closed.content
+    # An HX-Location after an action is an htmx request for the whole page.
+    page = client.get(url("sessions:detail", world["closed"].public_id), HTTP_HX_REQUEST="true")
+    assert b"<html" in page.content
+
+
+def test_viewers_see_no_session_actions_and_get_403_on_post(client_for, viewer, world):
+    client = client_for(viewer)
+    session = world["charging"]
+    html = client.get(url("sessions:detail", session.public_id)).content.decode()
+    assert "Operator actions" not in html and "Capture now" not in html
+    for name in (
+        "sessions:capture",
+        "sessions:release",
+        "sessions:retry_recovery",
+        "sessions:resolve",
+    ):
+        assert client.post(url(name, session.public_id), {"reason": "x"}).status_code == 403
+    session.refresh_from_db()
+    assert session.state == SessionState.CHARGING
+
+
+def test_operators_see_actions_with_a_required_reason(client_for, operator, world):
+    html = (
+        client_for(operator)
+        .get(url("sessions:detail", world["charging"].public_id))
+        .content.decode()
+    )
+    assert html.count('name="reason" required') == 4
+    assert "hx-confirm=" in html
+    for label in ("Capture now", "Release", "Retry recovery", "Resolve manually"):
+        assert label in html
+
+
+def test_resolving_manually_closes_the_session_audits_and_a_repeat_is_safe(
+    client_for, operator, world
+):
+    client = client_for(operator)
+    session = world["charging"]
+    target = url("sessions:resolve", session.public_id)
+    for _ in range(2):
+        response = client.post(target, {"reason": "checked the acquirer portal"})
+        assert response.status_code == 302
+        assert response["Location"] == url("sessions:detail", session.public_id)
+    session.refresh_from_db()
+    assert session.state == SessionState.CLOSED and session.close_reason == "resolved_manually"
+    events = AuditEvent.objects.filter(
+        session_ref=session.public_id, action="session.resolved_manually"
+    )
+    assert events.count() == 1 and events.get().actor_label == "otto-operator"
+
+
+def test_an_action_without_a_reason_changes_nothing(client_for, operator, world):
+    client = client_for(operator)
+    session = world["charging"]
+    response = client.post(
+        url("sessions:resolve", session.public_id), {"reason": "  "}, follow=True
+    )
+    assert "a reason is required" in response.content.decode()
+    session.refresh_from_db()
+    assert session.state == SessionState.CHARGING
+
+
+def test_a_journey_error_is_shown_as_a_message(client_for, operator, world):
+    response = client_for(operator).post(
+        url("sessions:release", world["closed"].public_id),
+        {"reason": "driver complained"},
+        follow=True,
+    )
+    html = response.content.decode()
+    assert response.status_code == 200
+    assert "Release was not possible: nothing to release" in html
+
+
+@pytest.mark.parametrize(
+    "name,function",
+    [("sessions:capture", "operator_capture_now"), ("sessions:release", "operator_release"),
+     ("sessions:retry_recovery", "operator_retry_recovery"), ("sessions:resolve", "resolve_manually")],
+)  # fmt: skip
+def test_each_action_calls_its_contract_service_with_the_user_and_reason(
+    client_for, operator, world, monkeypatch, name, function
+):
+    calls = []
+    monkeypatch.setattr(services, function, lambda s, u, r: calls.append((s.pk, u.pk, r)))
+    response = client_for(operator).post(url(name, world["charging"].public_id), {"reason": "why"},
+                                         HTTP_HX_REQUEST="true")  # fmt: skip
+    assert calls == [(world["charging"].pk, operator.pk, "why")]
+    assert response.status_code == 204
+    assert response["HX-Location"] == url("sessions:detail", world["charging"].public_id)
+
+
+def test_session_actions_refuse_get_and_users_without_role(
+    client_for, operator, no_role_user, world
+):
+    target = url("sessions:capture", world["charging"].public_id)
+    assert client_for(operator).get(target).status_code == 405
+    assert client_for(no_role_user).post(target, {"reason": "x"}).status_code == 403

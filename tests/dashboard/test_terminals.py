@@ -1,0 +1,220 @@
+"""Terminal list (filters, live badge cursor), detail, actions by role, Mifare read polling."""
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from terminals.models import MifareRead, Terminal, TerminalStatus
+from tests.dashboard import factories as f
+from tests.dashboard.conftest import url
+
+pytestmark = pytest.mark.django_db
+
+
+def test_terminal_list_filters_by_site_status_brand_and_search(client_for, viewer):
+    a, b = f.make_site("Alpha"), f.make_site("Beta")
+    ready = f.make_terminal(a, name="Front gate", brands=("VISA",))
+    offline = f.make_terminal(b, name="Back lot", status=TerminalStatus.OFFLINE, brands=("MAES",))
+    client = client_for(viewer)
+
+    def names(**params):
+        html = client.get(url("terminals:list"), params).content.decode()
+        return {t.name for t in (ready, offline) if t.name in html}
+
+    assert names() == {"Front gate", "Back lot"}
+    assert names(site=str(a.public_id)) == {"Front gate"}
+    assert names(status="OFFLINE") == {"Back lot"}
+    assert names(status="online") == {"Front gate"}
+    assert names(brand="maes") == {"Back lot"}
+    assert names(q="front") == {"Front gate"}
+    assert names(q=offline.terminal_id) == {"Back lot"}
+    assert names(site="not-a-uuid") == set()
+
+
+def test_the_live_poll_returns_only_rows_changed_since_the_cursor_as_out_of_band_swaps(
+    client_for, viewer
+):
+    site = f.make_site()
+    old = f.make_terminal(site, status_changed_at=timezone.now() - timedelta(hours=2))
+    changed = f.make_terminal(site, status=TerminalStatus.OFFLINE,
+                              status_changed_at=timezone.now())  # fmt: skip
+    since = (timezone.now() - timedelta(minutes=1)).isoformat()
+    response = client_for(viewer).get(
+        url("terminals:list"), {"since": since}, HTTP_HX_REQUEST="true"
+    )
+    html = response.content.decode()
+    assert response.status_code == 200
+    assert f'id="terminal-{changed.public_id}" hx-swap-oob="true"' in html
+    assert str(old.public_id) not in html
+    assert "<html" not in html
+    # The response carries the next poller with a fresh cursor.
+    assert 'id="terminal-poller"' in html and "since=" in html
+
+
+def test_a_bad_cursor_is_refused(client_for, viewer):
+    response = client_for(viewer).get(url("terminals:list"), {"since": "yesterday"})
+    assert response.status_code == 400
+
+
+def test_the_list_page_polls_slower_when_the_tab_is_hidden(client_for, viewer, world):
+    html = client_for(viewer).get(url("terminals:list")).content.decode()
+    assert "every 5s [document.visibilityState=='visible']" in html
+    assert "every 30s [document.visibilityState=='hidden']" in html
+
+
+def test_terminal_list_paginates_and_keeps_its_query_count_with_300_terminals(
+    client_for, viewer, django_assert_max_num_queries
+):
+    site = f.make_site()
+    f.bulk_terminals(site, 300)
+    client = client_for(viewer)
+    with django_assert_max_num_queries(9):
+        response = client.get(url("terminals:list"))
+    assert response.status_code == 200
+    assert "Page 1 of 6" in response.content.decode()
+    with django_assert_max_num_queries(9):
+        assert "Page 6 of 6" in client.get(url("terminals:list"), {"page": 6}).content.decode()
+    since = (timezone.now() - timedelta(minutes=1)).isoformat()
+    Terminal.objects.filter(pk__in=Terminal.objects.values("pk")[:3]).update(
+        status_changed_at=timezone.now()
+    )
+    with django_assert_max_num_queries(6):
+        html = client.get(url("terminals:list"), {"since": since}, HTTP_HX_REQUEST="true").content
+    assert html.count(b"hx-swap-oob") == 3
+
+
+def test_viewers_see_the_terminal_but_no_action_buttons(client_for, viewer, world):
+    html = client_for(viewer).get(url("terminals:detail", world["terminal"].public_id)).content
+    assert b"Refresh status" not in html and b"Read a Mifare card" not in html
+    assert b"Run closing now" not in html and b"Reprint last ticket" not in html
+
+
+def test_operators_see_the_action_buttons(client_for, operator, world):
+    html = client_for(operator).get(url("terminals:detail", world["terminal"].public_id)).content
+    for label in (b"Refresh status", b"Refresh card brands", b"Read a Mifare card",
+                  b"Run closing now", b"Reprint last ticket"):  # fmt: skip
+        assert label in html
+
+
+def test_the_status_panel_is_a_fragment_of_the_detail_url(client_for, viewer, world):
+    response = client_for(viewer).get(
+        url("terminals:detail", world["terminal"].public_id), {"part": "status"},
+        HTTP_HX_REQUEST="true",
+    )  # fmt: skip
+    assert response.status_code == 200
+    assert b'id="terminal-status-badge"' in response.content and b"<html" not in response.content
+
+
+def test_an_unknown_terminal_is_404(client_for, viewer):
+    assert (
+        client_for(viewer)
+        .get(url("terminals:detail", "00000000-0000-0000-0000-000000000000"))
+        .status_code
+        == 404
+    )
+
+
+ACTIONS = [
+    ("terminals:refresh_status", "poll_terminal_status_task", 1),
+    ("terminals:refresh_brands", "refresh_brands_task", 2),
+    ("terminals:run_closing", "run_closing_task", 2),
+    ("terminals:reprint", "reprint_ticket_task", 1),
+]
+
+
+@pytest.mark.parametrize("name,task,nargs", ACTIONS)
+def test_operators_enqueue_terminal_actions_and_repeating_is_safe(
+    client_for, operator, world, enqueued, django_capture_on_commit_callbacks, name, task, nargs
+):
+    terminal = world["terminal"]
+    client = client_for(operator)
+    for _ in range(2):
+        with django_capture_on_commit_callbacks(execute=True):
+            response = client.post(url(name, terminal.public_id))
+        assert response.status_code == 302
+        assert response["Location"] == url("terminals:detail", terminal.public_id)
+    assert [c[0] for c in enqueued] == [task, task]
+    assert enqueued[0][1][0] == terminal.pk and len(enqueued[0][1]) == nargs
+    if nargs == 2:
+        assert enqueued[0][1][1] == "user:otto-operator"
+
+
+@pytest.mark.parametrize("name,task,nargs", ACTIONS)
+def test_viewers_cannot_run_terminal_actions(
+    client_for, viewer, world, enqueued, name, task, nargs
+):
+    response = client_for(viewer).post(url(name, world["terminal"].public_id))
+    assert response.status_code == 403
+    assert enqueued == []
+
+
+def test_terminal_actions_refuse_get(client_for, operator, world):
+    assert (
+        client_for(operator).get(url("terminals:reprint", world["terminal"].public_id)).status_code
+        == 405
+    )
+
+
+def test_htmx_action_posts_answer_with_hx_location(client_for, operator, world, enqueued):
+    response = client_for(operator).post(
+        url("terminals:refresh_status", world["terminal"].public_id), HTTP_HX_REQUEST="true"
+    )
+    assert response.status_code == 204
+    assert response["HX-Location"] == url("terminals:detail", world["terminal"].public_id)
+
+
+def test_a_mifare_read_creates_a_row_enqueues_the_task_and_a_repeat_reuses_it(
+    client_for, operator, world, enqueued, django_capture_on_commit_callbacks
+):
+    terminal = world["terminal"]
+    client = client_for(operator)
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post(
+            url("terminals:mifare_start", terminal.public_id), HTTP_HX_REQUEST="true"
+        )
+    read = MifareRead.objects.get()
+    assert read.terminal == terminal and read.requested_by == operator
+    assert enqueued == [("read_mifare_task", (read.pk,))]
+    html = response.content.decode()
+    assert "<html" not in html
+    assert f'hx-get="{url("terminals:mifare_status", read.public_id)}"' in html
+    assert 'hx-trigger="every 1s"' in html
+    with django_capture_on_commit_callbacks(execute=True):
+        client.post(url("terminals:mifare_start", terminal.public_id))
+    assert MifareRead.objects.count() == 1 and len(enqueued) == 1
+
+
+def test_the_mifare_poll_continues_while_pending_and_stops_with_286_showing_the_uid(
+    client_for, viewer, world
+):
+    read = MifareRead.objects.create(terminal=world["terminal"])
+    client = client_for(viewer)
+    status_url = url("terminals:mifare_status", read.public_id)
+    pending = client.get(status_url, HTTP_HX_REQUEST="true")
+    assert pending.status_code == 200 and b"every 1s" in pending.content
+    read.state, read.uid, read.completed_at = (
+        MifareRead.State.DONE,
+        "04A23BC2D95E80",
+        timezone.now(),
+    )
+    read.save()
+    done = client.get(status_url, HTTP_HX_REQUEST="true")
+    assert done.status_code == 286
+    assert b"04A23BC2D95E80" in done.content and b"every 1s" not in done.content
+    # Without htmx it is a normal page.
+    page = client.get(status_url)
+    assert (
+        page.status_code == 200 and b"<html" in page.content and b"04A23BC2D95E80" in page.content
+    )
+
+
+def test_viewers_cannot_start_a_mifare_read(client_for, viewer, world, enqueued):
+    response = client_for(viewer).post(url("terminals:mifare_start", world["terminal"].public_id))
+    assert response.status_code == 403
+    assert not MifareRead.objects.exists() and enqueued == []
+
+
+def test_users_without_a_role_get_403_on_actions(client_for, no_role_user, world, enqueued):
+    response = client_for(no_role_user).post(url("terminals:reprint", world["terminal"].public_id))
+    assert response.status_code == 403
