@@ -20,7 +20,8 @@ from evpay.models import AuditEvent, ExceptionRecord
 from sessions.models import ChargingSession, Operation, Outcome, SessionState, TerminalTransaction
 
 
-def compare(ledger: list[dict]) -> dict:
+def compare(ledger: list[dict], site=None) -> dict:
+    """`site`: only that site's sessions count for wrong-card stops (several runs, one DB)."""
     reservations = {}
     settlements = defaultdict(list)
     for entry in ledger:
@@ -95,16 +96,19 @@ def compare(ledger: list[dict]) -> dict:
             problems.append(
                 f"{key}: session captured {session.captured_amount_minor}, terminal {their_view}"
             )
-    figures["wrong_card_stops"] = wrong_card_stops()
+    figures["wrong_card_stops"] = wrong_card_stops(site)
     figures["problems"] = problems[:50]
     return figures
 
 
-def wrong_card_stops() -> int:
+def wrong_card_stops(site=None) -> int:
     """Sessions stopped by a card read whose token and PAR both differ from the session's."""
     count = 0
     stops = AuditEvent.objects.filter(action="session.state", to_state=SessionState.STOPPING,
                                       reason__startswith="stopped by card")  # fmt: skip
+    if site is not None:
+        refs = ChargingSession.objects.filter(site=site).values_list("public_id", flat=True)
+        stops = stops.filter(session_ref__in=refs)
     for event in stops:
         session = ChargingSession.objects.filter(public_id=event.session_ref).first()
         read = (

@@ -7,10 +7,8 @@ SIGTERM stops everything.
 """
 
 import argparse
-import contextlib
 import os
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -20,6 +18,7 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand
 
 from evpay.env import env_bool, env_int
+from evpay.supervisor import CELERY, MANAGE, PYTHON, Child, stop_all
 
 
 class Command(BaseCommand):
@@ -60,9 +59,7 @@ class Command(BaseCommand):
                     "seed_demo", terminals=terminals, base_port=emulator_base, stdout=quiet
                 )
 
-        python = sys.executable
-        manage = [python, str(Path(settings.BASE_DIR) / "manage.py")]
-        celery = [python, "-m", "celery", "-A", "evpay"]
+        python, manage, celery = PYTHON, MANAGE, CELERY
         processes = {
             "device_channel": manage + ["device_channel", "--host", "127.0.0.1" if demo else "0.0.0.0",
                                         "--port", str(channel1_port)],
@@ -85,7 +82,7 @@ class Command(BaseCommand):
                                        "--control-url", f"http://127.0.0.1:{control_port}",
                                        "--speed", str(speed)],
             }  # fmt: skip
-        children: dict[str, subprocess.Popen] = {}
+        children: dict[str, Child] = {}
         stopping = False
 
         def stop(*_):
@@ -97,19 +94,16 @@ class Command(BaseCommand):
         failed = None
         try:
             for name, argv in processes.items():
-                log_file = open(log_dir / f"{name}.log", "ab")  # noqa: SIM115 - lives as long as the child
-                children[name] = subprocess.Popen(
-                    argv, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True
-                )
+                children[name] = Child(name, argv, log_dir)
                 if name == "emulator":
                     time.sleep(1)  # listening before the first status poll
             self._banner(host, port, credentials, log_dir, children, demo, control_port)
             while not stopping:
                 for name, child in children.items():
-                    if child.poll() is not None:
+                    if not child.alive():
                         failed = name
                         self.stderr.write(
-                            f"{name} exited with code {child.returncode}; see "
+                            f"{name} exited with code {child.popen.returncode}; see "
                             f"{log_dir / (name + '.log')}. Stopping everything."
                         )
                         stopping = True
@@ -145,17 +139,6 @@ class Command(BaseCommand):
 
     def _stop_all(self, children):
         # SIGTERM to each leader: gunicorn, celery and our own commands stop their children.
-        for child in children.values():
-            if child.poll() is None:
-                child.terminate()
-        deadline = time.monotonic() + 20
-        for name, child in children.items():
-            try:
-                child.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                self.stderr.write(f"{name} did not stop in time; killing it")
-            # Whatever is left in the group (pool children of a killed leader) goes too.
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(child.pid, signal.SIGKILL)
-            child.wait()
+        for name in stop_all(list(children.values())):
+            self.stderr.write(f"{name} did not stop in time; killed it")
         self.stdout.write("All processes stopped.")
