@@ -16,7 +16,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections import Counter
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
 log = logging.getLogger("evpay.simulator")
@@ -102,6 +102,8 @@ class Simulator:
         self.random = random.Random(options.seed)
         self._started = 0
         self._lock = threading.Lock()
+        # One driver at a time uses a terminal, as at a real IM30 serving two connectors.
+        self._terminal_locks = defaultdict(threading.Lock)
 
     # ---------------------------------------------------------------- plumbing
     def _sleep(self, seconds: float) -> bool:
@@ -129,6 +131,21 @@ class Simulator:
 
         threading.Thread(target=go, daemon=True).start()
 
+    def _present_when_prompted(self, connector, card, request_type, timeout=45.0) -> bool:
+        """Tap when the terminal asks for a card (its open request is `request_type`)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and not self.stop_event.is_set():
+            try:
+                _, state = self._control("GET", f"/terminals/{connector.terminal_id}/state")
+            except Exception:
+                state = {}
+            open_request = state.get("open_request") or {}
+            if open_request.get("request_type") == request_type:
+                self._present(connector, card, delay=self.random.uniform(0.1, 0.5))
+                return True
+            self.stop_event.wait(0.05)
+        return False
+
     def _wait_state(self, connector, sid, done, timeout=150.0):
         deadline = time.monotonic() + timeout
         session = None
@@ -136,7 +153,7 @@ class Simulator:
             _, session = self._api("GET", f"/sessions/{sid}", connector)
             if done(session):
                 return session
-            self.stop_event.wait(0.5)
+            self.stop_event.wait(0.25)
         return session
 
     def _claim_slot(self) -> bool:
@@ -186,8 +203,9 @@ class Simulator:
             assert again["id"] == session["id"], "idempotency key replay returned another session"
         sid = session["id"]
         self.stats.add("sessions.started")
-        self._present(connector, card, delay=rnd.uniform(0.5, 2.0))
-        session = self._wait_state(connector, sid, lambda s: s["state"] != "authorising")
+        with self._terminal_locks[connector.terminal_id]:
+            self._present_when_prompted(connector, card, "CardPreAuthorisation")
+            session = self._wait_state(connector, sid, lambda s: s["state"] != "authorising")
         if session is None or session["state"] == "authorising":
             self.stats.add("sessions.authorisation_pending")
             return "pending"

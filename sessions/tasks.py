@@ -2,6 +2,7 @@
 rows and returns quietly when the work is already done (services are idempotent)."""
 
 import logging
+import random
 from datetime import timedelta
 
 from celery import shared_task
@@ -17,13 +18,15 @@ from sessions.payments import TerminalBusy
 
 log = logging.getLogger(__name__)
 
-# Busy terminals are retried with exponential backoff (2, 4, 8 … 60 s), bounded.
-BUSY_RETRY = {"max_retries": 30, "countdown_cap": 60}
+# Busy terminals are retried with exponential backoff (1, 2, 4 … 30 s) plus jitter, bounded:
+# a terminal is busy for seconds (a capture) to minutes (a driver tapping).
+BUSY_RETRY = {"max_retries": 40, "countdown_cap": 30}
 
 
 def _retry_busy(task, exc):
-    countdown = min(BUSY_RETRY["countdown_cap"], 2 ** min(task.request.retries + 1, 6))
-    log.info("%s: %s; retrying in %ss", task.name, exc, countdown)
+    base = min(BUSY_RETRY["countdown_cap"], 2 ** min(task.request.retries, 5))
+    countdown = base + random.uniform(0, base / 2)
+    log.info("%s: %s; retrying in %.1fs", task.name, exc, countdown)
     raise task.retry(exc=exc, countdown=countdown, max_retries=BUSY_RETRY["max_retries"])
 
 

@@ -1,0 +1,44 @@
+"""`python manage.py soak`: many sessions through the real stack with random faults, then the
+back-office against the emulator's ledger. Exits 1 if a must-be-0 figure is not 0."""
+
+import json
+import sys
+
+from django.core.management import call_command
+from django.core.management.base import BaseCommand
+
+from evpay.soak import Soak
+
+MUST_BE_ZERO = ("double_captures", "lost_money", "ledger_disagreements", "wrong_card_stops",
+                "unresolved_after_window")  # fmt: skip
+
+
+class Command(BaseCommand):
+    help = "Soak the real stack with faults and compare our books with the terminals' ledgers."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--sessions", type=int, default=200)
+        parser.add_argument("--terminals", type=int, default=4)
+        parser.add_argument("--fault-rate", type=float, default=0.2)
+        parser.add_argument("--seed", type=int, default=1)
+        parser.add_argument(
+            "--time-limit", type=float, default=900, help="seconds for the whole run"
+        )
+        parser.add_argument("--workers", type=int, default=2, help="Celery worker processes")
+        parser.add_argument("--window", type=float, default=120, help="recovery window, seconds")
+
+    def handle(self, *args, **o):
+        call_command("migrate", interactive=False, verbosity=0)
+        soak = Soak(sessions=o["sessions"], terminals=o["terminals"], fault_rate=o["fault_rate"],
+                    seed=o["seed"], time_limit=o["time_limit"], workers=o["workers"],
+                    window=o["window"], stdout=self.stdout)  # fmt: skip
+        try:
+            figures = soak.run()
+        finally:
+            soak.teardown()
+        self.stdout.write(json.dumps(figures, indent=2, sort_keys=True))
+        bad = [k for k in MUST_BE_ZERO if figures[k]]
+        if bad:
+            self.stderr.write("FAILED: " + ", ".join(f"{k}={figures[k]}" for k in bad))
+            sys.exit(1)
+        self.stdout.write("OK: every must-be-0 figure is 0")

@@ -1,0 +1,353 @@
+"""The soak run: the real stack under random faults, then our books against the terminals'.
+
+See `manage.py soak --help` and the README's reliability section. Processes: one emulator
+process, the device-channel service, N Celery worker processes, gunicorn for the charger
+API; in this process a sweeper (what beat does, every few seconds), the traffic simulator
+(chargers and drivers) and a chaos thread for process-level faults.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import statistics
+import threading
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+
+from django.conf import settings
+from django.db import connection
+
+from evpay.ledger_check import compare
+from evpay.models import AuditEvent, ExceptionRecord
+from evpay.simulator import Connector, Options, Simulator, _http
+from evpay.supervisor import CELERY, MANAGE, PYTHON, Child, stop_all
+from sessions.models import ApiKey, ChargingSession, SessionState, Tariff, TerminalTransaction
+from terminals.models import Connector as ConnectorModel
+from terminals.models import Site, Terminal
+
+log = logging.getLogger("evpay.soak")
+
+# Terminal-level faults the simulator injects through the emulator's control API.
+SOAK_FAULTS = [
+    ({"kind": "drop_before_commit", "operation": "capture"}, 3),
+    ({"kind": "drop_after_commit", "operation": "capture"}, 3),
+    ({"kind": "drop_after_commit", "operation": "authorise"}, 2),
+    ({"kind": "drop_before_commit", "operation": "authorise"}, 1),
+    ({"kind": "no_answer", "operation": "capture"}, 2),
+    ({"kind": "slow", "operation": "capture", "delay": 2}, 2),
+    ({"kind": "busy", "operation": "capture"}, 2),
+    ({"kind": "garbage", "operation": "release"}, 1),
+    ("offline", 2),
+]
+SHORT_TIMEOUTS = {"authorise": 40, "card_token": 30, "capture": 6, "release": 6,
+                  "repeat_last_message": 5, "ticket_reprint": 5, "status": 3, "brands": 3,
+                  "closing": 10, "mifare_uid": 20}  # fmt: skip
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class SoakSimulator(Simulator):
+    """The demo simulator with the soak's fault list, counting what it injects."""
+
+    def _maybe_fault(self, connector):
+        if self.random.random() >= self.options.fault_rate:
+            return
+        fault = self.random.choices([f for f, _ in SOAK_FAULTS], [w for _, w in SOAK_FAULTS])[0]
+        tid = connector.terminal_id
+        try:
+            if fault == "offline":
+                self._control("POST", f"/terminals/{tid}/offline", {"offline": True})
+                self.stats.add("fault.terminal_offline")
+                threading.Timer(3, lambda: self._control("POST", f"/terminals/{tid}/offline",
+                                                         {"offline": False})).start()  # fmt: skip
+            else:
+                self._control("POST", f"/terminals/{tid}/faults", {**fault, "count": 1, "commit": True}
+                              if fault["kind"] == "slow" else {**fault, "count": 1})  # fmt: skip
+                self.stats.add(f"fault.{fault['kind']}.{fault['operation']}")
+        except Exception as exc:
+            log.info("could not set fault on %s: %s", tid, exc)
+
+
+class Soak:
+    def __init__(
+        self, *, sessions, terminals, fault_rate, seed, time_limit, workers, window, stdout
+    ):
+        self.sessions, self.terminals, self.fault_rate = sessions, terminals, fault_rate
+        self.seed, self.time_limit, self.workers_n, self.window = seed, time_limit, workers, window
+        self.stdout = stdout
+        self.random = random.Random(seed)
+        self.run_id = uuid.uuid4().hex[:6]
+        self.log_dir = Path(settings.VAR_DIR) / "soak" / self.run_id
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.children: list[Child] = []
+        self.workers: list[Child] = []
+        self.chaos = Counter()
+        self.stop = threading.Event()
+        self.env = {
+            "EVPAY_SENT_GRACE_SECONDS": "5",
+            "EVPAY_RECOVERY_WINDOW_MINUTES": str(max(1, round(window / 60))),
+            "PYTHONUNBUFFERED": "1",
+        }
+
+    def say(self, text: str) -> None:
+        self.stdout.write(text)
+        self.stdout.flush()
+
+    # ---------------------------------------------------------------- setup
+    def _start(self, name, argv) -> Child:
+        child = Child(name, argv, self.log_dir, self.env)
+        self.children.append(child)
+        return child
+
+    def _start_worker(self) -> Child:
+        n = len(self.workers) + 1
+        worker = self._start(f"worker{n}", CELERY + ["worker", "--loglevel", "INFO", "--pool", "threads",
+                             "--concurrency", "8", "--hostname", f"soak{self.run_id}-{n}@%h",
+                             "--without-gossip", "--without-mingle"])  # fmt: skip
+        self.workers.append(worker)
+        return worker
+
+    def setup(self):
+        self.channel1_port = _free_port()
+        self.device_channel = self._start("device_channel", MANAGE + [
+            "device_channel", "--host", "127.0.0.1", "--port", str(self.channel1_port)])  # fmt: skip
+        self.device_channel.wait_for_log("device channel listening")
+        prefix = f"9{self.random.randint(0, 999):03d}"
+        while Terminal.objects.filter(terminal_id__startswith=prefix).exists():
+            prefix = f"9{self.random.randint(0, 999):03d}"
+        emulator = self._start("emulator", [
+            PYTHON, "-m", "terminals.emulator", "--count", str(self.terminals), "--host", "127.0.0.1",
+            "--base-port", "0", "--control-port", "0", "--channel1", "pos", "--pos-host", "127.0.0.1",
+            "--pos-port", str(self.channel1_port), "--card-wait", "20", "--delivery-timeout", "10",
+            "--terminal-prefix", prefix, "--seed", str(self.seed)])  # fmt: skip
+        emulator.wait_for_log('"ready": true')
+        ready = json.loads(next(line for line in emulator.log_path.read_text().splitlines()
+                                if line.startswith("{")))  # fmt: skip
+        self.control_url = f"http://127.0.0.1:{ready['control_port']}"
+        self.site = Site.objects.create(name=f"Soak {self.run_id}", currency="EUR")
+        Tariff.objects.create(site=self.site, name="Soak", price_per_kwh_minor=45, start_fee_minor=25,
+                              authorise_amount_minor=5000, idle_fee_per_minute_minor=0)  # fmt: skip
+        self.api_key = ApiKey.issue(f"soak {self.run_id}", self.site)[1]
+        self.connectors = []
+        for info in ready["terminals"]:
+            terminal = Terminal.objects.create(
+                terminal_id=info["terminal_id"], name=f"Soak {info['terminal_id']}", site=self.site,
+                host=info["host"], profile={"port0": info["port0"], "channel1_listener": "pos",
+                                            "workstation_id": "SOAK1", "timeouts": SHORT_TIMEOUTS,
+                                            "connect_timeout": 2},
+            )  # fmt: skip
+            for plug in (1, 2):
+                c = ConnectorModel.objects.create(terminal=terminal, label=f"soak {plug}",
+                                                  evse_id=f"NL*SOAK*{info['terminal_id']}*{plug}")  # fmt: skip
+                self.connectors.append(Connector(c.evse_id, terminal.terminal_id, self.site.name))
+        for _ in range(self.workers_n):
+            self._start_worker()
+        self.web_port = _free_port()
+        self.web = self._start("web", [PYTHON, "-m", "gunicorn", "evpay.wsgi", "--bind",
+                                       f"127.0.0.1:{self.web_port}", "--workers", "2", "--threads", "8"])  # fmt: skip
+        for worker in self.workers:
+            worker.wait_for_log("ready.")
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                _http("GET", f"http://127.0.0.1:{self.web_port}/healthz", timeout=3)
+                break
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+
+    # ---------------------------------------------------------------- background threads
+    def _sweeper(self):
+        from sessions.tasks import recovery_sweep_task
+
+        while not self.stop.wait(3):
+            try:
+                recovery_sweep_task.delay()
+            except Exception as exc:  # the broker may be restarting
+                log.info("sweep enqueue failed: %s", exc)
+
+    def _chaos(self):
+        """Process-level faults, about one every 15 s scaled by the fault rate."""
+        kinds = ["kill_worker", "device_channel_outage"]
+        if settings.CELERY_BROKER_URL.startswith("redis://"):
+            kinds.append("broker_restart")
+        if connection.vendor == "postgresql":
+            kinds.append("db_connections_dropped")
+        while not self.stop.wait(15 / max(self.fault_rate * 4, 0.2)):
+            kind = self.random.choice(kinds)
+            try:
+                getattr(self, f"_chaos_{kind}")()
+                self.chaos[kind] += 1
+            except Exception as exc:
+                log.warning("chaos %s failed: %s", kind, exc)
+
+    def _chaos_kill_worker(self):
+        # Wait for a capture in flight so the kill lands mid-payment when there is one.
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and not TerminalTransaction.objects.filter(
+            session__site=self.site, operation="capture", state="sent"
+        ).exists():  # fmt: skip
+            time.sleep(0.05)
+        victim = self.random.choice([w for w in self.workers if w.alive()])
+        victim.kill()
+        self.workers.remove(victim)
+        self._start_worker()
+
+    def _chaos_device_channel_outage(self):
+        # Receipts go unacknowledged meanwhile: the terminal then wants PrintLastTicket.
+        self.device_channel.kill()
+        self.children.remove(self.device_channel)
+        time.sleep(2)
+        self.device_channel = self._start("device_channel", MANAGE + [
+            "device_channel", "--host", "127.0.0.1", "--port", str(self.channel1_port)])  # fmt: skip
+
+    def _chaos_broker_restart(self):
+        import redis
+
+        client = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+        client.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
+        client.execute_command("CLIENT", "KILL", "TYPE", "pubsub")
+
+    def _chaos_db_connections_dropped(self):
+        # Every connection of the workers, web and device channel; not this process's own.
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid() AND pid <> %s",
+                [self.main_backend_pid],
+            )
+
+    # ---------------------------------------------------------------- run
+    def run(self) -> dict:
+        started = time.monotonic()
+        self.setup()
+        self.main_backend_pid = (
+            connection.connection.info.backend_pid if connection.vendor == "postgresql" else 0
+        )
+        self.say(f"soak {self.run_id}: {self.terminals} terminals, {len(self.workers)} workers, "
+                 f"{self.sessions} sessions, fault rate {self.fault_rate}, seed {self.seed}; logs in {self.log_dir}")  # fmt: skip
+        threads = [threading.Thread(target=self._sweeper, daemon=True),
+                   threading.Thread(target=self._chaos, daemon=True)]  # fmt: skip
+        for t in threads:
+            t.start()
+        simulator = SoakSimulator(
+            Options(api_url=f"http://127.0.0.1:{self.web_port}/api/v1", control_url=self.control_url,
+                    keys={self.site.name: self.api_key}, speed=10, fault_rate=self.fault_rate,
+                    seed=self.seed, max_sessions=self.sessions,
+                    duration=max(30, self.time_limit - self.window - 60)),
+            self.connectors,
+        )  # fmt: skip
+        sim_stats = simulator.run()
+        self.say(
+            f"traffic done after {time.monotonic() - started:.0f} s; waiting for recovery (window {self.window} s)"
+        )
+        self.stop.set()  # no more chaos
+        self._settle_remaining(started)
+        figures = self.figures(sim_stats, time.monotonic() - started)
+        self.teardown()
+        return figures
+
+    def _settle_remaining(self, started):
+        from sessions.tasks import recovery_sweep_task
+
+        for worker in self.workers:  # replacements started by chaos must be up
+            worker.wait_for_log("ready.")
+        deadline = time.monotonic() + self.window
+        while time.monotonic() < deadline:
+            open_sessions = ChargingSession.objects.filter(site=self.site).exclude(
+                state=SessionState.CLOSED
+            )
+            in_queue = set(
+                ExceptionRecord.objects.filter(resolved_at__isnull=True).values_list(
+                    "session_ref", flat=True
+                )
+            )
+            waiting = [
+                s for s in open_sessions.values_list("public_id", flat=True) if s not in in_queue
+            ]
+            unknown = TerminalTransaction.objects.filter(
+                session__site=self.site, state__in=["sent", "unknown"]
+            ).count()
+            if not waiting and not unknown:
+                break
+            recovery_sweep_task.delay()
+            time.sleep(3)
+        # Sessions the simulator left mid-way (time limit): finish them as a charger would.
+        for session in ChargingSession.objects.filter(
+            site=self.site, state__in=["authorised", "charging", "stopping", "ended"]
+        ):
+            from evpay.audit import Actor
+            from sessions.services import mark_unplugged
+
+            mark_unplugged(session, Actor.job("soak-end"))
+        time.sleep(5)
+
+    def figures(self, sim_stats: dict, elapsed: float) -> dict:
+        _, ledger = _http("GET", self.control_url + "/ledger", timeout=60)
+        check = compare(ledger, self.site)
+        sessions = ChargingSession.objects.filter(site=self.site)
+        outcomes = Counter(sessions.values_list("close_reason", flat=True))
+        outcomes = {k or "unfinished": v for k, v in outcomes.items()}
+        in_queue = set(
+            ExceptionRecord.objects.filter(resolved_at__isnull=True).values_list(
+                "session_ref", flat=True
+            )
+        )
+        unresolved = [s for s in sessions.exclude(state=SessionState.CLOSED).values_list("public_id", flat=True)
+                      if s not in in_queue]  # fmt: skip
+        faults = {
+            k.removeprefix("fault."): v for k, v in sim_stats.items() if k.startswith("fault.")
+        }
+        faults.update({f"process.{k}": v for k, v in self.chaos.items()})
+        faults["duplicate_api_call"] = sim_stats.get("duplicate_api_call", 0)
+        faults["wrong_card_presented"] = sim_stats.get("stop.wrong_card_presented", 0)
+        durations = self._resolution_seconds()
+        return {
+            "run": self.run_id, "seconds": round(elapsed), "sessions": sessions.count(),
+            "sessions_by_outcome": outcomes, "faults_injected": faults,
+            "double_captures": check["double_captures"], "lost_money": check["lost_money"],
+            "ledger_disagreements": check["disagreements"], "wrong_card_stops": check["wrong_card_stops"],
+            "unresolved_after_window": len(unresolved),
+            "in_exception_queue": ExceptionRecord.objects.filter(resolved_at__isnull=True, session_ref__in=[
+                s.public_id for s in sessions]).count(),
+            "resolution_seconds": durations,
+            "problems": check["problems"][:20],
+        }  # fmt: skip
+
+    def _resolution_seconds(self) -> dict:
+        """From a money request's send to the recovery that proved its outcome."""
+        values = []
+        events = AuditEvent.objects.filter(
+            action="tx.recovery", subject_type="charging.terminaltransaction"
+        )
+        resolved = {int(e.subject_id): e.at for e in events.exclude(to_state="unknown")}
+        for tx in TerminalTransaction.objects.filter(pk__in=resolved, session__site=self.site):
+            values.append((resolved[tx.pk] - tx.created_at).total_seconds())
+        if not values:
+            return {"count": 0}
+        values.sort()
+        p99 = values[min(len(values) - 1, round(0.99 * (len(values) - 1)))]
+        return {
+            "count": len(values),
+            "median": round(statistics.median(values), 1),
+            "p99": round(p99, 1),
+        }
+
+    def teardown(self):
+        self.stop.set()
+        stop_all(self.children)
+        self.children.clear()
+        # The emulator is gone: keep status polls of later runs away from these terminals.
+        if getattr(self, "site", None) is not None:
+            Terminal.objects.filter(site=self.site).update(enabled=False)
