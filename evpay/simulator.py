@@ -104,6 +104,7 @@ class Simulator:
         self._lock = threading.Lock()
         # One driver at a time uses a terminal, as at a real IM30 serving two connectors.
         self._terminal_locks = defaultdict(threading.Lock)
+        self._current: dict[str, str] = {}  # evse id -> session the charger is running
 
     # ---------------------------------------------------------------- plumbing
     def _sleep(self, seconds: float) -> bool:
@@ -111,10 +112,23 @@ class Simulator:
         return self.stop_event.wait(seconds / self.options.speed)
 
     def _api(self, method, path, connector, body=None, idempotency_key=None):
+        """A charger's call: server errors and dropped connections are retried a few times
+        (with the same Idempotency-Key, so a repeat can never act twice)."""
         headers = {"Authorization": f"Bearer {self.options.keys[connector.site]}"}
         if idempotency_key:
             headers["Idempotency-Key"] = idempotency_key
-        return _http(method, self.options.api_url.rstrip("/") + path, body, headers)
+        for attempt in range(4):
+            try:
+                return _http(method, self.options.api_url.rstrip("/") + path, body, headers)
+            except HttpError as exc:
+                if exc.status < 500 or attempt == 3:
+                    raise
+                self.stats.add("api.retried_5xx")
+            except OSError:
+                if attempt == 3:
+                    raise
+                self.stats.add("api.retried_connection")
+            self.stop_event.wait(0.5 * (attempt + 1))
 
     def _control(self, method, path, body=None):
         return _http(method, self.options.control_url.rstrip("/") + path, body, timeout=10)
@@ -156,13 +170,13 @@ class Simulator:
             self.stop_event.wait(0.25)
         return session
 
-    def _claim_slot(self) -> bool:
+    def _slots_left(self) -> bool:
         with self._lock:
-            limit = self.options.max_sessions
-            if limit and self._started >= limit:
-                return False
+            return not self.options.max_sessions or self._started < self.options.max_sessions
+
+    def _count_started(self) -> None:
+        with self._lock:
             self._started += 1
-            return True
 
     # ---------------------------------------------------------------- faults
     def _maybe_fault(self, connector):
@@ -194,6 +208,7 @@ class Simulator:
             )
         except HttpError as exc:
             self.stats.add(f"start.refused.{exc.status}")
+            self._sleep(2)  # e.g. the previous session here is still being recovered
             return "refused"
         if rnd.random() < 0.1:  # a charger that retries its start call
             _, again = self._api(
@@ -202,6 +217,8 @@ class Simulator:
             self.stats.add("duplicate_api_call")
             assert again["id"] == session["id"], "idempotency key replay returned another session"
         sid = session["id"]
+        self._current[connector.evse_id] = sid
+        self._count_started()
         self.stats.add("sessions.started")
         with self._terminal_locks[connector.terminal_id]:
             self._present_when_prompted(connector, card, "CardPreAuthorisation")
@@ -280,14 +297,34 @@ class Simulator:
         while not self.stop_event.is_set():
             if self._sleep(rnd.uniform(1, 6)):
                 return
-            if not self._claim_slot():
+            if not self._slots_left():
                 return
             try:
                 self.run_session(connector)
             except Exception as exc:
                 self.stats.add("simulator.errors")
-                log.warning("session on %s: %s", connector.evse_id, exc)
-                self._sleep(3)
+                log.warning("session on %s: %s", connector.evse_id, str(exc)[:300])
+                self._finish_abandoned(connector)
+            self._current.pop(connector.evse_id, None)
+
+    def _finish_abandoned(self, connector: Connector) -> None:
+        """A charger whose session went wrong mid-way still unplugs: end it so the connector
+        is free again (the back-office settles whatever it cost)."""
+        sid = self._current.get(connector.evse_id)
+        if not sid:
+            return
+        for _ in range(20):
+            try:
+                _, session = self._api("GET", f"/sessions/{sid}", connector)
+                if session["state"] in ("closed", "settling"):
+                    return
+                if session["state"] != "authorising":
+                    self._api("POST", f"/sessions/{sid}/unplugged", connector, {})
+                    self.stats.add("sessions.abandoned_and_unplugged")
+                    return
+            except Exception as exc:
+                log.info("finishing %s: %s", sid, str(exc)[:200])
+            self._sleep(5)
 
     def run(self) -> dict:
         threads = [threading.Thread(target=self._connector_loop, args=(c,), daemon=True,

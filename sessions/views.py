@@ -196,9 +196,22 @@ def session_detail(request, public_id):
                 "url": reverse(f"sessions:{URL_NAMES[key]}", args=[session.public_id]),
             }
             for key, (_fn, label, question) in ACTIONS.items()
+            if key in _available_actions(session, transactions)
         ],  # fmt: skip
     }
     return render(request, "sessions/detail.html", context)
+
+
+def _available_actions(session, transactions) -> set[str]:
+    """Only the actions that make sense in the session's state (the services refuse the rest)."""
+    if session.state == SessionState.CLOSED:
+        return set()
+    available = {"resolve"}
+    if session.state != SessionState.AUTHORISING:
+        available |= {"capture", "release"}
+    if any(tx.state in ("sent", "unknown") for tx in transactions):
+        available.add("retry")
+    return available
 
 
 # action -> (service function, button label, confirmation question)

@@ -168,10 +168,32 @@ def test_operators_see_actions_with_a_required_reason(client_for, operator, worl
         .get(url("sessions:detail", world["charging"].public_id))
         .content.decode()
     )
-    assert html.count('name="reason" required') == 4
+    # Nothing of this session has an unknown outcome, so there is nothing to retry.
+    assert html.count('name="reason" required') == 3
     assert "hx-confirm=" in html
-    for label in ("Capture now", "Release", "Retry recovery", "Resolve manually"):
+    for label in ("Capture now", "Release", "Resolve manually"):
         assert label in html
+    assert "Retry recovery" not in html
+
+
+def test_retry_recovery_is_offered_when_an_outcome_is_unknown(client_for, operator, world):
+    from sessions.models import Operation
+    from tests.dashboard import factories as f
+
+    f.make_tx(world["charging"], Operation.AUTHORISE, state="unknown", outcome="unknown")
+    html = (
+        client_for(operator)
+        .get(url("sessions:detail", world["charging"].public_id))
+        .content.decode()
+    )
+    assert "Retry recovery" in html
+
+
+def test_a_closed_session_offers_no_actions(client_for, operator, world):
+    html = (
+        client_for(operator).get(url("sessions:detail", world["closed"].public_id)).content.decode()
+    )
+    assert 'name="reason"' not in html and "Operator actions" not in html
 
 
 def test_resolving_manually_closes_the_session_audits_and_a_repeat_is_safe(
