@@ -65,3 +65,27 @@ def run_enqueued(calls):
     while calls:
         name, args = calls.pop(0)
         current_app.tasks[name].run(*args)
+
+
+def authorised_session(emulator, info, connector, card="visa_ok"):
+    """Start a session on `connector` and authorise it with `card` at the emulator."""
+    from sessions import services
+
+    emulator.present_card(info["terminal_id"], card)
+    session = services.start_session(connector, CHARGER, enqueue=False)
+    services.authorise_session(session.pk, CHARGER)
+    session.refresh_from_db()
+    return session
+
+
+def settling_session(emulator, info, connector, card="visa_ok", energy_wh=5000):
+    """A session that charged `energy_wh` and was unplugged: priced, waiting to be settled."""
+    from sessions import services
+    from sessions.models import SessionState
+
+    session = authorised_session(emulator, info, connector, card)
+    assert session.state == SessionState.AUTHORISED, session.close_detail
+    services.mark_charging_started(session, CHARGER)
+    services.record_meter(session, energy_wh, CHARGER)
+    services.mark_unplugged(session, CHARGER, enqueue=False)
+    return session

@@ -13,21 +13,14 @@ from django.db import connection
 
 from sessions import payments, services
 from sessions.models import Operation, SessionState, TerminalTransaction
-from tests.charging.conftest import CHARGER, make_world
+from tests.charging.conftest import CHARGER, make_world, settling_session
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.postgres]
 
 
 def _settling_session(emulator, info):
     _, connectors, _ = make_world(info)
-    emulator.present_card(info["terminal_id"], "visa_ok")
-    session = services.start_session(connectors[0], CHARGER, enqueue=False)
-    services.authorise_session(session.pk, CHARGER)
-    session.refresh_from_db()
-    services.mark_charging_started(session, CHARGER)
-    services.record_meter(session, 5000, CHARGER)
-    services.mark_unplugged(session, CHARGER, enqueue=False)
-    return session
+    return settling_session(emulator, info, connectors[0])
 
 
 def _race(monkeypatch, session_pk):

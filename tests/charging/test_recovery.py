@@ -18,7 +18,7 @@ from sessions.models import (
     TerminalTransaction,
     TxState,
 )
-from tests.charging.conftest import CHARGER, make_world
+from tests.charging.conftest import CHARGER, make_world, settling_session
 
 pytestmark = pytest.mark.django_db(transaction=True)
 S = SessionState
@@ -26,15 +26,7 @@ S = SessionState
 
 def _settling(emulator, info, energy_wh=5000):
     terminal, connectors, _ = make_world(info)
-    emulator.present_card(info["terminal_id"], "visa_ok")
-    session = services.start_session(connectors[0], CHARGER, enqueue=False)
-    services.authorise_session(session.pk, CHARGER)
-    session.refresh_from_db()
-    assert session.state == S.AUTHORISED
-    services.mark_charging_started(session, CHARGER)
-    services.record_meter(session, energy_wh, CHARGER)
-    services.mark_unplugged(session, CHARGER, enqueue=False)
-    return session, terminal
+    return settling_session(emulator, info, connectors[0], energy_wh=energy_wh), terminal
 
 
 def _captures_on_terminal(emulator, info, session):

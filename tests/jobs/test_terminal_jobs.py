@@ -13,7 +13,7 @@ from terminals import services as terminal_services
 from terminals.emulator.harness import EmulatorProcess
 from terminals.models import PeriodClosing, Terminal, TerminalStatus
 from terminals.tasks import refresh_brands_task, run_closing_task
-from tests.charging.conftest import CHARGER, make_world
+from tests.charging.conftest import CHARGER, authorised_session, make_world, settling_session
 
 pytestmark = pytest.mark.django_db(transaction=True)
 JOB = Actor.job("test")
@@ -21,13 +21,7 @@ S = SessionState
 
 
 def _captured_session(emulator, info, connectors, card="visa_ok", energy_wh=5000, index=0):
-    emulator.present_card(info["terminal_id"], card)
-    session = services.start_session(connectors[index], CHARGER, enqueue=False)
-    services.authorise_session(session.pk, CHARGER)
-    session.refresh_from_db()
-    services.mark_charging_started(session, CHARGER)
-    services.record_meter(session, energy_wh, CHARGER)
-    services.mark_unplugged(session, CHARGER, enqueue=False)
+    session = settling_session(emulator, info, connectors[index], card, energy_wh)
     services.settle_session(session.pk, CHARGER)
     session.refresh_from_db()
     assert session.state == S.CLOSED and session.close_reason == CloseReason.CAPTURED
@@ -36,9 +30,7 @@ def _captured_session(emulator, info, connectors, card="visa_ok", energy_wh=5000
 
 def test_status_polling_marks_a_terminal_offline_and_back_online(emulator, emu_terminal, settings):
     terminal, connectors, _ = make_world(emu_terminal)
-    emulator.present_card(emu_terminal["terminal_id"], "visa_ok")
-    session = services.start_session(connectors[0], CHARGER, enqueue=False)
-    services.authorise_session(session.pk, CHARGER)
+    authorised_session(emulator, emu_terminal, connectors[0])
     assert terminal_services.poll_status(terminal, JOB) in (
         TerminalStatus.IDLE,
         TerminalStatus.READY,
@@ -107,10 +99,7 @@ def test_expiry_guard_captures_a_running_session_before_the_authorisation_lapses
     emulator, emu_terminal, settings, enqueued_settle
 ):
     _, connectors, _ = make_world(emu_terminal)
-    emulator.present_card(emu_terminal["terminal_id"], "visa_ok")
-    session = services.start_session(connectors[0], CHARGER, enqueue=False)
-    services.authorise_session(session.pk, CHARGER)
-    session.refresh_from_db()
+    session = authorised_session(emulator, emu_terminal, connectors[0])
     services.mark_charging_started(session, CHARGER)
     services.record_meter(session, 7000, CHARGER)
     # Move the clock to just inside the safety margin before the authorisation expires.
@@ -129,10 +118,7 @@ def test_expiry_guard_raises_an_exception_when_settling_cannot_finish(
     emulator, emu_terminal, settings, enqueued_settle
 ):
     _, connectors, _ = make_world(emu_terminal)
-    emulator.present_card(emu_terminal["terminal_id"], "visa_ok")
-    session = services.start_session(connectors[0], CHARGER, enqueue=False)
-    services.authorise_session(session.pk, CHARGER)
-    session.refresh_from_db()
+    session = authorised_session(emulator, emu_terminal, connectors[0])
     services.mark_charging_started(session, CHARGER)
     services.mark_unplugged(session, CHARGER, enqueue=False)  # settling; terminal never answers
     later = session.authorisation_expires_at - timedelta(minutes=10)
@@ -145,10 +131,7 @@ def test_unstarted_reservation_is_released_after_the_start_timeout(
     emulator, emu_terminal, enqueued_settle
 ):
     _, connectors, _ = make_world(emu_terminal)
-    emulator.present_card(emu_terminal["terminal_id"], "visa_ok")
-    session = services.start_session(connectors[0], CHARGER, enqueue=False)
-    services.authorise_session(session.pk, CHARGER)
-    session.refresh_from_db()
+    session = authorised_session(emulator, emu_terminal, connectors[0])
     later = session.authorised_at + timedelta(minutes=session.tariff["start_timeout_minutes"] + 1)
     assert services.guard_sessions(JOB, now=later)["released_unstarted"] == 1
     services.settle_session(session.pk, JOB)

@@ -7,11 +7,10 @@ import pytest
 from django.utils import timezone
 
 from evpay.models import JobRun
-from sessions import services
 from sessions.models import ChargingSession, Operation, SessionState, TerminalTransaction, TxState
 from sessions.tasks import recovery_sweep_task, settle_session_task
 from terminals.models import Terminal
-from tests.charging.conftest import CHARGER, make_world
+from tests.charging.conftest import make_world, settling_session
 from tests.procs import celery_worker, purge_broker
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
@@ -27,16 +26,8 @@ def _wait(predicate, timeout=60, what="condition"):
 
 
 def _settling_session(emulator, info, connector_index=0, world=None):
-    terminal, connectors, _ = world or make_world(info)
-    emulator.present_card(info["terminal_id"], "visa_ok")
-    session = services.start_session(connectors[connector_index], CHARGER, enqueue=False)
-    services.authorise_session(session.pk, CHARGER)
-    session.refresh_from_db()
-    assert session.state == SessionState.AUTHORISED
-    services.mark_charging_started(session, CHARGER)
-    services.record_meter(session, 5000, CHARGER)
-    services.mark_unplugged(session, CHARGER, enqueue=False)
-    return session
+    _, connectors, _ = world or make_world(info)
+    return settling_session(emulator, info, connectors[connector_index])
 
 
 def _captures(emulator, info, session):
