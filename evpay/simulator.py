@@ -200,7 +200,6 @@ class Simulator:
     def run_session(self, connector: Connector) -> str:
         rnd = self.random
         card = rnd.choices([c for c, _ in START_CARDS], [w for _, w in START_CARDS])[0]
-        self._maybe_fault(connector)
         key = str(uuid.uuid4())
         try:
             _, session = self._api(
@@ -208,8 +207,11 @@ class Simulator:
             )
         except HttpError as exc:
             self.stats.add(f"start.refused.{exc.status}")
-            self._sleep(2)  # e.g. the previous session here is still being recovered
+            self.stop_event.wait(2)  # e.g. the previous session here is still being recovered
             return "refused"
+        # One fault draw per session that really started: drawing on refused starts too would
+        # pile faults up on a terminal while its connector waits.
+        self._maybe_fault(connector)
         if rnd.random() < 0.1:  # a charger that retries its start call
             _, again = self._api(
                 "POST", "/sessions", connector, {"evse_id": connector.evse_id}, key
