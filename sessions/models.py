@@ -276,6 +276,15 @@ class TerminalTransaction(models.Model):
                 & Q(outcome__in=["pending", "unknown", "success"]),
                 name="tx_one_live_settlement_per_auth",
             ),
+            # One live (pending/unknown/approved) reservation per session: a retried or
+            # duplicated authorise task can never reserve twice. services.authorise_session
+            # relies on this.
+            models.UniqueConstraint(
+                fields=["session"],
+                condition=Q(operation="authorise")
+                & Q(outcome__in=["pending", "unknown", "success"]),
+                name="tx_one_live_authorisation_per_session",
+            ),
             models.CheckConstraint(
                 condition=Q(limit_minor__isnull=True) | Q(amount_minor__lte=F("limit_minor")),
                 name="tx_amount_le_limit",

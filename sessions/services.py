@@ -8,6 +8,7 @@ database transactions (payments.leased / open_transaction / record_result).
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -143,17 +144,20 @@ def authorise_session(session_pk: int, actor: Actor) -> ChargingSession | None:
         .filter(pk=session_pk)
         .first()
     )
-    if session is None or session.state != S.AUTHORISING:
+    if session is None or session.state != S.AUTHORISING or _authorisation_decided(session):
         return session
-    attempts = session.transactions.filter(operation=Operation.AUTHORISE)
-    if attempts.exclude(outcome__in=[Outcome.NOT_SENT, Outcome.BUSY, Outcome.NOT_COMPLETED,
-                                     Outcome.PRINT_LAST_TICKET]).exists():  # fmt: skip
-        return session  # sent already: its outcome (or recovery) decides, never a resend
     terminal = session.terminal
     amount = session.tariff["authorise_amount_minor"]
     with payments.leased(terminal, payments.timeout_for(terminal, Operation.AUTHORISE)):
-        tx = payments.open_transaction(terminal, Operation.AUTHORISE, session=session,
-                                       amount_minor=amount, currency=session.currency)  # fmt: skip
+        # Checked again under the lease: another task may have authorised while we waited.
+        session.refresh_from_db()
+        if session.state != S.AUTHORISING or _authorisation_decided(session):
+            return session
+        try:
+            tx = payments.open_transaction(terminal, Operation.AUTHORISE, session=session,
+                                           amount_minor=amount, currency=session.currency)  # fmt: skip
+        except IntegrityError:
+            return session  # tx_one_live_authorisation_per_session: one is already live
         client = payments.client_for(terminal, on_delivery_box=_delivery_check(session.pk))
         result = client.authorise(tx.request_id, amount, session.currency)
         payments.record_result(tx, result)
@@ -161,6 +165,13 @@ def authorise_session(session_pk: int, actor: Actor) -> ChargingSession | None:
         if tx.outcome == Outcome.PRINT_LAST_TICKET:
             reprint_last_ticket(terminal, actor, session=session)
     return apply_authorisation(session, tx, actor)
+
+
+def _authorisation_decided(session: ChargingSession) -> bool:
+    """An authorisation was sent and its outcome (or recovery) decides: never a resend."""
+    retryable = [Outcome.NOT_SENT, Outcome.BUSY, Outcome.NOT_COMPLETED, Outcome.PRINT_LAST_TICKET]
+    attempts = session.transactions.filter(operation=Operation.AUTHORISE)
+    return attempts.exclude(outcome__in=retryable).exists()
 
 
 def apply_authorisation(session: ChargingSession, tx: TerminalTransaction, actor: Actor):
@@ -484,7 +495,7 @@ def reprint_last_ticket(
 ) -> bool:
     """TicketReprint until the terminal accepts it (it refuses new payments until then).
     Called with the terminal lease already held."""
-    for _ in range(attempts):
+    for attempt in range(attempts):
         tx = payments.open_transaction(terminal, Operation.REPRINT, session=session)
         result = payments.client_for(terminal).ticket_reprint(tx.request_id)
         payments.record_result(tx, result)
@@ -492,6 +503,7 @@ def reprint_last_ticket(
             return True
         if tx.outcome != Outcome.BUSY:
             return False
+        time.sleep(attempt + 1)  # DeviceUnavailable: give channel 1 a moment to come back
     return False
 
 

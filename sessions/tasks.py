@@ -7,7 +7,7 @@ from datetime import timedelta
 
 from celery import shared_task
 from django.conf import settings
-from django.db.models import Q
+from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
 from evpay.audit import Actor
@@ -118,12 +118,16 @@ def recovery_sweep_task() -> None:
         for pk in due:
             recover_transaction_task.delay(pk)
         stale = now - timedelta(seconds=settings.EVPAY_SENT_GRACE_SECONDS)
+        # Still authorising with nothing in flight: the task was lost (worker killed, broker
+        # restarted) or its retry was. authorise_session re-checks under the terminal lease.
+        in_flight = TerminalTransaction.objects.filter(
+            session=OuterRef("pk"), operation="authorise", state__in=[TxState.SENT, TxState.UNKNOWN]
+        )
         lost_auth = list(
             ChargingSession.objects.filter(state=SessionState.AUTHORISING, requested_at__lt=stale)
-            .exclude(transactions__operation="authorise", transactions__state__in=[
-                TxState.SENT, TxState.UNKNOWN, TxState.COMPLETED, TxState.RESOLVED])
+            .exclude(Exists(in_flight))
             .values_list("pk", flat=True)[:200]
-        )  # fmt: skip
+        )
         for pk in lost_auth:
             authorise_session_task.delay(pk)
         settling = list(

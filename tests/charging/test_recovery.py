@@ -18,7 +18,7 @@ from sessions.models import (
     TerminalTransaction,
     TxState,
 )
-from tests.charging.conftest import CHARGER, make_world, settling_session
+from tests.charging.conftest import CHARGER, authorised_session, make_world, settling_session
 
 pytestmark = pytest.mark.django_db(transaction=True)
 S = SessionState
@@ -193,3 +193,39 @@ def test_busy_terminal_delays_but_never_fails_a_capture(emulator, emu_terminal):
     services.settle_session(session.pk, CHARGER)
     session.refresh_from_db()
     assert session.state == S.CLOSED
+
+
+def test_a_second_live_authorisation_for_one_session_is_impossible(emulator, emu_terminal):
+    from django.db import IntegrityError, transaction
+
+    _, connectors, _ = make_world(emu_terminal)
+    session = authorised_session(emulator, emu_terminal, connectors[0])
+    first = _tx(session, Operation.AUTHORISE).get()
+    with pytest.raises(IntegrityError), transaction.atomic():
+        TerminalTransaction.objects.create(
+            terminal=first.terminal, session=session, operation=Operation.AUTHORISE,
+            workstation_id=first.workstation_id, request_id="999999998", amount_minor=100,
+            deadline_at=timezone.now(),
+        )  # fmt: skip
+
+
+def test_sweep_picks_up_an_authorisation_whose_retry_was_lost(emulator, emu_terminal, enqueued):
+    from sessions.tasks import recovery_sweep_task
+
+    _, connectors, _ = make_world(emu_terminal)
+    session = services.start_session(connectors[0], CHARGER, enqueue=False)
+    # The terminal refused it (PrintLastTicket), and the task's retry died with its worker.
+    TerminalTransaction.objects.create(
+        terminal=session.terminal, session=session, operation=Operation.AUTHORISE,
+        workstation_id="EVPAY1", request_id="999999997", amount_minor=5000,
+        state=TxState.COMPLETED, outcome=Outcome.PRINT_LAST_TICKET, deadline_at=timezone.now(),
+    )  # fmt: skip
+    type(session).objects.filter(pk=session.pk).update(
+        requested_at=timezone.now() - timedelta(minutes=5)
+    )
+    recovery_sweep_task.run()
+    assert ("charging.authorise_session", (session.pk,)) in enqueued
+    emulator.present_card(emu_terminal["terminal_id"], "visa_ok")
+    services.authorise_session(session.pk, CHARGER)
+    session.refresh_from_db()
+    assert session.state == S.AUTHORISED
