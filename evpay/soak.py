@@ -178,13 +178,13 @@ class Soak:
                 log.info("sweep enqueue failed: %s", exc)
 
     def _chaos(self):
-        """Process-level faults, about one every 15 s scaled by the fault rate."""
+        """Process-level faults: one every 20 s / (2 x fault rate), e.g. every 33 s at 0.3."""
         kinds = ["kill_worker", "device_channel_outage"]
         if settings.CELERY_BROKER_URL.startswith("redis://"):
             kinds.append("broker_restart")
         if connection.vendor == "postgresql":
             kinds.append("db_connections_dropped")
-        while not self.stop.wait(15 / max(self.fault_rate * 4, 0.2)):
+        while not self.stop.wait(20 / max(self.fault_rate * 2, 0.1)):
             kind = self.random.choice(kinds)
             try:
                 getattr(self, f"_chaos_{kind}")()
