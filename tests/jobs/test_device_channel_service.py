@@ -2,6 +2,7 @@
 device-channel service (a separate process) stores what it says in the database."""
 
 import sys
+import time
 
 import pytest
 
@@ -17,8 +18,9 @@ pytestmark = pytest.mark.django_db(transaction=True)
 @pytest.fixture
 def service_and_emulator():
     port = free_port()
-    with Proc([sys.executable, "manage.py", "device_channel", "--host", "127.0.0.1", "--port", str(port)],
-              log_name="device_channel") as service:  # fmt: skip
+    # Heartbeats every 0.5 s, so a dropped database connection is hit within the test.
+    with Proc([sys.executable, "manage.py", "device_channel", "--host", "127.0.0.1", "--port", str(port),
+               "--heartbeat", "0.5"], log_name="device_channel") as service:  # fmt: skip
         service.wait_for_log("device channel listening")
         with EmulatorProcess(count=1, channel1="pos", pos_host="127.0.0.1", pos_port=port,
                              card_wait=2) as emu:  # fmt: skip
@@ -55,3 +57,26 @@ def test_the_service_refuses_delivery_when_the_session_is_no_longer_wanted(servi
     session.refresh_from_db()
     assert session.state == SessionState.CLOSED
     assert not [r for r in emu.ledger(info["terminal_id"], kind="reservation")]
+
+
+@pytest.mark.postgres
+def test_the_service_survives_its_database_connection_being_dropped(service_and_emulator):
+    from django.db import connection
+
+    from evpay.models import Heartbeat
+
+    with connection.cursor() as cursor:  # what a database restart does to every other client
+        cursor.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+    time.sleep(2)  # several heartbeats hit the dropped connection
+    emu = service_and_emulator
+    info = emu.terminals[0]
+    _, connectors, _ = make_world(info, channel1="pos")
+    emu.present_card(info["terminal_id"], "visa_ok")
+    session = services.start_session(connectors[0], CHARGER, enqueue=False)
+    services.authorise_session(session.pk, CHARGER)
+    session.refresh_from_db()
+    assert session.state == SessionState.AUTHORISED
+    assert Heartbeat.objects.filter(name="device_channel").exists()
