@@ -64,6 +64,14 @@ def resolve_exception(record: ExceptionRecord, user, note: str) -> bool:
     return bool(done)
 
 
+def resolve_automatically(dedupe_key: str, note: str) -> int:
+    """Close the open exception raised under `dedupe_key` when the system itself cleared the
+    cause (recovery proved the outcome, a terminal answered again). Returns rows closed."""
+    return ExceptionRecord.objects.filter(dedupe_key=dedupe_key, resolved_at__isnull=True).update(
+        resolved_at=timezone.now(), resolution_note=note
+    )
+
+
 def retry_exception(record: ExceptionRecord, user) -> bool:
     """Queue recovery again when the exception is about a terminal transaction."""
     if record.subject_type != "charging.terminaltransaction" or not record.is_open:

@@ -77,13 +77,12 @@ def lease_owner() -> str:
     return f"{socket.gethostname()[:30]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
-def unsettled_money_requests(terminal: Terminal, exclude_pk: int | None = None):
-    qs = TerminalTransaction.objects.filter(
+def unsettled_money_requests(terminal: Terminal):
+    return TerminalTransaction.objects.filter(
         terminal=terminal,
         operation__in=MONEY_OPERATIONS,
         state__in=[TxState.SENT, TxState.UNKNOWN],
     )
-    return qs.exclude(pk=exclude_pk) if exclude_pk else qs
 
 
 @contextmanager
@@ -92,16 +91,16 @@ def leased(
 ) -> Iterator[str]:
     """Hold the terminal for one request. Raises TerminalBusy if another holder has it.
 
-    `recovering`: the unsettled transaction this lease is for; other unsettled money
-    requests still block (one recovery at a time, oldest first is the sweep's job).
+    `recovering`: the unsettled transaction this lease is for. Recovery is the one request
+    allowed while a money outcome is unknown; everything else waits (TerminalNeedsRecovery),
+    which is why a terminal never has more than one unknown money request at a time.
     """
     owner = lease_owner()
     # The lease outlives the request timeout a little so a slow answer is still ours.
     if not terminal.try_lease(owner, seconds + 30):
         raise TerminalBusy(f"terminal {terminal.terminal_id} is serving another request")
     try:
-        blocking = unsettled_money_requests(terminal, recovering.pk if recovering else None)
-        if recovering is None and blocking.exists():
+        if recovering is None and unsettled_money_requests(terminal).exists():
             raise TerminalNeedsRecovery(
                 f"terminal {terminal.terminal_id} has a money request with an unknown outcome"
             )
@@ -110,19 +109,15 @@ def leased(
         terminal.release_lease(owner)
 
 
-def channel1_mode(terminal: Terminal) -> str:
-    """'terminal': we connect to the terminal's channel-1 port for each request.
-    'pos': the long-running device-channel service receives channel 1 (`manage.py
-    device_channel`), because many workers cannot all listen on one port."""
-    profile = terminal.opi_profile()
-    return "terminal" if profile.channel1_listener == "terminal" else "external"
-
-
 def client_for(terminal: Terminal, on_delivery_box: Callable | None = None) -> OpiClient:
+    """Channel 1: if the terminal listens, the client connects to it for each request; if we
+    listen ("pos"), the long-running device-channel service (`manage.py device_channel`)
+    receives it, because many workers cannot all listen on one port."""
+    profile = terminal.opi_profile()
     return OpiClient(
-        terminal.opi_profile(),
+        profile,
         device_handler=RecordingDeviceHandler(on_delivery_box=on_delivery_box),
-        channel1=channel1_mode(terminal),
+        channel1="terminal" if profile.channel1_listener == "terminal" else "external",
     )
 
 

@@ -18,10 +18,11 @@ from django.utils import timezone
 
 from evpay import audit
 from evpay.audit import Actor
-from evpay.exceptions import raise_exception
+from evpay.exceptions import raise_exception, resolve_automatically
 from evpay.models import ExceptionRecord
 from sessions import payments
 from sessions.models import (
+    LIVE_SETTLEMENT_OUTCOMES,
     OPEN_STATES,
     ChargingSession,
     CloseReason,
@@ -237,7 +238,7 @@ def current_cost(session: ChargingSession, now: datetime | None = None) -> Cost:
     )
 
 
-def _store_cost(session: ChargingSession, cost: Cost) -> dict:
+def _cost_fields(cost: Cost) -> dict:
     return {
         "cost_start_minor": cost.start_minor,
         "cost_energy_minor": cost.energy_minor,
@@ -270,10 +271,11 @@ def record_meter(session: ChargingSession, energy_wh: int, actor: Actor, at=None
     now = at or timezone.now()
     session.energy_wh = energy_wh
     cost = current_cost(session, now)
+    fields = _cost_fields(cost)
     ChargingSession.objects.filter(pk=session.pk).update(
-        energy_wh=energy_wh, meter_updated_at=now, **_store_cost(session, cost)
+        energy_wh=energy_wh, meter_updated_at=now, **fields
     )
-    for name, value in _store_cost(session, cost).items():
+    for name, value in fields.items():
         setattr(session, name, value)
     # Stop with one kWh of headroom so the last meter interval cannot overrun the reservation.
     headroom = session.tariff["price_per_kwh_minor"]
@@ -311,7 +313,7 @@ def mark_charging_ended(session: ChargingSession, energy_wh: int | None, actor: 
     session.charging_ended_at = now
     cost = current_cost(session, now)
     _transition(session, S.ENDED, actor, f"charging ended, {session.energy_wh} Wh",
-                charging_ended_at=now, energy_wh=session.energy_wh, **_store_cost(session, cost))  # fmt: skip
+                charging_ended_at=now, energy_wh=session.energy_wh, **_cost_fields(cost))  # fmt: skip
     return session
 
 
@@ -333,7 +335,7 @@ def _to_settling(session, actor, reason, *, enqueue=True, **fields):
     cost = current_cost(session, session.unplugged_at or timezone.now())
     with transaction.atomic():
         if _transition(session, S.SETTLING, actor, f"{reason}; priced {cost.total_minor}",
-                       **fields, **_store_cost(session, cost)) and enqueue:  # fmt: skip
+                       **fields, **_cost_fields(cost)) and enqueue:  # fmt: skip
             from sessions.tasks import settle_session_task
 
             transaction.on_commit(lambda: settle_session_task.delay(session.pk))
@@ -401,6 +403,15 @@ def _count_refused_stop(terminal: Terminal, actor: Actor) -> None:
 # --------------------------------------------------------------------------- settle
 
 
+def live_settlements(auth: TerminalTransaction):
+    """The authorisation's capture or release that is in flight, unknown or done: the rows
+    the `tx_one_live_settlement_per_auth` constraint allows only one of."""
+    return TerminalTransaction.objects.filter(
+        original=auth, operation__in=[Operation.CAPTURE, Operation.RELEASE],
+        outcome__in=LIVE_SETTLEMENT_OUTCOMES,
+    )  # fmt: skip
+
+
 def settle_session(session_pk: int, actor: Actor) -> ChargingSession | None:
     """Capture the priced amount, or release the reservation if nothing is owed.
 
@@ -416,10 +427,7 @@ def settle_session(session_pk: int, actor: Actor) -> ChargingSession | None:
         _transition(session, S.CLOSED, actor, "no approved authorisation to settle",
                     close_reason=CloseReason.FAILED, closed_at=timezone.now())  # fmt: skip
         return session
-    live = TerminalTransaction.objects.filter(
-        original=auth, operation__in=[Operation.CAPTURE, Operation.RELEASE],
-        outcome__in=[Outcome.PENDING, Outcome.UNKNOWN, Outcome.SUCCESS],
-    ).first()  # fmt: skip
+    live = live_settlements(auth).first()
     if live is not None:
         if live.outcome == Outcome.SUCCESS:
             return apply_settlement(session, live, actor)
@@ -594,19 +602,15 @@ def continue_after_recovery(tx: TerminalTransaction, actor: Actor) -> None:
     if session is None:
         return
     if tx.operation == Operation.AUTHORISE:
+        # The charger reads the new state on its next poll.
         apply_authorisation(session, tx, actor)
-        if tx.outcome == Outcome.SUCCESS:
-            # The charger may have given up waiting; it reads the state on its next poll.
-            pass
     elif tx.outcome == Outcome.NOT_COMPLETED:
         from sessions.tasks import settle_session_task
 
         transaction.on_commit(lambda: settle_session_task.delay(session.pk))
     else:
         apply_settlement(session, tx, actor)
-    ExceptionRecord.objects.filter(dedupe_key=f"unknown:{tx.pk}", resolved_at__isnull=True).update(
-        resolved_at=timezone.now(), resolution_note=f"resolved by recovery: {tx.resolution}"
-    )
+    resolve_automatically(f"unknown:{tx.pk}", f"resolved by recovery: {tx.resolution}")
 
 
 def _unknown_exception(tx: TerminalTransaction) -> None:
@@ -679,10 +683,7 @@ def operator_release(session: ChargingSession, user, reason: str) -> ChargingSes
             f"nothing to release: the session is {session.get_state_display().lower()}"
         )
     auth = session.authorisation()
-    if auth and TerminalTransaction.objects.filter(
-        original=auth, operation__in=[Operation.CAPTURE, Operation.RELEASE],
-        outcome__in=[Outcome.PENDING, Outcome.UNKNOWN, Outcome.SUCCESS],
-    ).exists():  # fmt: skip
+    if auth and live_settlements(auth).exists():
         raise JourneyError("a capture or release is already in flight or done for this session")
     audit.record(actor, session, "operator.release", reason=reason, session=session,
                  data={"waived_minor": session.cost_total_minor})  # fmt: skip

@@ -30,6 +30,17 @@ def _retry_busy(task, exc):
     raise task.retry(exc=exc, countdown=countdown, max_retries=BUSY_RETRY["max_retries"])
 
 
+def _follow_up(task, last) -> None:
+    """After a money request: try again later if the terminal could not take it (busy, not
+    reached, wants a reprint first); hand an unknown outcome to recovery."""
+    if last is None:
+        return
+    if last.outcome in (Outcome.BUSY, Outcome.NOT_SENT, Outcome.PRINT_LAST_TICKET):
+        _retry_busy(task, TerminalBusy(f"terminal answered {last.outcome}"))
+    elif last.outcome == Outcome.UNKNOWN:
+        recover_transaction_task.apply_async((last.pk,), countdown=1)
+
+
 @shared_task(bind=True, name="charging.authorise_session", ignore_result=True)
 def authorise_session_task(self, session_pk: int) -> None:
     # Not acks_late: an authorisation must never be re-delivered blindly after a crash; the
@@ -42,13 +53,8 @@ def authorise_session_task(self, session_pk: int) -> None:
     if session is None:
         log.warning("authorise: session %s does not exist", session_pk)
         return
-    last = session.transactions.filter(operation="authorise").order_by("-id").first()
-    if session.state == SessionState.AUTHORISING and last and last.outcome in (
-        Outcome.BUSY, Outcome.NOT_SENT, Outcome.PRINT_LAST_TICKET,
-    ):  # fmt: skip
-        _retry_busy(self, TerminalBusy(f"terminal answered {last.outcome}"))
-    elif last and last.outcome == Outcome.UNKNOWN:
-        recover_transaction_task.apply_async((last.pk,), countdown=1)
+    if session.state == SessionState.AUTHORISING:
+        _follow_up(self, session.transactions.filter(operation="authorise").order_by("-id").first())
 
 
 @shared_task(bind=True, name="charging.settle_session", ignore_result=True, acks_late=True)
@@ -62,17 +68,10 @@ def settle_session_task(self, session_pk: int) -> None:
         return
     if session is None or session.state != SessionState.SETTLING:
         return
-    last = (
-        TerminalTransaction.objects.filter(session=session, operation__in=["capture", "release"])
-        .order_by("-id")
-        .first()
+    _follow_up(
+        self,
+        session.transactions.filter(operation__in=["capture", "release"]).order_by("-id").first(),
     )
-    if last is None:
-        return
-    if last.outcome in (Outcome.BUSY, Outcome.NOT_SENT, Outcome.PRINT_LAST_TICKET):
-        _retry_busy(self, TerminalBusy(f"terminal answered {last.outcome}"))
-    elif last.outcome == Outcome.UNKNOWN:
-        recover_transaction_task.apply_async((last.pk,), countdown=1)
 
 
 @shared_task(bind=True, name="charging.recover_transaction", ignore_result=True, acks_late=True)

@@ -1,5 +1,6 @@
 """The terminal fleet: sites, IM30 terminals, the connectors they serve, status and brands."""
 
+import json
 import uuid
 from datetime import timedelta
 from zoneinfo import available_timezones
@@ -42,6 +43,10 @@ class TerminalStatus(models.TextChoices):
     OFFLINE = "OFFLINE", "Offline"
 
 
+# Statuses the overview and the terminal list count as "offline": no answer we can trust.
+OFFLINE_STATUSES = (TerminalStatus.OFFLINE, TerminalStatus.UNKNOWN)
+
+
 class Terminal(models.Model):
     public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     terminal_id = models.CharField("CCV terminal id", max_length=16, unique=True)
@@ -78,9 +83,15 @@ class Terminal(models.Model):
 
     # --- protocol profile -------------------------------------------------------------
     def opi_profile(self) -> TerminalProfile:
-        data = {"host": self.host, **(self.profile or {})}
-        data["host"] = self.host
-        return TerminalProfile.from_dict(data)
+        """The validated protocol profile; parsed once per row state, not on every call
+        (one request asks for it several times: timeout, workstation id, client)."""
+        data = {**(self.profile or {}), "host": self.host}
+        key = json.dumps(data, sort_keys=True)
+        cached = getattr(self, "_opi_profile_cache", None)
+        if cached is None or cached[0] != key:
+            cached = (key, TerminalProfile.from_dict(data))
+            self._opi_profile_cache = cached
+        return cached[1]
 
     @property
     def workstation_id(self) -> str:
@@ -112,7 +123,7 @@ class Terminal(models.Model):
 
     @property
     def is_online(self) -> bool:
-        return self.status not in (TerminalStatus.OFFLINE, TerminalStatus.UNKNOWN)
+        return self.status not in OFFLINE_STATUSES
 
 
 class Connector(models.Model):

@@ -19,7 +19,7 @@ from django.utils import timezone
 
 from evpay import audit
 from evpay.audit import Actor
-from evpay.exceptions import raise_exception
+from evpay.exceptions import raise_exception, resolve_automatically
 from evpay.models import ExceptionRecord
 from evpay.money import format_money
 from sessions import payments
@@ -39,10 +39,6 @@ from terminals.opi.profile import Operation as OpiOperation
 log = logging.getLogger(__name__)
 
 _STATE_MAP = {s.value: s for s in TerminalStatus}
-
-
-def _client(terminal: Terminal):
-    return payments.client_for(terminal)
 
 
 def _timeout(terminal: Terminal, operation: OpiOperation) -> float:
@@ -74,7 +70,7 @@ def poll_status(terminal: Terminal, actor: Actor) -> str:
     """Ask the terminal for its state (Diagnosis). Consecutive failures mark it OFFLINE."""
     try:
         with payments.leased(terminal, _timeout(terminal, OpiOperation.STATUS)):
-            result = _client(terminal).status(terminal.next_request_id())
+            result = payments.client_for(terminal).status(terminal.next_request_id())
     except payments.TerminalNeedsRecovery:
         return terminal.status  # reachable enough to have a request pending; recovery first
     except payments.TerminalBusy:
@@ -90,7 +86,7 @@ def poll_status(terminal: Terminal, actor: Actor) -> str:
             set_status(terminal, state, actor, "status poll")
             and terminal.status != TerminalStatus.OFFLINE
         ):
-            _resolve_offline_exception(terminal)
+            resolve_automatically(f"offline:{terminal.pk}", "terminal answered again (status poll)")
         return state
     failures = terminal.consecutive_failures + 1
     Terminal.objects.filter(pk=terminal.pk).update(consecutive_failures=failures)
@@ -118,17 +114,9 @@ def _offline_exception_if_sessions(terminal: Terminal, actor: Actor) -> None:
     )  # fmt: skip
 
 
-def _resolve_offline_exception(terminal: Terminal) -> None:
-    from evpay.models import ExceptionRecord as Rec
-
-    Rec.objects.filter(dedupe_key=f"offline:{terminal.pk}", resolved_at__isnull=True).update(
-        resolved_at=timezone.now(), resolution_note="terminal answered again (status poll)"
-    )
-
-
 def refresh_brands(terminal: Terminal, actor: Actor) -> list[str]:
     with payments.leased(terminal, _timeout(terminal, OpiOperation.BRANDS)):
-        result = _client(terminal).brands(terminal.next_request_id())
+        result = payments.client_for(terminal).brands(terminal.next_request_id())
     if result.outcome != OpiOutcome.SUCCESS:
         raise RuntimeError(
             f"brands request failed: {result.outcome} {result.detail or result.error_text or ''}"
@@ -161,7 +149,7 @@ def run_closing(terminal: Terminal, actor: Actor, triggered_by: str = "schedule"
     with payments.leased(terminal, _timeout(terminal, OpiOperation.CLOSING)):
         request_id = terminal.next_request_id()
         period_end = timezone.now()
-        result = _client(terminal).reconciliation(request_id, closure=True)
+        result = payments.client_for(terminal).reconciliation(request_id, closure=True)
     closing = PeriodClosing.objects.create(
         terminal=terminal, business_date=_local_date(terminal, period_end),
         period_start=previous.period_end if previous else None, period_end=period_end,
@@ -275,7 +263,7 @@ def read_mifare(read: MifareRead, actor: Actor) -> MifareRead:
         return read
     terminal = read.terminal
     with payments.leased(terminal, _timeout(terminal, OpiOperation.MIFARE_UID)):
-        result = _client(terminal).mifare_uid(terminal.next_request_id())
+        result = payments.client_for(terminal).mifare_uid(terminal.next_request_id())
     if result.outcome == OpiOutcome.SUCCESS and result.mifare_uid:
         read.state, read.uid = MifareRead.State.DONE, result.mifare_uid[:32]
     else:
