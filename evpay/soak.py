@@ -24,7 +24,7 @@ from django.db import connection
 from evpay.ledger_check import compare
 from evpay.models import AuditEvent, ExceptionRecord
 from evpay.simulator import Connector, Options, Simulator, _http
-from evpay.supervisor import CELERY, MANAGE, PYTHON, Child, stop_all
+from evpay.supervisor import MANAGE, PYTHON, Child, free_port, stop_all, worker_command
 from sessions.models import ApiKey, ChargingSession, SessionState, Tariff, TerminalTransaction
 from terminals.models import Connector as ConnectorModel
 from terminals.models import Site, Terminal
@@ -46,14 +46,6 @@ SOAK_FAULTS = [
 SHORT_TIMEOUTS = {"authorise": 40, "card_token": 30, "capture": 6, "release": 6,
                   "repeat_last_message": 5, "ticket_reprint": 5, "status": 3, "brands": 3,
                   "closing": 10, "mifare_uid": 20}  # fmt: skip
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class SoakSimulator(Simulator):
@@ -111,14 +103,12 @@ class Soak:
 
     def _start_worker(self) -> Child:
         n = len(self.workers) + 1
-        worker = self._start(f"worker{n}", CELERY + ["worker", "--loglevel", "INFO", "--pool", "threads",
-                             "--concurrency", "8", "--hostname", f"soak{self.run_id}-{n}@%h",
-                             "--without-gossip", "--without-mingle"])  # fmt: skip
+        worker = self._start(f"worker{n}", worker_command(8, f"soak{self.run_id}-{n}@%h"))
         self.workers.append(worker)
         return worker
 
     def setup(self):
-        self.channel1_port = _free_port()
+        self.channel1_port = free_port()
         self.device_channel = self._start("device_channel", MANAGE + [
             "device_channel", "--host", "127.0.0.1", "--port", str(self.channel1_port)])  # fmt: skip
         self.device_channel.wait_for_log("device channel listening")
@@ -131,7 +121,7 @@ class Soak:
             "--pos-port", str(self.channel1_port), "--card-wait", "20", "--delivery-timeout", "10",
             "--terminal-prefix", prefix, "--seed", str(self.seed)])  # fmt: skip
         emulator.wait_for_log('"ready": true')
-        ready = json.loads(next(line for line in emulator.log_path.read_text().splitlines()
+        ready = json.loads(next(line for line in emulator.output().splitlines()
                                 if line.startswith("{")))  # fmt: skip
         self.control_url = f"http://127.0.0.1:{ready['control_port']}"
         self.site = Site.objects.create(name=f"Soak {self.run_id}", currency="EUR")
@@ -152,7 +142,7 @@ class Soak:
                 self.connectors.append(Connector(c.evse_id, terminal.terminal_id, self.site.name))
         for _ in range(self.workers_n):
             self._start_worker()
-        self.web_port = _free_port()
+        self.web_port = free_port()
         self.web = self._start("web", [PYTHON, "-m", "gunicorn", "evpay.wsgi", "--bind",
                                        f"127.0.0.1:{self.web_port}", "--workers", "2", "--threads", "8"])  # fmt: skip
         for worker in self.workers:

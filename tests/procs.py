@@ -2,22 +2,15 @@
 test database and the configured broker."""
 
 import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 from django.db import connection
 
+from evpay.supervisor import Child, free_port, worker_command
+
+__all__ = ["ROOT", "Proc", "celery_worker", "free_port", "process_env", "purge_broker"]
+
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_database_url() -> str:
@@ -36,57 +29,15 @@ def process_env(**extra) -> dict:
     return env
 
 
-class Proc:
-    """A child process in its own process group, stopped (or killed) on exit."""
+class Proc(Child):
+    """A child process on the test database, logging to var/test-logs, stopped on exit."""
 
     def __init__(self, argv, log_name: str, **env):
-        self.log_path = ROOT / "var" / "test-logs" / f"{log_name}.log"
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
-        self.popen = subprocess.Popen(argv, cwd=ROOT, env=process_env(**env), stdout=self._log,
-                                      stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
-
-    def wait_for_log(self, text: str, timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if text in self.log_path.read_text(errors="replace"):
-                return
-            if self.popen.poll() is not None:
-                break
-            time.sleep(0.1)
-        raise AssertionError(f"{text!r} not seen in {self.log_path}:\n{self.tail()}")
-
-    def tail(self, n: int = 40) -> str:
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
-
-    def kill(self) -> None:
-        if self.popen.poll() is None:
-            os.killpg(self.popen.pid, signal.SIGKILL)
-            self.popen.wait(10)
-
-    def stop(self) -> None:
-        if self.popen.poll() is None:
-            os.killpg(self.popen.pid, signal.SIGTERM)
-            try:
-                self.popen.wait(15)
-            except subprocess.TimeoutExpired:
-                self.kill()
-        self._log.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.stop()
+        super().__init__(log_name, argv, ROOT / "var" / "test-logs", process_env(**env), cwd=ROOT)
 
 
 def celery_worker(name: str, concurrency: int = 2) -> Proc:
-    proc = Proc(
-        [sys.executable, "-m", "celery", "-A", "evpay", "worker", "--loglevel", "INFO",
-         "--pool", "threads", "--concurrency", str(concurrency), "--hostname", f"{name}@%h",
-         "--without-gossip", "--without-mingle", "--without-heartbeat"],
-        log_name=name,
-    )  # fmt: skip
+    proc = Proc(worker_command(concurrency, f"{name}@%h") + ["--without-heartbeat"], log_name=name)
     proc.wait_for_log("ready.")
     return proc
 

@@ -3,7 +3,6 @@ arrangements. Every fault kind in docs/opi-contract.md is checked for the outcom
 outcome-unknown rule demands."""
 
 import itertools
-import socket
 import threading
 import time
 
@@ -14,6 +13,7 @@ from terminals.opi.client import OpiClient, Outcome
 from terminals.opi.device_channel import DeviceChannelServer, RecordingDeviceHandler
 from terminals.opi.messages import OriginalTransaction, TerminalState
 from terminals.opi.profile import Operation, TerminalProfile
+from tests.procs import free_port
 
 CARD_WAIT = 1.5
 _request_ids = itertools.count(100)
@@ -23,12 +23,6 @@ POOL_SIZE = 36
 
 def next_request_id() -> str:
     return str(next(_request_ids))
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _profile(terminal: dict, arrangement: str, pos_port: int = 0, **extra) -> TerminalProfile:
@@ -71,7 +65,7 @@ def terminal_fleet():
 
 @pytest.fixture(scope="module")
 def pos_fleet():
-    pos_port = _free_port()
+    pos_port = free_port()
     with EmulatorProcess(
         count=18, channel1="pos", pos_host="127.0.0.1", pos_port=pos_port, card_wait=CARD_WAIT
     ) as emulator:

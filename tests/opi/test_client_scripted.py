@@ -11,6 +11,7 @@ from terminals.opi import messages as m
 from terminals.opi.client import OpiClient, Outcome, outcome_for, request_id_from_time
 from terminals.opi.framing import encode_frame, read_frame
 from terminals.opi.profile import Operation, TerminalProfile
+from tests.procs import free_port
 
 
 class ScriptedTerminal:
@@ -74,14 +75,8 @@ def terminal():
         scripted.close()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_connection_refused_is_not_sent():
-    result = _client(_free_port()).authorise("1", 5000, "EUR")
+    result = _client(free_port()).authorise("1", 5000, "EUR")
     assert result.outcome is Outcome.NOT_SENT
     assert result.sent is False
     assert "cannot connect" in result.detail
@@ -181,7 +176,7 @@ def test_channel1_listener_that_cannot_bind_is_not_sent(terminal):
     blocker = socket.create_server(("127.0.0.1", 0))
     try:
         profile = TerminalProfile(
-            host="127.0.0.1", port0=_free_port(), channel1_listener="pos",
+            host="127.0.0.1", port0=free_port(), channel1_listener="pos",
             pos_listen_host="127.0.0.1", pos_listen_port=blocker.getsockname()[1],
         )  # fmt: skip
         # SO_REUSEADDR does not allow two listeners on one port.
@@ -194,14 +189,14 @@ def test_channel1_listener_that_cannot_bind_is_not_sent(terminal):
 
 def test_terminal_channel1_that_refuses_is_not_sent():
     profile = TerminalProfile(
-        host="127.0.0.1", port0=_free_port(), port1=_free_port(), channel1_listener="terminal"
+        host="127.0.0.1", port0=free_port(), port1=free_port(), channel1_listener="terminal"
     )
     result = OpiClient(profile).authorise("1", 100, "EUR")
     assert result.outcome is Outcome.NOT_SENT
 
 
 def test_invalid_arguments_are_programming_errors_not_outcomes():
-    client = _client(_free_port())
+    client = _client(free_port())
     with pytest.raises(ValueError):
         client.status("1234567890")
     with pytest.raises(ValueError):
@@ -266,7 +261,7 @@ def test_status_never_touches_channel1(terminal):
     peer = terminal(_answer())
     # Channel 1 would be unreachable in both arrangements: these must go through regardless.
     profile = TerminalProfile(
-        host="127.0.0.1", port0=peer.port, port1=_free_port(), channel1_listener="terminal",
+        host="127.0.0.1", port0=peer.port, port1=free_port(), channel1_listener="terminal",
         timeouts={"status": 1.0},
     )  # fmt: skip
     assert OpiClient(profile).status("1").outcome is Outcome.SUCCESS

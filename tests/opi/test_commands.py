@@ -1,6 +1,5 @@
 import json
 import os
-import socket
 import subprocess
 import sys
 from io import StringIO
@@ -11,6 +10,7 @@ from django.core.management import CommandError, call_command
 
 from terminals.emulator.harness import EmulatorProcess
 from terminals.opi.framing import encode_frame
+from tests.procs import free_port
 
 from . import samples
 from .test_messages import BILLION_LAUGHS, XXE
@@ -94,12 +94,6 @@ def test_opi_decode_reads_stdin_and_exits_1_on_bad_input():
     assert b"root:" not in bad.stdout + bad.stderr
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _probe(*args: str) -> tuple[str, dict]:
     out = StringIO()
     call_command("opi_probe", *args, "--timeout", "5", stdout=out)
@@ -140,7 +134,7 @@ def test_opi_probe_status_and_authorise_then_capture(emulator):
 
 
 def test_opi_probe_with_the_pos_listening_on_channel1():
-    pos_port = _free_port()
+    pos_port = free_port()
     with EmulatorProcess(
         count=1, channel1="pos", pos_host="127.0.0.1", pos_port=pos_port, card_wait=1.5
     ) as emu:
@@ -157,12 +151,12 @@ def test_opi_probe_with_the_pos_listening_on_channel1():
 
 def test_opi_probe_reports_not_sent_when_nothing_listens():
     text, result = _probe(
-        f"127.0.0.1:{_free_port()}",
+        f"127.0.0.1:{free_port()}",
         "status",
         "--channel1",
         "terminal",
         "--port1",
-        str(_free_port()),
+        str(free_port()),
     )
     assert result["outcome"] == "NOT_SENT"
     assert result["sent"] is False

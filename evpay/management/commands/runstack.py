@@ -18,7 +18,7 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand
 
 from evpay.env import env_bool, env_int
-from evpay.supervisor import CELERY, MANAGE, PYTHON, Child, stop_all
+from evpay.supervisor import CELERY, MANAGE, PYTHON, Child, stop_all, worker_command
 
 
 class Command(BaseCommand):
@@ -63,8 +63,7 @@ class Command(BaseCommand):
         processes = {
             "device_channel": manage + ["device_channel", "--host", "127.0.0.1" if demo else "0.0.0.0",
                                         "--port", str(channel1_port)],
-            "worker": celery + ["worker", "--loglevel", "INFO", "--pool", "threads",
-                                "--concurrency", str(concurrency), "--without-gossip", "--without-mingle"],
+            "worker": worker_command(concurrency),
             "beat": celery + ["beat", "--loglevel", "INFO", "--pidfile", str(var / "beat.pid"),
                               "--schedule", str(var / "celerybeat-schedule")],
             "web": [python, "-m", "gunicorn", "evpay.wsgi", "--bind", f"{host}:{port}",
