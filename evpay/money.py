@@ -2,8 +2,8 @@
 
 from decimal import ROUND_HALF_UP, Decimal
 
-# ISO 4217 exponents that differ from 2.
-_EXPONENTS = {"JPY": 0, "KRW": 0, "ISK": 0, "HUF": 2, "BHD": 3, "KWD": 3, "JOD": 3, "TND": 3}
+from terminals.opi.messages import currency_exponent
+
 _SYMBOLS = {
     "EUR": "€",
     "GBP": "£",
@@ -17,7 +17,8 @@ _SYMBOLS = {
 
 
 def exponent(currency: str) -> int:
-    return _EXPONENTS.get(currency.upper(), 2)
+    # The protocol library's ISO 4217 table: what we show must match what goes on the wire.
+    return currency_exponent(currency)
 
 
 def to_decimal(amount_minor: int, currency: str) -> Decimal:

@@ -1,6 +1,7 @@
 """Overview, exceptions queue and job runs; plus the small helpers every dashboard view uses."""
 
 import csv
+import uuid
 from datetime import datetime, time
 
 from django.contrib import messages
@@ -80,6 +81,14 @@ def parse_date(value: str | None):
         return None
 
 
+def parse_uuid(value) -> uuid.UUID | None:
+    """A UUID from a query parameter, or None when it is not one (filters then match nothing)."""
+    try:
+        return uuid.UUID(str(value))
+    except ValueError:
+        return None
+
+
 def start_of_day(day, tz=None):
     return timezone.make_aware(datetime.combine(day, time.min), tz)
 
@@ -93,12 +102,11 @@ def can_operate(user) -> bool:
 
 def overview_context() -> dict:
     from sessions.models import OPEN_STATES, ChargingSession, SessionState
-    from terminals.models import PeriodClosing, Terminal, TerminalStatus
+    from terminals.models import OFFLINE_STATUSES, PeriodClosing, Terminal
 
-    offline_states = [TerminalStatus.OFFLINE, TerminalStatus.UNKNOWN]
     terminals = Terminal.objects.filter(enabled=True).aggregate(
         total=Count("id"),
-        offline=Count("id", filter=Q(status__in=offline_states)),
+        offline=Count("id", filter=Q(status__in=OFFLINE_STATUSES)),
     )
     terminals["online"] = terminals["total"] - terminals["offline"]
 

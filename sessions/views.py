@@ -1,6 +1,5 @@
 """Charging sessions: list, CSV export, detail with timeline and operator actions, receipts."""
 
-import uuid
 from datetime import timedelta
 from decimal import Decimal, InvalidOperation
 
@@ -21,6 +20,7 @@ from evpay.views import (
     csv_response,
     paginate,
     parse_date,
+    parse_uuid,
     render_page,
     start_of_day,
 )
@@ -38,13 +38,6 @@ SORTS = {
     "state": "state",
 }
 DEFAULT_SORT = "-requested"
-
-
-def _uuid(value):
-    try:
-        return uuid.UUID(str(value))
-    except ValueError:
-        return None
 
 
 def _amount_q(field: str, lookup: str, value: str, currencies) -> Q | None:
@@ -74,7 +67,7 @@ def session_queryset(params):
         qs = qs.filter(state=state)
     for key, lookup in (("site", "site__public_id"), ("terminal", "terminal__public_id")):
         if params.get(key):
-            value = _uuid(params[key])
+            value = parse_uuid(params[key])
             qs = qs.filter(**{lookup: value}) if value else qs.none()
     date_from, date_to = parse_date(params.get("from")), parse_date(params.get("to"))
     if date_from:
@@ -92,7 +85,7 @@ def session_queryset(params):
             qs = qs.filter(q) if q is not None else qs.none()
     q = (params.get("q") or "").strip()
     if q:
-        as_uuid = _uuid(q)
+        as_uuid = parse_uuid(q)
         if as_uuid:
             qs = qs.filter(public_id=as_uuid)
         elif q.isdigit() and len(q) == 4:
@@ -180,6 +173,7 @@ def session_detail(request, public_id):
         return render(request, "sessions/detail.html#summary", context)
     transactions = list(session.transactions.order_by("id").prefetch_related("device_messages"))
     receipt_messages = [m for tx in transactions for m in tx.device_messages.all() if m.is_receipt]
+    available = _available_actions(session, transactions)
     context = {
         "session": session,
         "site": session.site,
@@ -196,7 +190,7 @@ def session_detail(request, public_id):
                 "url": reverse(f"sessions:{URL_NAMES[key]}", args=[session.public_id]),
             }
             for key, (_fn, label, question) in ACTIONS.items()
-            if key in _available_actions(session, transactions)
+            if key in available
         ],  # fmt: skip
     }
     return render(request, "sessions/detail.html", context)

@@ -14,8 +14,17 @@ from django.views.decorators.http import require_GET, require_POST
 
 from evpay.money import to_decimal_string
 from evpay.roles import OPERATE_PERM, VIEW_PERM, permission_required
-from evpay.views import after_post, can_operate, csv_response, paginate, parse_date, render_page
+from evpay.views import (
+    after_post,
+    can_operate,
+    csv_response,
+    paginate,
+    parse_date,
+    parse_uuid,
+    render_page,
+)
 from terminals.models import (
+    OFFLINE_STATUSES,
     ClosingBrandTotal,
     MifareRead,
     PeriodClosing,
@@ -37,10 +46,10 @@ def _terminal_queryset(params):
     )
     site = params.get("site")
     if site:
-        qs = qs.filter(site__public_id=site) if _is_uuid(site) else qs.none()
+        qs = qs.filter(site__public_id=site) if parse_uuid(site) else qs.none()
     status = params.get("status")
     if status == "online":
-        qs = qs.exclude(status__in=[TerminalStatus.OFFLINE, TerminalStatus.UNKNOWN])
+        qs = qs.exclude(status__in=OFFLINE_STATUSES)
     elif status in TerminalStatus.values:
         qs = qs.filter(status=status)
     brand = (params.get("brand") or "").strip().upper()
@@ -50,16 +59,6 @@ def _terminal_queryset(params):
     if q:
         qs = qs.filter(Q(name__icontains=q) | Q(terminal_id__icontains=q))
     return qs
-
-
-def _is_uuid(value: str) -> bool:
-    import uuid
-
-    try:
-        uuid.UUID(str(value))
-    except ValueError:
-        return False
-    return True
 
 
 def _cursor(now=None) -> str:
@@ -204,10 +203,10 @@ def _closing_queryset(params):
     qs = PeriodClosing.objects.select_related("terminal__site")
     terminal = params.get("terminal")
     if terminal:
-        qs = qs.filter(terminal__public_id=terminal) if _is_uuid(terminal) else qs.none()
+        qs = qs.filter(terminal__public_id=terminal) if parse_uuid(terminal) else qs.none()
     site = params.get("site")
     if site:
-        qs = qs.filter(terminal__site__public_id=site) if _is_uuid(site) else qs.none()
+        qs = qs.filter(terminal__site__public_id=site) if parse_uuid(site) else qs.none()
     if params.get("state") in PeriodClosing.State.values:
         qs = qs.filter(state=params["state"])
     date_from, date_to = parse_date(params.get("from")), parse_date(params.get("to"))

@@ -87,8 +87,6 @@ from .profile import (
 
 logger = logging.getLogger(__name__)
 
-_POLL_SECONDS = 0.05
-
 
 # Sent while another request may hold channel 1 (abort by design, status polls because the
 # terminal answers Diagnosis mid-transaction) and never followed by device output: they
