@@ -170,13 +170,18 @@ class Simulator:
             self.stop_event.wait(0.25)
         return session
 
-    def _slots_left(self) -> bool:
+    def _take_slot(self) -> bool:
+        """Reserve one of max_sessions before calling start, so concurrent connectors cannot
+        overshoot the limit; a refused start hands its slot back."""
         with self._lock:
-            return not self.options.max_sessions or self._started < self.options.max_sessions
-
-    def _count_started(self) -> None:
-        with self._lock:
+            if self.options.max_sessions and self._started >= self.options.max_sessions:
+                return False
             self._started += 1
+            return True
+
+    def _give_back_slot(self) -> None:
+        with self._lock:
+            self._started -= 1
 
     # ---------------------------------------------------------------- faults
     def _maybe_fault(self, connector):
@@ -206,9 +211,13 @@ class Simulator:
                 "POST", "/sessions", connector, {"evse_id": connector.evse_id}, key
             )
         except HttpError as exc:
+            self._give_back_slot()
             self.stats.add(f"start.refused.{exc.status}")
             self.stop_event.wait(2)  # e.g. the previous session here is still being recovered
             return "refused"
+        except Exception:
+            self._give_back_slot()
+            raise
         # One fault draw per session that really started: drawing on refused starts too would
         # pile faults up on a terminal while its connector waits.
         self._maybe_fault(connector)
@@ -220,7 +229,6 @@ class Simulator:
             assert again["id"] == session["id"], "idempotency key replay returned another session"
         sid = session["id"]
         self._current[connector.evse_id] = sid
-        self._count_started()
         self.stats.add("sessions.started")
         with self._terminal_locks[connector.terminal_id]:
             self._present_when_prompted(connector, card, "CardPreAuthorisation")
@@ -299,7 +307,7 @@ class Simulator:
         while not self.stop_event.is_set():
             if self._sleep(rnd.uniform(1, 6)):
                 return
-            if not self._slots_left():
+            if not self._take_slot():
                 return
             try:
                 self.run_session(connector)
