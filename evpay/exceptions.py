@@ -64,12 +64,21 @@ def resolve_exception(record: ExceptionRecord, user, note: str) -> bool:
     return bool(done)
 
 
-def resolve_automatically(dedupe_key: str, note: str) -> int:
+def resolve_automatically(dedupe_key: str, note: str, actor, session=None) -> int:
     """Close the open exception raised under `dedupe_key` when the system itself cleared the
-    cause (recovery proved the outcome, a terminal answered again). Returns rows closed."""
-    return ExceptionRecord.objects.filter(dedupe_key=dedupe_key, resolved_at__isnull=True).update(
-        resolved_at=timezone.now(), resolution_note=note
-    )
+    cause (recovery proved the outcome, a terminal answered again), with its audit row.
+    Returns rows closed; the conditional update lets only one of two racing callers audit."""
+    closed = 0
+    for record in ExceptionRecord.objects.filter(dedupe_key=dedupe_key, resolved_at__isnull=True):
+        if ExceptionRecord.objects.filter(pk=record.pk, resolved_at__isnull=True).update(
+            resolved_at=timezone.now(), resolution_note=note
+        ):
+            audit.record(
+                actor, record, "exception.resolved", from_state="open", to_state="resolved",
+                reason=note, session=session,
+            )  # fmt: skip
+            closed += 1
+    return closed
 
 
 def retry_exception(record: ExceptionRecord, user) -> bool:

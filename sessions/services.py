@@ -610,7 +610,9 @@ def continue_after_recovery(tx: TerminalTransaction, actor: Actor) -> None:
         transaction.on_commit(lambda: settle_session_task.delay(session.pk))
     else:
         apply_settlement(session, tx, actor)
-    resolve_automatically(f"unknown:{tx.pk}", f"resolved by recovery: {tx.resolution}")
+    resolve_automatically(
+        f"unknown:{tx.pk}", f"resolved by recovery: {tx.resolution}", actor, session=session
+    )
 
 
 def _unknown_exception(tx: TerminalTransaction) -> None:

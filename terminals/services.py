@@ -86,7 +86,9 @@ def poll_status(terminal: Terminal, actor: Actor) -> str:
             set_status(terminal, state, actor, "status poll")
             and terminal.status != TerminalStatus.OFFLINE
         ):
-            resolve_automatically(f"offline:{terminal.pk}", "terminal answered again (status poll)")
+            resolve_automatically(
+                f"offline:{terminal.pk}", "terminal answered again (status poll)", actor
+            )
         return state
     failures = terminal.consecutive_failures + 1
     Terminal.objects.filter(pk=terminal.pk).update(consecutive_failures=failures)

@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from evpay.models import ExceptionRecord
+from evpay.models import AuditEvent, ExceptionRecord
 from sessions import payments, services
 from sessions.models import (
     CloseReason,
@@ -120,6 +120,10 @@ def test_offline_throughout_recovery_raises_an_exception_after_the_window_and_ne
     exc.refresh_from_db()
     assert session.state == S.CLOSED and exc.resolved_at is not None
     assert len(_captures_on_terminal(emulator, emu_terminal, session)) == 1
+    # The automatic resolution is on the session's audit trail like a person's would be.
+    resolved = AuditEvent.objects.get(action="exception.resolved", subject_id=str(exc.pk))
+    assert resolved.session_ref == session.public_id and resolved.actor_label == CHARGER.label
+    assert resolved.reason == exc.resolution_note and "resolved by recovery" in resolved.reason
 
 
 def test_authorisation_dropped_after_commit_is_recovered_as_approved(emulator, emu_terminal):

@@ -6,7 +6,7 @@ import pytest
 from django.utils import timezone
 
 from evpay.audit import Actor
-from evpay.models import ExceptionRecord, JobRun
+from evpay.models import AuditEvent, ExceptionRecord, JobRun
 from sessions import services
 from sessions.models import ChargingSession, CloseReason, Outcome, SessionState, TerminalTransaction
 from terminals import services as terminal_services
@@ -51,6 +51,9 @@ def test_status_polling_marks_a_terminal_offline_and_back_online(emulator, emu_t
     assert history[:2] == [terminal.status, TerminalStatus.OFFLINE]
     offline.refresh_from_db()
     assert offline.resolved_at is not None
+    resolved = AuditEvent.objects.get(action="exception.resolved", subject_id=str(offline.pk))
+    assert (resolved.from_state, resolved.to_state) == ("open", "resolved")
+    assert resolved.actor_label == JOB.label and "answered again" in resolved.reason
 
 
 def test_brands_are_refreshed_with_the_time_of_the_refresh(emulator, emu_terminal):
