@@ -72,6 +72,16 @@ def csv_response(filename: str, header: list[str], rows) -> StreamingHttpRespons
     return response
 
 
+def querystring(request, drop=("page",), **changes) -> str:
+    """The current filters as a query string for a link: `drop` removed, `changes` set."""
+    params = request.GET.copy()
+    for key in drop:
+        params.pop(key, None)
+    for key, value in changes.items():
+        params[key] = value
+    return params.urlencode()
+
+
 def parse_date(value: str | None):
     if not value:
         return None

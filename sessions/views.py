@@ -21,6 +21,7 @@ from evpay.views import (
     paginate,
     parse_date,
     parse_uuid,
+    querystring,
     render_page,
     start_of_day,
 )
@@ -120,14 +121,6 @@ def _csv_rows(sessions):
         ]  # fmt: skip
 
 
-def _querystring(request, **changes) -> str:
-    params = request.GET.copy()
-    params.pop("page", None)
-    for key, value in changes.items():
-        params[key] = value
-    return params.urlencode()
-
-
 @permission_required(VIEW_PERM)
 @require_GET
 def session_list(request):
@@ -139,7 +132,7 @@ def session_list(request):
         # Clicking the current column flips it; others start descending.
         target = key if sort == f"-{key}" else f"-{key}"
         sort_links[key] = {
-            "query": _querystring(request, sort=target),
+            "query": querystring(request, sort=target),
             "current": sort.lstrip("-") == key,
             "aria": "descending" if sort.startswith("-") else "ascending",
         }
@@ -150,7 +143,7 @@ def session_list(request):
         "states": [("open", "Open (any)"), *SessionState.choices],
         "sites": Site.objects.only("public_id", "name"),
         "terminals": Terminal.objects.only("public_id", "name", "terminal_id").order_by("name"),
-        "csv_query": _querystring(request, format="csv"),
+        "csv_query": querystring(request, format="csv"),
     }
     return render_page(request, "sessions/list.html", context, partial="results")
 
@@ -260,14 +253,18 @@ def receipt(request, public_id):
     return render(request, "sessions/receipt.html", _receipt_context(session))
 
 
+def _attachment(body, content_type: str, filename: str) -> HttpResponse:
+    response = HttpResponse(body, content_type=content_type)
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    return response
+
+
 @permission_required(VIEW_PERM)
 @require_GET
 def receipt_text(request, public_id):
     session = _get_session(public_id)
     text = receipt_rendering.render_text(receipt_rendering.build_receipt(session))
-    response = HttpResponse(text, content_type="text/plain; charset=utf-8")
-    response["Content-Disposition"] = f'attachment; filename="receipt-{session.public_id}.txt"'
-    return response
+    return _attachment(text, "text/plain; charset=utf-8", f"receipt-{session.public_id}.txt")
 
 
 @permission_required(VIEW_PERM)
@@ -276,9 +273,7 @@ def receipt_pdf(request, public_id):
     session = _get_session(public_id)
     receipt = receipt_rendering.build_receipt(session)
     pdf = receipt_rendering.render_pdf(receipt_rendering.receipt_lines(receipt))
-    response = HttpResponse(pdf, content_type="application/pdf")
-    response["Content-Disposition"] = f'attachment; filename="receipt-{session.public_id}.pdf"'
-    return response
+    return _attachment(pdf, "application/pdf", f"receipt-{session.public_id}.pdf")
 
 
 @permission_required(VIEW_PERM)

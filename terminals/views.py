@@ -21,6 +21,7 @@ from evpay.views import (
     paginate,
     parse_date,
     parse_uuid,
+    querystring,
     render_page,
 )
 from terminals.models import (
@@ -78,7 +79,11 @@ def terminal_list(request):
         if timezone.is_naive(cursor):
             cursor = timezone.make_aware(cursor)
         changed = qs.filter(status_changed_at__gt=cursor)[:200]
-        context = {"changed": changed, "cursor": _cursor(), "params": _params(request)}
+        context = {
+            "changed": changed,
+            "cursor": _cursor(),
+            "params": querystring(request, drop=("page", "since")),
+        }
         return render(request, "terminals/list.html#changes", context)
     brands = TerminalBrand.objects.order_by("code").values_list("code", flat=True).distinct()
     context = {
@@ -87,17 +92,9 @@ def terminal_list(request):
         "statuses": [("online", "Online (any)"), *TerminalStatus.choices],
         "brands": brands,
         "cursor": _cursor(),
-        "params": _params(request),
+        "params": querystring(request, drop=("page", "since")),
     }
     return render_page(request, "terminals/list.html", context, partial="results")
-
-
-def _params(request) -> str:
-    """The filter querystring without page/since, for the poller's URL."""
-    params = request.GET.copy()
-    for key in ("page", "since"):
-        params.pop(key, None)
-    return params.urlencode()
 
 
 def _get_terminal(public_id) -> Terminal:
@@ -255,16 +252,9 @@ def closing_list(request):
             "public_id", "name", "terminal_id", "site__name"
         ),
         "states": PeriodClosing.State.choices,
-        "csv_query": _with_format_csv(request),
+        "csv_query": querystring(request, format="csv"),
     }
     return render_page(request, "terminals/closings.html", context, partial="results")
-
-
-def _with_format_csv(request) -> str:
-    params = request.GET.copy()
-    params.pop("page", None)
-    params["format"] = "csv"
-    return params.urlencode()
 
 
 @permission_required(VIEW_PERM)
