@@ -74,7 +74,6 @@ from .messages import (
     TerminalState,
     decode_text,
     encode,
-    is_valid_request_id,
     parse,
 )
 from .profile import (
@@ -443,7 +442,6 @@ class OpiClient:
         *,
         timeout: float | None,
     ) -> OpiResult:
-        _check_request_id(request_id)
         request = CardServiceRequest(
             request_type=self.profile.request_type_for(operation),
             request_id=request_id,
@@ -459,7 +457,6 @@ class OpiClient:
     def _service_request(
         self, operation: Operation, request_id: str, *, timeout: float | None
     ) -> OpiResult:
-        _check_request_id(request_id)
         request = ServiceRequest(
             request_type=self.profile.request_type_for(operation),
             request_id=request_id,
@@ -688,11 +685,6 @@ def _readable(data: bytes) -> str:
         return decode_text(data)
     except ProtocolError:
         return data.decode("iso8859-1")
-
-
-def _check_request_id(request_id: str) -> None:
-    if not is_valid_request_id(request_id):
-        raise ValueError(f"RequestID must be 1-9 digits, not {request_id!r}")
 
 
 def _minor(amount_minor: int) -> int:

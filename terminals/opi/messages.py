@@ -165,7 +165,7 @@ def currency_exponent(currency: str) -> int:
 
 def is_valid_request_id(request_id: str) -> bool:
     """OPI-NL RequestID: ASCII digits only, at most 9 of them."""
-    # str methods rather than a regex: this runs twice per message on the hot path.
+    # str methods rather than a regex: this runs for every message on the hot path.
     return (
         request_id.__class__ is str
         and 0 < len(request_id) <= 9
