@@ -83,6 +83,7 @@ class Soak:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.children: list[Child] = []
         self.workers: list[Child] = []
+        self.workers_started = 0
         self.chaos = Counter()
         self.stop = threading.Event()
         self.env = {
@@ -102,7 +103,9 @@ class Soak:
         return child
 
     def _start_worker(self) -> Child:
-        n = len(self.workers) + 1
+        # A running count, not len(workers): a replacement for a killed worker gets a new name.
+        self.workers_started += 1
+        n = self.workers_started
         worker = self._start(f"worker{n}", worker_command(8, f"soak{self.run_id}-{n}@%h"))
         self.workers.append(worker)
         return worker
