@@ -20,6 +20,7 @@ from pathlib import Path
 
 from django.conf import settings
 from django.db import connection
+from django.db.models import Exists, OuterRef
 
 from evpay.ledger_check import compare
 from evpay.models import AuditEvent, ExceptionRecord
@@ -268,17 +269,7 @@ class Soak:
             worker.wait_for_log("ready.")
         deadline = time.monotonic() + self.window
         while time.monotonic() < deadline:
-            open_sessions = ChargingSession.objects.filter(site=self.site).exclude(
-                state=SessionState.CLOSED
-            )
-            in_queue = set(
-                ExceptionRecord.objects.filter(resolved_at__isnull=True).values_list(
-                    "session_ref", flat=True
-                )
-            )
-            waiting = [
-                s for s in open_sessions.values_list("public_id", flat=True) if s not in in_queue
-            ]
+            waiting = self._unresolved_sessions()
             unknown = TerminalTransaction.objects.filter(
                 session__site=self.site, state__in=["sent", "unknown"]
             ).count()
@@ -296,19 +287,22 @@ class Soak:
             mark_unplugged(session, Actor.job("soak-end"))
         time.sleep(5)
 
+    def _unresolved_sessions(self) -> list:
+        """Sessions neither closed nor in the exception queue: the system is still on them."""
+        open_sessions = ChargingSession.objects.filter(site=self.site).exclude(
+            state=SessionState.CLOSED
+        )
+        in_queue = ExceptionRecord.objects.filter(
+            resolved_at__isnull=True, session_ref=OuterRef("public_id")
+        )
+        return list(open_sessions.exclude(Exists(in_queue)).values_list("public_id", flat=True))
+
     def figures(self, sim_stats: dict, elapsed: float) -> dict:
         _, ledger = _http("GET", self.control_url + "/ledger", timeout=60)
         check = compare(ledger, self.site)
         sessions = ChargingSession.objects.filter(site=self.site)
         outcomes = Counter(sessions.values_list("close_reason", flat=True))
         outcomes = {k or "unfinished": v for k, v in outcomes.items()}
-        in_queue = set(
-            ExceptionRecord.objects.filter(resolved_at__isnull=True).values_list(
-                "session_ref", flat=True
-            )
-        )
-        unresolved = [s for s in sessions.exclude(state=SessionState.CLOSED).values_list("public_id", flat=True)
-                      if s not in in_queue]  # fmt: skip
         faults = {
             k.removeprefix("fault."): v for k, v in sim_stats.items() if k.startswith("fault.")
         }
@@ -316,14 +310,17 @@ class Soak:
         faults["duplicate_api_call"] = sim_stats.get("duplicate_api_call", 0)
         faults["wrong_card_presented"] = sim_stats.get("stop.wrong_card_presented", 0)
         durations = self._resolution_seconds()
+        queued = ExceptionRecord.objects.filter(
+            resolved_at__isnull=True, session_ref__in=sessions.values("public_id")
+        )
         return {
             "run": self.run_id, "seconds": round(elapsed), "sessions": sessions.count(),
             "sessions_by_outcome": outcomes, "faults_injected": faults,
             "double_captures": check["double_captures"], "lost_money": check["lost_money"],
             "ledger_disagreements": check["disagreements"], "wrong_card_stops": check["wrong_card_stops"],
-            "unresolved_after_window": len(unresolved),
-            "in_exception_queue": ExceptionRecord.objects.filter(resolved_at__isnull=True, session_ref__in=[
-                s.public_id for s in sessions]).count(),
+            "unresolved_after_window": len(self._unresolved_sessions()),
+            "in_exception_queue": len(queued),
+            "exception_reasons": dict(Counter(queued.values_list("kind", flat=True))),
             "resolution_seconds": durations,
             "problems": check["problems"][:20],
         }  # fmt: skip
