@@ -16,7 +16,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections import Counter, defaultdict
+from collections import Counter
 from dataclasses import dataclass, field
 
 log = logging.getLogger("evpay.simulator")
@@ -103,7 +103,7 @@ class Simulator:
         self._started = 0
         self._lock = threading.Lock()
         # One driver at a time uses a terminal, as at a real IM30 serving two connectors.
-        self._terminal_locks = defaultdict(threading.Lock)
+        self._terminal_locks = {c.terminal_id: threading.Lock() for c in connectors}
         self._current: dict[str, str] = {}  # evse id -> session the charger is running
 
     # ---------------------------------------------------------------- plumbing
@@ -133,29 +133,39 @@ class Simulator:
     def _control(self, method, path, body=None):
         return _http(method, self.options.control_url.rstrip("/") + path, body, timeout=10)
 
-    def _present(self, connector, card, delay=0.0):
-        def go():
-            if not self._sleep(delay):
+    def _open_request(self, connector) -> dict:
+        try:
+            _, state = self._control("GET", f"/terminals/{connector.terminal_id}/state")
+        except Exception:  # offline or restarting: the driver looks again
+            return {}
+        return state.get("open_request") or {}
+
+    def _tap_when_prompted(self, connector, card, request_type, timeout=45.0) -> bool:
+        """Tap when the terminal asks for a card with `request_type`, then stay until that
+        request is over. Called holding the terminal's lock: a real reader only reads when it
+        asks, so a tap must never be taken by another driver's request."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and not self.stop_event.is_set():
+            asking = self._open_request(connector)
+            if asking.get("request_type") == request_type:
+                self._sleep(self.random.uniform(1, 5))  # reaching for the card
                 try:
                     self._control(
                         "POST", f"/terminals/{connector.terminal_id}/present", {"card": card}
                     )
-                except Exception as exc:  # the terminal may be offline: the driver walks away
+                except Exception as exc:  # the terminal went offline: the driver walks away
                     log.info("presenting %s at %s failed: %s", card, connector.terminal_id, exc)
-
-        threading.Thread(target=go, daemon=True).start()
-
-    def _present_when_prompted(self, connector, card, request_type, timeout=45.0) -> bool:
-        """Tap when the terminal asks for a card (its open request is `request_type`)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and not self.stop_event.is_set():
-            try:
-                _, state = self._control("GET", f"/terminals/{connector.terminal_id}/state")
-            except Exception:
-                state = {}
-            open_request = state.get("open_request") or {}
-            if open_request.get("request_type") == request_type:
-                self._present(connector, card, delay=self.random.uniform(0.1, 0.5))
+                    return False
+                while time.monotonic() < deadline and not self.stop_event.is_set():
+                    if self._open_request(connector).get("request_id") != asking["request_id"]:
+                        break
+                    self.stop_event.wait(0.05)
+                # A tap that came as the request ended was never read; the emulator would keep
+                # it for the next request, which a real reader does not.
+                try:
+                    self._control("DELETE", f"/terminals/{connector.terminal_id}/present")
+                except Exception as exc:
+                    log.info("clearing cards at %s failed: %s", connector.terminal_id, exc)
                 return True
             self.stop_event.wait(0.05)
         return False
@@ -202,9 +212,8 @@ class Simulator:
             log.info("could not set fault on %s: %s", tid, exc)
 
     # ---------------------------------------------------------------- one driver
-    def run_session(self, connector: Connector) -> str:
-        rnd = self.random
-        card = rnd.choices([c for c, _ in START_CARDS], [w for _, w in START_CARDS])[0]
+    def _start_and_tap(self, connector: Connector, card: str) -> dict | None:
+        """Start a session and tap when asked; the session once decided, None if refused."""
         key = str(uuid.uuid4())
         try:
             _, session = self._api(
@@ -213,15 +222,14 @@ class Simulator:
         except HttpError as exc:
             self._give_back_slot()
             self.stats.add(f"start.refused.{exc.status}")
-            self.stop_event.wait(2)  # e.g. the previous session here is still being recovered
-            return "refused"
+            return None
         except Exception:
             self._give_back_slot()
             raise
         # One fault draw per session that really started: drawing on refused starts too would
         # pile faults up on a terminal while its connector waits.
         self._maybe_fault(connector)
-        if rnd.random() < 0.1:  # a charger that retries its start call
+        if self.random.random() < 0.1:  # a charger that retries its start call
             _, again = self._api(
                 "POST", "/sessions", connector, {"evse_id": connector.evse_id}, key
             )
@@ -230,10 +238,21 @@ class Simulator:
         sid = session["id"]
         self._current[connector.evse_id] = sid
         self.stats.add("sessions.started")
+        self._tap_when_prompted(connector, card, "CardPreAuthorisation")
+        return self._wait_state(connector, sid, lambda s: s["state"] != "authorising") or session
+
+    def run_session(self, connector: Connector) -> str:
+        rnd = self.random
+        card = rnd.choices([c for c, _ in START_CARDS], [w for _, w in START_CARDS])[0]
+        # One driver at the reader from the start call until the authorisation is decided, so
+        # the card prompt this driver answers is the one for this session.
         with self._terminal_locks[connector.terminal_id]:
-            self._present_when_prompted(connector, card, "CardPreAuthorisation")
-            session = self._wait_state(connector, sid, lambda s: s["state"] != "authorising")
-        if session is None or session["state"] == "authorising":
+            session = self._start_and_tap(connector, card)
+        if session is None:
+            self.stop_event.wait(2)  # e.g. the previous session here is still being recovered
+            return "refused"
+        sid = session["id"]
+        if session["state"] == "authorising":
             self.stats.add("sessions.authorisation_pending")
             return "pending"
         if session["state"] == "closed":
@@ -275,31 +294,23 @@ class Simulator:
             self.stats.add("stop.button")
             return
         if how < 0.45:  # someone else's card first: must be refused
-            self._api(
-                "POST",
-                f"/terminals/{connector.terminal_id}/card-read",
-                connector,
-                None,
-                str(uuid.uuid4()),
-            )
             wrong = "amex_ok" if card != "amex_ok" else "visa_ok"
-            self._present(connector, wrong, delay=1.0)
+            self._read_card(connector, wrong)
             self.stats.add("stop.wrong_card_presented")
-            self._sleep(4)
         own = WALLET_OF.get(card, card) if rnd.random() < 0.3 else card
-        self._api(
-            "POST",
-            f"/terminals/{connector.terminal_id}/card-read",
-            connector,
-            None,
-            str(uuid.uuid4()),
-        )
-        self._present(connector, own, delay=1.0)
+        self._read_card(connector, own)
         self.stats.add("stop.card" + (".wallet" if own != card else ""))
         session = self._wait_state(connector, sid, lambda s: s["state"] != "charging", 40)
         if session and session["state"] == "charging":  # the read got lost (busy terminal): button
             self._api("POST", f"/sessions/{sid}/stop", connector, {"reason": "card read failed"})
             self.stats.add("stop.fallback_button")
+
+    def _read_card(self, connector, card) -> bool:
+        """The charger asks for a card read; the driver taps when the terminal asks."""
+        with self._terminal_locks[connector.terminal_id]:
+            self._api("POST", f"/terminals/{connector.terminal_id}/card-read", connector, None,
+                      str(uuid.uuid4()))  # fmt: skip
+            return self._tap_when_prompted(connector, card, "CardValidation", timeout=40)
 
     # ---------------------------------------------------------------- loop
     def _connector_loop(self, connector: Connector) -> None:

@@ -2,6 +2,7 @@
 back-office against the emulator's ledger. Exits 1 if a must-be-0 figure is not 0."""
 
 import json
+import signal
 import sys
 
 from django.core.management import call_command
@@ -30,6 +31,13 @@ class Command(BaseCommand):
         parser.add_argument("--window", type=float, default=120, help="recovery window, seconds")
 
     def handle(self, *args, **o):
+        # Stopped by SIGTERM or SIGINT (also when started in the background, where the shell
+        # ignores SIGINT), the run unwinds through teardown so no process is left behind.
+        def interrupted(signum, frame):
+            raise SystemExit(128 + signum)
+
+        signal.signal(signal.SIGTERM, interrupted)
+        signal.signal(signal.SIGINT, interrupted)
         call_command("migrate", interactive=False, verbosity=0)
         soak = Soak(sessions=o["sessions"], terminals=o["terminals"], fault_rate=o["fault_rate"],
                     seed=o["seed"], time_limit=o["time_limit"], workers=o["workers"],
