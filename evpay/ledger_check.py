@@ -104,21 +104,22 @@ def compare(ledger: list[dict], site=None) -> dict:
 def wrong_card_stops(site=None) -> int:
     """Sessions stopped by a card read whose token and PAR both differ from the session's."""
     count = 0
-    stops = AuditEvent.objects.filter(action="session.state", to_state=SessionState.STOPPING,
-                                      reason__startswith="stopped by card")  # fmt: skip
+    stops = AuditEvent.objects.filter(action="session.state", reason__contains="stopped by card",
+                                      to_state__in=[SessionState.STOPPING, SessionState.SETTLING])  # fmt: skip
     if site is not None:
         refs = ChargingSession.objects.filter(site=site).values_list("public_id", flat=True)
         stops = stops.filter(session_ref__in=refs)
     for event in stops:
         session = ChargingSession.objects.filter(public_id=event.session_ref).first()
-        read = (
-            TerminalTransaction.objects.filter(
-                terminal=session.terminal, operation=Operation.CARD_TOKEN, outcome=Outcome.SUCCESS,
-                created_at__lte=event.at,
-            ).order_by("-created_at").first()
-            if session
-            else None
-        )  # fmt: skip
+        if session is None:
+            continue
+        reads = TerminalTransaction.objects.filter(
+            terminal=session.terminal, operation=Operation.CARD_TOKEN, outcome=Outcome.SUCCESS
+        )
+        if event.data.get("card_read_tx"):
+            read = reads.filter(pk=event.data["card_read_tx"]).first()
+        else:  # rows written before stops named their read: the latest read before the stop
+            read = reads.filter(created_at__lte=event.at).order_by("-created_at").first()
         if read is None:
             continue
         same = (read.card_token and read.card_token == session.card_token) or (

@@ -61,7 +61,13 @@ ALLOWED = {
 
 
 def _transition(
-    session: ChargingSession, to: str, actor: Actor, reason: str = "", **fields
+    session: ChargingSession,
+    to: str,
+    actor: Actor,
+    reason: str = "",
+    *,
+    audit_data=None,
+    **fields,
 ) -> bool:
     """Move a session to `to` if it still is where the caller read it; audit it.
 
@@ -81,7 +87,7 @@ def _transition(
         for name, value in fields.items():
             setattr(session, name, value)
         audit.record(actor, session, "session.state", from_state=frm, to_state=to,
-                     reason=reason, session=session)  # fmt: skip
+                     reason=reason, session=session, data=audit_data)  # fmt: skip
     return True
 
 
@@ -287,16 +293,20 @@ def record_meter(session: ChargingSession, energy_wh: int, actor: Actor, at=None
     return session
 
 
-def request_stop(session: ChargingSession, actor: Actor, reason: str) -> ChargingSession:
+def request_stop(
+    session: ChargingSession, actor: Actor, reason: str, *, audit_data=None
+) -> ChargingSession:
     if session.state in (S.STOPPING, S.ENDED, S.SETTLING, S.CLOSED):
         return session
     if session.state not in (S.AUTHORISED, S.CHARGING):
         raise JourneyError(f"cannot stop a session that is {session.state}")
     if session.state == S.AUTHORISED:
         # Charging never started: nothing to stop, settle (release) now.
-        return _to_settling(session, actor, f"stopped before charging: {reason}")
-    _transition(session, S.STOPPING, actor, reason, stop_requested_at=timezone.now(),
-                stop_reason=reason[:120])  # fmt: skip
+        return _to_settling(
+            session, actor, f"stopped before charging: {reason}", audit_data=audit_data
+        )
+    _transition(session, S.STOPPING, actor, reason, audit_data=audit_data,
+                stop_requested_at=timezone.now(), stop_reason=reason[:120])  # fmt: skip
     return session
 
 
@@ -329,13 +339,13 @@ def mark_unplugged(session: ChargingSession, actor: Actor, at=None, *, enqueue: 
     return _to_settling(session, actor, "car unplugged", enqueue=enqueue, unplugged_at=now)
 
 
-def _to_settling(session, actor, reason, *, enqueue=True, **fields):
+def _to_settling(session, actor, reason, *, enqueue=True, audit_data=None, **fields):
     if "unplugged_at" in fields:
         session.unplugged_at = fields["unplugged_at"]
     cost = current_cost(session, session.unplugged_at or timezone.now())
     with transaction.atomic():
         if _transition(session, S.SETTLING, actor, f"{reason}; priced {cost.total_minor}",
-                       **fields, **_cost_fields(cost)) and enqueue:  # fmt: skip
+                       audit_data=audit_data, **fields, **_cost_fields(cost)) and enqueue:  # fmt: skip
             from sessions.tasks import settle_session_task
 
             transaction.on_commit(lambda: settle_session_task.delay(session.pk))
@@ -377,7 +387,11 @@ def stop_by_card(terminal: Terminal, actor: Actor) -> StopResult:
                      reason=f"card {tx.masked_pan or '?'} matches no open session", data={"tx": tx.pk})  # fmt: skip
         _count_refused_stop(terminal, actor)
         return StopResult("refused", message="This card did not start a session here.")
-    request_stop(match, actor, f"stopped by card {tx.masked_pan}")
+    # The read is named on the stop's audit row: which card stopped a session is then a fact,
+    # not a guess from the timing of card reads on a terminal with two connectors.
+    request_stop(
+        match, actor, f"stopped by card {tx.masked_pan}", audit_data={"card_read_tx": tx.pk}
+    )
     return StopResult("stopped", session=match, message="Session stopped.")
 
 

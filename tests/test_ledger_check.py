@@ -145,22 +145,32 @@ def test_settlement_of_a_reservation_unknown_to_us_is_a_disagreement():
 _reads = itertools.count(1)
 
 
-def stopped_by_card(*reads, site=None):
+def stopped_by_card(*reads, site=None, linked=None, before_charging=False):
     """A session started by card tokA/parA and then stopped by a card; `reads` are the card
-    reads on its terminal as (token, PAR, seconds before the stop; negative = after it)."""
+    reads on its terminal as (token, PAR, seconds before the stop; negative = after it).
+    `linked`: index of the read the stop's audit row names (as stop_by_card writes it);
+    None for rows written before stops named their read."""
     session = make_session(make_connector(make_terminal(site)), state=SessionState.STOPPING,
                            close_reason="", card_token="tokA", card_par="parA")  # fmt: skip
     now = timezone.now()
+    created = []
     for token, par, seconds_before in reads:
         # Card reads belong to the terminal, not to a session (as stop_by_card opens them).
-        TerminalTransaction.objects.create(
+        created.append(TerminalTransaction.objects.create(
             terminal=session.terminal, operation=Operation.CARD_TOKEN, workstation_id="EVPAY1",
             request_id=f"R{next(_reads)}", state=TxState.COMPLETED, outcome=Outcome.SUCCESS,
             card_token=token, card_par=par, created_at=now - timedelta(seconds=seconds_before),
             deadline_at=now,
-        )  # fmt: skip
-    make_audit(session, "session.state", from_state=SessionState.CHARGING,
-               to_state=SessionState.STOPPING, reason="stopped by card 4111 **** **** 9999")  # fmt: skip
+        ))  # fmt: skip
+    data = {} if linked is None else {"card_read_tx": created[linked].pk}
+    if before_charging:
+        make_audit(session, "session.state", from_state=SessionState.AUTHORISED,
+                   to_state=SessionState.SETTLING, data=data,
+                   reason="stopped before charging: stopped by card 4111 **** **** 9999; priced 0")  # fmt: skip
+    else:
+        make_audit(session, "session.state", from_state=SessionState.CHARGING,
+                   to_state=SessionState.STOPPING, data=data,
+                   reason="stopped by card 4111 **** **** 9999")  # fmt: skip
     return session
 
 
@@ -190,3 +200,15 @@ def test_site_restricts_wrong_card_stops_to_that_sites_sessions():
     assert wrong_card_stops(here) == 1
     assert wrong_card_stops() == 2
     assert compare([], here)["wrong_card_stops"] == 1
+
+
+@pytest.mark.parametrize(("linked", "expected"), [(0, 0), (1, 1)], ids=["own-card", "other-card"])
+def test_the_read_a_stop_names_decides_not_the_timing(linked, expected):
+    # Two connectors, one reader: another driver's read can land between ours and the stop.
+    stopped_by_card(("tokA", "parA", 10), ("tokB", "parB", 5), linked=linked)
+    assert wrong_card_stops() == expected
+
+
+def test_a_stop_before_charging_by_another_card_counts_too():
+    stopped_by_card(("tokB", "parB", 5), linked=0, before_charging=True)
+    assert wrong_card_stops() == 1

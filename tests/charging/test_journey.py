@@ -5,8 +5,16 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
+from evpay.models import AuditEvent
 from sessions import services
-from sessions.models import ChargingSession, CloseReason, Operation, Outcome, SessionState
+from sessions.models import (
+    ChargingSession,
+    CloseReason,
+    Operation,
+    Outcome,
+    SessionState,
+    TerminalTransaction,
+)
 from tests.charging.conftest import CHARGER, make_world
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -108,6 +116,10 @@ def test_wrong_card_stops_nothing_and_own_card_stops(emulator, emu_terminal):
     stopped = services.stop_by_card(terminal, CHARGER)
     session.refresh_from_db()
     assert stopped.outcome == "stopped" and session.state == S.STOPPING
+    # The stop names the read that caused it, so an audit can prove whose card it was.
+    stop = AuditEvent.objects.get(session_ref=session.public_id, to_state=S.STOPPING)
+    read = TerminalTransaction.objects.get(pk=stop.data["card_read_tx"])
+    assert read.operation == Operation.CARD_TOKEN and read.card_token == session.card_token
 
 
 def test_wallet_and_physical_card_match_through_the_par(emulator, emu_terminal):
