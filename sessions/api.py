@@ -17,7 +17,7 @@ from functools import wraps
 from typing import Literal
 from uuid import UUID
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, InterfaceError, OperationalError, transaction
 from django.http import HttpRequest, JsonResponse
 from django.utils import timezone
 from ninja import Field, NinjaAPI, Schema, Status
@@ -88,6 +88,18 @@ def on_http_error(request, exc):
 def on_journey_error(request, exc):
     log.info("API conflict on %s: %s", request.path, exc)
     return problem(409, "Conflict", str(exc))
+
+
+@api.exception_handler(OperationalError)
+@api.exception_handler(InterfaceError)
+def on_database_unavailable(request, exc):
+    # A dropped or refused database connection is the server's trouble, not the request's: say
+    # so and when to retry (the Idempotency-Key makes the retry safe), instead of a bare 500.
+    log.warning("API database error on %s: %s: %s", request.path, type(exc).__name__, exc)
+    response = problem(503, "Service unavailable",
+                       "the database did not answer; retry with the same Idempotency-Key")  # fmt: skip
+    response["Retry-After"] = "1"
+    return response
 
 
 _TITLES = {

@@ -1,6 +1,8 @@
 """The charger API: auth, scoping, problem+json errors, idempotency, and the journey."""
 
+import psycopg
 import pytest
+from django.db import connection
 
 from sessions.models import ApiKey, ChargingSession, IdempotencyRecord
 from terminals.models import Site
@@ -104,3 +106,26 @@ def test_idempotency_key_reused_for_another_body_is_refused(client, world):
 def test_openapi_schema_is_served(client):
     schema = client.get("/api/v1/openapi.json").json()
     assert "/api/v1/sessions" in schema["paths"]
+
+
+@pytest.mark.postgres
+def test_a_dropped_database_connection_is_503_with_retry_after_and_the_retry_works(client, world):
+    evse = world["connectors"][0].evse_id
+    connection.ensure_connection()
+    settings = connection.settings_dict
+    # What a database restart or failover does to a web process: its connection is gone.
+    with psycopg.connect(dbname=settings["NAME"], user=settings["USER"], host=settings["HOST"],
+                         port=settings["PORT"] or 5432, autocommit=True) as other:  # fmt: skip
+        other.execute("SELECT pg_terminate_backend(%s)", [connection.connection.info.backend_pid])
+    response = _post(
+        client, "/sessions", world["raw"], {"evse_id": evse}, HTTP_IDEMPOTENCY_KEY="k1"
+    )
+    assert response.status_code == 503
+    assert response["Retry-After"] == "1"
+    assert response["Content-Type"] == "application/problem+json"
+    assert "retry" in response.json()["detail"]
+    connection.close_if_unusable_or_obsolete()  # what Django does when a request ends
+    assert ChargingSession.objects.count() == 0
+    retry = _post(client, "/sessions", world["raw"], {"evse_id": evse}, HTTP_IDEMPOTENCY_KEY="k1")
+    assert retry.status_code == 202, retry.content
+    assert ChargingSession.objects.count() == 1
