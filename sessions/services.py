@@ -638,9 +638,11 @@ def _unknown_exception(tx: TerminalTransaction) -> None:
             f"{tx.created_at:%Y-%m-%d %H:%M:%S} and no answer proves whether the terminal did it "
             f"({tx.recovery_attempts} recovery attempts). Last note: {tx.detail or '-'}."
         ),
-        suggested_actions="Check the terminal (power, network) and its journal or the acquirer "
-        "portal for this RequestID; then retry recovery or resolve manually with a note. "
-        "Do not capture again before knowing.",
+        suggested_actions="The terminal takes no new card payments until this is settled, so "
+        "that recovery can still ask it about this request. Check the terminal (power, network) "
+        "and its journal or the acquirer portal for this RequestID; then retry recovery, or "
+        "resolve the session manually with a note (that frees the terminal). Do not capture "
+        "again before knowing.",
         dedupe_key=f"unknown:{tx.pk}", subject=tx, session=tx.session,
         terminal_ref=tx.terminal.terminal_id,
         data={"request_id": tx.request_id, "operation": tx.operation},
@@ -648,19 +650,34 @@ def _unknown_exception(tx: TerminalTransaction) -> None:
 
 
 def resolve_manually(session: ChargingSession, user, note: str) -> ChargingSession:
-    """Staff close a session after checking the money elsewhere (acquirer portal, journal)."""
-    if not note.strip():
+    """Staff close a session after checking the money elsewhere (acquirer portal, journal).
+
+    Its money requests whose outcome was never proven are settled on staff's word, which frees
+    the terminal for new payments and ends their recovery and exceptions."""
+    note = note.strip()
+    if not note:
         raise JourneyError("a reason is required")
-    if session.state == S.CLOSED:
-        return session
-    frm = session.state
+    actor = Actor.user(user)
     with transaction.atomic():
-        if ChargingSession.objects.filter(pk=session.pk, state=frm).update(
+        frm = session.state
+        if frm != S.CLOSED and ChargingSession.objects.filter(pk=session.pk, state=frm).update(
             state=S.CLOSED, close_reason=CloseReason.RESOLVED_MANUALLY, close_detail=note[:300],
             closed_at=timezone.now(),
         ):  # fmt: skip
-            audit.record(Actor.user(user), session, "session.resolved_manually", from_state=frm,
+            audit.record(actor, session, "session.resolved_manually", from_state=frm,
                          to_state=S.CLOSED, reason=note, session=session)  # fmt: skip
+        unproven = session.transactions.select_for_update().filter(
+            operation__in=payments.MONEY_OPERATIONS, state__in=[TxState.SENT, TxState.UNKNOWN]
+        )
+        for tx in unproven:
+            was = tx.state
+            tx.state = TxState.RESOLVED
+            tx.resolution = f"resolved manually by {user.get_username()}: {note}"[:300]
+            tx.completed_at = tx.completed_at or timezone.now()
+            tx.save(update_fields=["state", "resolution", "completed_at"])
+            audit.record(actor, tx, "tx.resolved_manually", from_state=was,
+                         to_state=TxState.RESOLVED, reason=note, session=session)  # fmt: skip
+            resolve_automatically(f"unknown:{tx.pk}", tx.resolution, actor, session=session)
     session.refresh_from_db()
     return session
 
@@ -746,12 +763,39 @@ def operator_retry_recovery(session: ChargingSession, user, reason: str) -> int:
 # --------------------------------------------------------------------------- guards
 
 
+def _fail_unsent_start(session: ChargingSession, actor: Actor) -> bool:
+    """Close a start whose authorisation could not be sent for EVPAY_AUTHORISE_GIVE_UP_MINUTES
+    (terminal unreachable, busy, or held by a payment being recovered): the driver is long gone
+    and no money moved. Done holding the terminal's lease, so no authorisation can be on its
+    way meanwhile; an attempt that may have reached the terminal is left to recovery."""
+    owner = payments.lease_owner()
+    if not session.terminal.try_lease(owner, 30):
+        return False  # an authorisation may be going out right now: next round
+    try:
+        if _authorisation_decided(session):
+            return False
+        last = session.transactions.filter(operation=Operation.AUTHORISE).order_by("-id").first()
+        detail = (f"terminal unavailable: no authorisation could be sent in "
+                  f"{settings.EVPAY_AUTHORISE_GIVE_UP_MINUTES} min"
+                  + (f" (last attempt: {last.outcome})" if last else ""))  # fmt: skip
+        return _transition(session, S.CLOSED, actor, reason=detail, close_reason=CloseReason.FAILED,
+                           close_detail=detail, closed_at=timezone.now())  # fmt: skip
+    finally:
+        session.terminal.release_lease(owner)
+
+
 def guard_sessions(actor: Actor, now: datetime | None = None) -> dict:
-    """Release reservations charging never used; settle sessions before their authorisation
-    lapses. An authorisation never expires silently: what cannot be settled in time becomes
-    an exception."""
+    """Give up starts that could not be authorised in time; release reservations charging
+    never used; settle sessions before their authorisation lapses. An authorisation never
+    expires silently: what cannot be settled in time becomes an exception."""
     now = now or timezone.now()
-    counts = {"released_unstarted": 0, "expiry_settled": 0, "expiry_exceptions": 0}
+    counts = {"released_unstarted": 0, "expiry_settled": 0, "expiry_exceptions": 0,
+              "failed_unsent": 0}  # fmt: skip
+    give_up = now - timedelta(minutes=settings.EVPAY_AUTHORISE_GIVE_UP_MINUTES)
+    for session in ChargingSession.objects.filter(
+        state=S.AUTHORISING, requested_at__lt=give_up
+    ).select_related("terminal"):
+        counts["failed_unsent"] += _fail_unsent_start(session, actor)
     for session in ChargingSession.objects.filter(state=S.AUTHORISED).select_related("connector"):
         limit = session.authorised_at + timedelta(minutes=session.tariff["start_timeout_minutes"])
         if limit <= now:
