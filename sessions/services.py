@@ -14,6 +14,8 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.db.models import Value
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from evpay import audit
@@ -604,10 +606,12 @@ def recover_transaction(tx_pk: int, actor: Actor) -> TerminalTransaction | None:
 
 
 def _settle_non_money(tx: TerminalTransaction) -> None:
-    # A card-token read or reprint whose worker died: nothing to recover, no money moved.
-    TerminalTransaction.objects.filter(pk=tx.pk, state=TxState.SENT).update(
-        state=TxState.UNKNOWN, outcome=Outcome.UNKNOWN, completed_at=timezone.now(),
-        detail="worker stopped before the answer was stored; no money involved",
+    # A card read or reprint without a stored answer (its worker died, the connection dropped):
+    # no money moved and there is nothing to recover. Closed, so the sweep stops picking it up.
+    TerminalTransaction.objects.filter(pk=tx.pk, state__in=[TxState.SENT, TxState.UNKNOWN]).update(
+        state=TxState.RESOLVED, outcome=Outcome.UNKNOWN,
+        completed_at=Coalesce("completed_at", Value(timezone.now())),
+        resolution="no answer stored; no money involved, nothing to recover",
     )  # fmt: skip
 
 

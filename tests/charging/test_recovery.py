@@ -233,3 +233,26 @@ def test_sweep_picks_up_an_authorisation_whose_retry_was_lost(emulator, emu_term
     services.authorise_session(session.pk, CHARGER)
     session.refresh_from_db()
     assert session.state == S.AUTHORISED
+
+
+@pytest.mark.parametrize("state", [TxState.SENT, TxState.UNKNOWN])
+def test_a_card_read_without_an_answer_is_closed_once_not_swept_for_ever(
+    emulator, emu_terminal, enqueued, state
+):
+    from sessions.tasks import recovery_sweep_task
+
+    terminal, _, _ = make_world(emu_terminal)
+    read = TerminalTransaction.objects.create(
+        terminal=terminal, operation=Operation.CARD_TOKEN, workstation_id="EVPAY1",
+        request_id="999999996", state=state, outcome=Outcome.UNKNOWN,
+        deadline_at=timezone.now() - timedelta(minutes=1),
+    )  # fmt: skip
+    recovery_sweep_task.run()
+    assert ("charging.recover_transaction", (read.pk,)) in enqueued
+    services.recover_transaction(read.pk, CHARGER)
+    read.refresh_from_db()
+    assert (read.state, read.outcome) == (TxState.RESOLVED, Outcome.UNKNOWN)
+    assert "no money" in read.resolution
+    enqueued.clear()
+    recovery_sweep_task.run()
+    assert ("charging.recover_transaction", (read.pk,)) not in enqueued
