@@ -79,6 +79,7 @@ class ExceptionRecord(models.Model):
         TERMINAL_OFFLINE = "terminal_offline", "Terminal offline with open sessions"
         CLOSING_MISMATCH = "closing_mismatch", "Period closing does not match our records"
         REFUSED_STOPS = "refused_stops", "Repeated refused stop attempts"
+        STRANDED_AUTHORISATION = "stranded_auth", "Authorisation for a closed session"
         OTHER = "other", "Other"
 
     class Severity(models.IntegerChoices):

@@ -48,6 +48,10 @@ class TerminalBusy(Exception):
     """The terminal is serving another request; try again later."""
 
 
+class SessionMoved(Exception):
+    """The session left the state a request was about to be sent for."""
+
+
 class TerminalNeedsRecovery(TerminalBusy):
     """A money request on this terminal has an unsettled outcome; recover it first."""
 
@@ -134,13 +138,26 @@ def open_transaction(
     currency: str = "",
     original: TerminalTransaction | None = None,
     limit_minor: int | None = None,
+    session_state: str | None = None,
 ) -> TerminalTransaction:
     """Write (and commit) the row for a request about to be sent. Never inside an outer
-    transaction: the row must be durable before the first byte goes out."""
+    transaction: the row must be durable before the first byte goes out.
+
+    `session_state`: the state the session must still be in, checked with its row locked in
+    the same transaction (SessionMoved if not), so a concurrent close cannot slip between the
+    check and the row."""
     if transaction.get_connection().in_atomic_block:
         raise RuntimeError("open_transaction must commit before sending; call it outside atomic()")
     timeout = timeout_for(terminal, operation)
     with transaction.atomic():
+        if (
+            session_state is not None
+            and not type(session)
+            .objects.select_for_update()
+            .filter(pk=session.pk, state=session_state)
+            .exists()
+        ):
+            raise SessionMoved(f"session {session.pk} is no longer {session_state}")
         tx = TerminalTransaction.objects.create(
             terminal=terminal,
             session=session,

@@ -153,7 +153,14 @@ def authorise_session(session_pk: int, actor: Actor) -> ChargingSession | None:
         .filter(pk=session_pk)
         .first()
     )
-    if session is None or session.state != S.AUTHORISING or _authorisation_decided(session):
+    if session is None or session.state != S.AUTHORISING:
+        return session
+    if _authorisation_decided(session):
+        # A worker that died between storing the answer and acting on it left the session
+        # here; the sweep brings it back and the stored answer is applied now.
+        last = session.transactions.filter(operation=Operation.AUTHORISE).order_by("-id").first()
+        if last.state in (TxState.COMPLETED, TxState.RESOLVED):
+            return apply_authorisation(session, last, actor)
         return session
     terminal = session.terminal
     amount = session.tariff["authorise_amount_minor"]
@@ -164,9 +171,13 @@ def authorise_session(session_pk: int, actor: Actor) -> ChargingSession | None:
             return session
         try:
             tx = payments.open_transaction(terminal, Operation.AUTHORISE, session=session,
-                                           amount_minor=amount, currency=session.currency)  # fmt: skip
+                                           amount_minor=amount, currency=session.currency,
+                                           session_state=S.AUTHORISING)  # fmt: skip
         except IntegrityError:
             return session  # tx_one_live_authorisation_per_session: one is already live
+        except payments.SessionMoved:
+            session.refresh_from_db()
+            return session  # closed meanwhile (the guard gave up on it): nothing was sent
         client = payments.client_for(terminal, on_delivery_box=_delivery_check(session.pk))
         result = client.authorise(tx.request_id, amount, session.currency)
         payments.record_result(tx, result)
@@ -187,6 +198,8 @@ def apply_authorisation(session: ChargingSession, tx: TerminalTransaction, actor
     """Continue the journey from a settled authorisation outcome (also used by recovery)."""
     session.refresh_from_db()
     if session.state != S.AUTHORISING:
+        if tx.outcome == Outcome.SUCCESS and session.authorised_at is None:
+            _stranded_authorisation(session, tx)
         return session
     outcome = tx.outcome
     if outcome == Outcome.SUCCESS:
@@ -215,6 +228,27 @@ def apply_authorisation(session: ChargingSession, tx: TerminalTransaction, actor
     # BUSY / NOT_SENT / PRINT_LAST_TICKET: still AUTHORISING, the task retries.
     # UNKNOWN: still AUTHORISING, recovery decides. Never guessed.
     return session
+
+
+def _stranded_authorisation(session: ChargingSession, tx: TerminalTransaction) -> None:
+    # Approved after the session was closed (by staff, while the answer was on its way): the
+    # amount is reserved on the card and nothing here will settle it. Staff must see it.
+    raise_exception(
+        kind=ExceptionRecord.Kind.STRANDED_AUTHORISATION,
+        severity=ExceptionRecord.Severity.CRITICAL,
+        title=f"Authorisation #{tx.request_id} on {tx.terminal.terminal_id} approved for a "
+        f"closed session",
+        what_happened=(
+            f"{tx.amount_minor} {tx.currency} was reserved on card {tx.masked_pan or '?'} "
+            f"(STAN {tx.stan or '?'}) after session {str(session.public_id)[:8]} was closed "
+            f"({session.close_reason or session.state})."
+        ),
+        suggested_actions="Release the reservation through the acquirer portal, or let it "
+        "lapse; tell the driver if they ask about a pending amount.",
+        dedupe_key=f"stranded:{tx.pk}", subject=tx, session=session,
+        terminal_ref=tx.terminal.terminal_id,
+        data={"request_id": tx.request_id, "stan": tx.stan, "amount_minor": tx.amount_minor},
+    )  # fmt: skip
 
 
 def _delivery_refused(tx: TerminalTransaction) -> bool:
@@ -663,16 +697,21 @@ def resolve_manually(session: ChargingSession, user, note: str) -> ChargingSessi
         raise JourneyError("a reason is required")
     actor = Actor.user(user)
     with transaction.atomic():
-        frm = session.state
-        if frm != S.CLOSED and ChargingSession.objects.filter(pk=session.pk, state=frm).update(
-            state=S.CLOSED, close_reason=CloseReason.RESOLVED_MANUALLY, close_detail=note[:300],
-            closed_at=timezone.now(),
-        ):  # fmt: skip
-            audit.record(actor, session, "session.resolved_manually", from_state=frm,
-                         to_state=S.CLOSED, reason=note, session=session)  # fmt: skip
-        unproven = session.transactions.select_for_update().filter(
+        locked = ChargingSession.objects.select_for_update().get(pk=session.pk)
+        unproven = locked.transactions.select_for_update().filter(
             operation__in=payments.MONEY_OPERATIONS, state__in=[TxState.SENT, TxState.UNKNOWN]
         )
+        if any(tx.state == TxState.SENT and tx.deadline_at > timezone.now() for tx in unproven):
+            raise JourneyError("a payment request of this session is waiting for the terminal's "
+                               "answer; try again in a few minutes")  # fmt: skip
+        frm = locked.state
+        if frm != S.CLOSED:
+            ChargingSession.objects.filter(pk=locked.pk).update(
+                state=S.CLOSED, close_reason=CloseReason.RESOLVED_MANUALLY,
+                close_detail=note[:300], closed_at=timezone.now(),
+            )  # fmt: skip
+            audit.record(actor, locked, "session.resolved_manually", from_state=frm,
+                         to_state=S.CLOSED, reason=note, session=locked)  # fmt: skip
         for tx in unproven:
             was = tx.state
             tx.state = TxState.RESOLVED
@@ -770,22 +809,23 @@ def operator_retry_recovery(session: ChargingSession, user, reason: str) -> int:
 def _fail_unsent_start(session: ChargingSession, actor: Actor) -> bool:
     """Close a start whose authorisation could not be sent for EVPAY_AUTHORISE_GIVE_UP_MINUTES
     (terminal unreachable, busy, or held by a payment being recovered): the driver is long gone
-    and no money moved. Done holding the terminal's lease, so no authorisation can be on its
-    way meanwhile; an attempt that may have reached the terminal is left to recovery."""
-    owner = payments.lease_owner()
-    if not session.terminal.try_lease(owner, 30):
-        return False  # an authorisation may be going out right now: next round
-    try:
-        if _authorisation_decided(session):
+    and no money moved. The session row is locked while deciding, as authorise_session locks it
+    to write its request row: either the request row exists and the start is left to it, or
+    the session is closed and no request can be written for it."""
+    with transaction.atomic():
+        locked = (
+            ChargingSession.objects.select_for_update()
+            .filter(pk=session.pk, state=S.AUTHORISING)
+            .first()
+        )
+        if locked is None or _authorisation_decided(locked):
             return False
-        last = session.transactions.filter(operation=Operation.AUTHORISE).order_by("-id").first()
+        last = locked.transactions.filter(operation=Operation.AUTHORISE).order_by("-id").first()
         detail = (f"terminal unavailable: no authorisation could be sent in "
                   f"{settings.EVPAY_AUTHORISE_GIVE_UP_MINUTES} min"
                   + (f" (last attempt: {last.outcome})" if last else ""))  # fmt: skip
-        return _transition(session, S.CLOSED, actor, reason=detail, close_reason=CloseReason.FAILED,
+        return _transition(locked, S.CLOSED, actor, reason=detail, close_reason=CloseReason.FAILED,
                            close_detail=detail, closed_at=timezone.now())  # fmt: skip
-    finally:
-        session.terminal.release_lease(owner)
 
 
 def guard_sessions(actor: Actor, now: datetime | None = None) -> dict:

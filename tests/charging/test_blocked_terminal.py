@@ -5,7 +5,8 @@ nothing to repeat, so recovery can prove nothing and the outcome stays unknown; 
 other card request goes to that terminal meanwhile. Without more, the other connector's start
 hung in "authorising" for ever and the terminal stayed blocked even after staff had resolved
 the session. Now the guard gives up starts that could not be sent, and a manual resolution
-settles the unproven request on staff's word, which frees the terminal.
+settles the unproven request on staff's word, which frees the terminal. The rest are the
+races around giving up a start and closing a session by hand (found reviewing that fix).
 """
 
 from datetime import timedelta
@@ -16,7 +17,14 @@ from django.utils import timezone
 from evpay.audit import Actor
 from evpay.models import ExceptionRecord
 from sessions import payments, services
-from sessions.models import CloseReason, Operation, Outcome, SessionState, TxState
+from sessions.models import (
+    CloseReason,
+    Operation,
+    Outcome,
+    SessionState,
+    TerminalTransaction,
+    TxState,
+)
 from terminals.emulator.harness import EmulatorProcess
 from tests.charging.conftest import CHARGER, authorised_session, make_world
 
@@ -53,16 +61,24 @@ def test_an_unprovable_first_request_blocks_the_terminal_until_staff_resolve_it(
         services.authorise_session(second.pk, CHARGER)
     later = timezone.now() + timedelta(minutes=settings.EVPAY_AUTHORISE_GIVE_UP_MINUTES + 1)
     assert services.guard_sessions(JOB)["failed_unsent"] == 0  # not yet
-    # While the terminal is leased an authorisation may be going out: the guard waits.
-    assert terminal.try_lease("another worker", 60)
+    # A request row written (an authorisation on its way) leaves the start to that request.
+    going_out = payments.open_transaction(terminal, Operation.AUTHORISE, session=second,
+                                          amount_minor=5000, currency="EUR",
+                                          session_state=S.AUTHORISING)  # fmt: skip
     assert services.guard_sessions(JOB, now=later)["failed_unsent"] == 0
-    terminal.release_lease("another worker")
+    type(going_out).objects.filter(pk=going_out.pk).update(
+        state=TxState.NOT_SENT, outcome=Outcome.NOT_SENT
+    )
     assert services.guard_sessions(JOB, now=later)["failed_unsent"] == 1
     second.refresh_from_db()
     first.refresh_from_db()
     assert (second.state, second.close_reason) == (S.CLOSED, CloseReason.FAILED)
     assert "terminal unavailable" in second.close_detail
-    assert not second.transactions.exists(), "nothing was ever sent for it"
+    # And once closed, no request row can be written for it any more.
+    with pytest.raises(payments.SessionMoved):
+        payments.open_transaction(terminal, Operation.AUTHORISE, session=second,
+                                  amount_minor=5000, currency="EUR", session_state=S.AUTHORISING)  # fmt: skip
+    assert second.transactions.count() == 1
     assert first.state == S.AUTHORISING, "an authorisation that may have happened is not given up"
 
     window = timedelta(minutes=settings.EVPAY_RECOVERY_WINDOW_MINUTES + 1)
@@ -86,3 +102,53 @@ def test_an_unprovable_first_request_blocks_the_terminal_until_staff_resolve_it(
     third = authorised_session(fresh_emulator, info, connectors[1])
     assert third.state == S.AUTHORISED
     assert len(fresh_emulator.ledger(tid, kind="reservation")) == 1
+
+
+def test_an_answer_stored_by_a_worker_that_died_is_applied_when_the_sweep_comes_back(
+    emulator, emu_terminal
+):
+    _, connectors, _ = make_world(emu_terminal)
+    session = services.start_session(connectors[0], CHARGER, enqueue=False)
+    # The terminal approved and the answer was stored; the worker died before acting on it.
+    TerminalTransaction.objects.create(
+        terminal=session.terminal, session=session, operation=Operation.AUTHORISE,
+        workstation_id="EVPAY1", request_id="999999995", amount_minor=5000, currency="EUR",
+        state=TxState.COMPLETED, outcome=Outcome.SUCCESS, masked_pan="476173******0119",
+        card_token="tok", deadline_at=timezone.now(),
+    )  # fmt: skip
+    services.authorise_session(session.pk, CHARGER)
+    session.refresh_from_db()
+    assert session.state == S.AUTHORISED and session.card_token == "tok"
+    assert session.transactions.filter(operation=Operation.AUTHORISE).count() == 1, "not resent"
+
+
+def test_an_approval_arriving_for_a_closed_session_is_put_before_staff(
+    emulator, emu_terminal, django_user_model
+):
+    _, connectors, _ = make_world(emu_terminal)
+    session = services.start_session(connectors[0], CHARGER, enqueue=False)
+    staff = django_user_model.objects.create_user("ops")
+    services.resolve_manually(session, staff, "driver left before tapping")
+    approved = TerminalTransaction.objects.create(
+        terminal=session.terminal, session=session, operation=Operation.AUTHORISE,
+        workstation_id="EVPAY1", request_id="999999994", amount_minor=5000, currency="EUR",
+        state=TxState.COMPLETED, outcome=Outcome.SUCCESS, stan="000042",
+        deadline_at=timezone.now(),
+    )  # fmt: skip
+    services.apply_authorisation(session, approved, CHARGER)
+    stranded = ExceptionRecord.objects.get(kind="stranded_auth")
+    assert stranded.session_ref == session.public_id and "000042" in stranded.what_happened
+
+
+def test_manual_resolution_waits_for_a_request_still_on_its_way(
+    emulator, emu_terminal, django_user_model
+):
+    _, connectors, _ = make_world(emu_terminal)
+    session = services.start_session(connectors[0], CHARGER, enqueue=False)
+    payments.open_transaction(session.terminal, Operation.AUTHORISE, session=session,
+                              amount_minor=5000, currency="EUR")  # fmt: skip
+    staff = django_user_model.objects.create_user("ops")
+    with pytest.raises(services.JourneyError, match="waiting for the terminal"):
+        services.resolve_manually(session, staff, "checked the portal")
+    session.refresh_from_db()
+    assert session.state == S.AUTHORISING
