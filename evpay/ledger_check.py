@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from collections import defaultdict
 
+from django.db.models import Q
+
 from evpay.models import AuditEvent, ExceptionRecord
 from sessions.models import ChargingSession, Operation, Outcome, SessionState, TerminalTransaction
 
@@ -104,8 +106,13 @@ def compare(ledger: list[dict], site=None) -> dict:
 def wrong_card_stops(site=None) -> int:
     """Sessions stopped by a card read whose token and PAR both differ from the session's."""
     count = 0
-    stops = AuditEvent.objects.filter(action="session.state", reason__contains="stopped by card",
-                                      to_state__in=[SessionState.STOPPING, SessionState.SETTLING])  # fmt: skip
+    # Stops name their card read; older rows are recognised by the stop-by-card job's reason
+    # (a charger's free-text stop reason could contain the same words).
+    stops = AuditEvent.objects.filter(
+        Q(data__has_key="card_read_tx")
+        | Q(actor_label="stop-by-card", reason__contains="stopped by card"),
+        action="session.state", to_state__in=[SessionState.STOPPING, SessionState.SETTLING],
+    )  # fmt: skip
     if site is not None:
         refs = ChargingSession.objects.filter(site=site).values_list("public_id", flat=True)
         stops = stops.filter(session_ref__in=refs)

@@ -156,7 +156,10 @@ class Simulator:
                 except Exception as exc:  # the terminal went offline: the driver walks away
                     log.info("presenting %s at %s failed: %s", card, connector.terminal_id, exc)
                     return False
-                while time.monotonic() < deadline and not self.stop_event.is_set():
+                # The tapped request gets its own time to end: a prompt seen just before the
+                # deadline must not have its card cleared before the terminal reads it.
+                ends_by = time.monotonic() + 60
+                while time.monotonic() < ends_by and not self.stop_event.is_set():
                     if self._open_request(connector).get("request_id") != asking["request_id"]:
                         break
                     self.stop_event.wait(0.05)

@@ -95,7 +95,7 @@ def on_journey_error(request, exc):
 def on_database_unavailable(request, exc):
     # A dropped or refused database connection is the server's trouble, not the request's: say
     # so and when to retry (the Idempotency-Key makes the retry safe), instead of a bare 500.
-    log.warning("API database error on %s: %s: %s", request.path, type(exc).__name__, exc)
+    log.warning("API database error on %s", request.path, exc_info=exc)
     response = problem(503, "Service unavailable",
                        "the database did not answer; retry with the same Idempotency-Key")  # fmt: skip
     response["Retry-After"] = "1"

@@ -164,11 +164,11 @@ def stopped_by_card(*reads, site=None, linked=None, before_charging=False):
         ))  # fmt: skip
     data = {} if linked is None else {"card_read_tx": created[linked].pk}
     if before_charging:
-        make_audit(session, "session.state", from_state=SessionState.AUTHORISED,
+        make_audit(session, "session.state", actor_label="stop-by-card", from_state=SessionState.AUTHORISED,
                    to_state=SessionState.SETTLING, data=data,
                    reason="stopped before charging: stopped by card 4111 **** **** 9999; priced 0")  # fmt: skip
     else:
-        make_audit(session, "session.state", from_state=SessionState.CHARGING,
+        make_audit(session, "session.state", actor_label="stop-by-card", from_state=SessionState.CHARGING,
                    to_state=SessionState.STOPPING, data=data,
                    reason="stopped by card 4111 **** **** 9999")  # fmt: skip
     return session
@@ -212,3 +212,10 @@ def test_the_read_a_stop_names_decides_not_the_timing(linked, expected):
 def test_a_stop_before_charging_by_another_card_counts_too():
     stopped_by_card(("tokB", "parB", 5), linked=0, before_charging=True)
     assert wrong_card_stops() == 1
+
+
+def test_a_chargers_free_text_reason_is_not_taken_for_a_card_stop():
+    session = stopped_by_card(("tokB", "parB", 5), linked=0)
+    make_audit(session, "session.state", actor_label="api:charger", to_state=SessionState.STOPPING,
+               reason="driver said: stopped by card, then changed mind")  # fmt: skip
+    assert wrong_card_stops() == 1  # the real card stop only
