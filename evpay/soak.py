@@ -296,10 +296,18 @@ class Soak:
         return figures
 
     def _settle_remaining(self, started):
+        from evpay.audit import Actor
+        from sessions.services import mark_unplugged
         from sessions.tasks import recovery_sweep_task, session_guard_task
 
         for worker in self.workers:  # replacements started by chaos must be up
             worker.wait_for_log("ready.")
+        # The chargers are done: a session they left mid-way (time limit, or a start whose
+        # answer never reached them) is unplugged now, so the window is spent settling it.
+        for session in ChargingSession.objects.filter(
+            site=self.site, state__in=["authorised", "charging", "stopping", "ended"]
+        ):
+            mark_unplugged(session, Actor.job("soak-end"))
         deadline = time.monotonic() + self.window
         while time.monotonic() < deadline:
             waiting = self._unresolved_sessions()
@@ -311,15 +319,6 @@ class Soak:
             recovery_sweep_task.delay()
             session_guard_task.delay()
             time.sleep(3)
-        # Sessions the simulator left mid-way (time limit): finish them as a charger would.
-        for session in ChargingSession.objects.filter(
-            site=self.site, state__in=["authorised", "charging", "stopping", "ended"]
-        ):
-            from evpay.audit import Actor
-            from sessions.services import mark_unplugged
-
-            mark_unplugged(session, Actor.job("soak-end"))
-        time.sleep(5)
 
     def _unresolved_sessions(self) -> list:
         """Sessions neither closed nor in the exception queue: the system is still on them."""
