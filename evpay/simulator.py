@@ -140,7 +140,7 @@ class Simulator:
             return {}
         return state.get("open_request") or {}
 
-    def _tap_when_prompted(self, connector, card, request_type, timeout=45.0) -> bool:
+    def _tap_when_prompted(self, connector, card, request_type, timeout=45.0) -> None:
         """Tap when the terminal asks for a card with `request_type`, then stay until that
         request is over. Called holding the terminal's lock: a real reader only reads when it
         asks, so a tap must never be taken by another driver's request."""
@@ -155,7 +155,7 @@ class Simulator:
                     )
                 except Exception as exc:  # the terminal went offline: the driver walks away
                     log.info("presenting %s at %s failed: %s", card, connector.terminal_id, exc)
-                    return False
+                    return
                 # The tapped request gets its own time to end: a prompt seen just before the
                 # deadline must not have its card cleared before the terminal reads it.
                 ends_by = time.monotonic() + 60
@@ -169,9 +169,8 @@ class Simulator:
                     self._control("DELETE", f"/terminals/{connector.terminal_id}/present")
                 except Exception as exc:
                     log.info("clearing cards at %s failed: %s", connector.terminal_id, exc)
-                return True
+                return
             self.stop_event.wait(0.05)
-        return False
 
     def _wait_state(self, connector, sid, done, timeout=150.0):
         deadline = time.monotonic() + timeout
@@ -308,12 +307,12 @@ class Simulator:
             self._api("POST", f"/sessions/{sid}/stop", connector, {"reason": "card read failed"})
             self.stats.add("stop.fallback_button")
 
-    def _read_card(self, connector, card) -> bool:
+    def _read_card(self, connector, card) -> None:
         """The charger asks for a card read; the driver taps when the terminal asks."""
         with self._terminal_locks[connector.terminal_id]:
             self._api("POST", f"/terminals/{connector.terminal_id}/card-read", connector, None,
                       str(uuid.uuid4()))  # fmt: skip
-            return self._tap_when_prompted(connector, card, "CardValidation", timeout=40)
+            self._tap_when_prompted(connector, card, "CardValidation", timeout=40)
 
     # ---------------------------------------------------------------- loop
     def _connector_loop(self, connector: Connector) -> None:

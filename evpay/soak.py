@@ -290,12 +290,12 @@ class Soak:
             f"traffic done after {time.monotonic() - started:.0f} s; waiting for recovery (window {self.window} s)"
         )
         self.stop.set()  # no more chaos
-        self._settle_remaining(started)
+        self._settle_remaining()
         figures = self.figures(sim_stats, time.monotonic() - started)
         self.teardown()
         return figures
 
-    def _settle_remaining(self, started):
+    def _settle_remaining(self):
         from evpay.audit import Actor
         from sessions.services import mark_unplugged
         from sessions.tasks import recovery_sweep_task, session_guard_task

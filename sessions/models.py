@@ -171,6 +171,10 @@ class ChargingSession(models.Model):
             .first()
         )
 
+    def last_authorisation_attempt(self):
+        """The newest authorise request, whatever its outcome."""
+        return self.transactions.filter(operation=Operation.AUTHORISE).order_by("-id").first()
+
 
 class Operation(models.TextChoices):
     AUTHORISE = "authorise", "Authorise"

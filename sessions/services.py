@@ -158,7 +158,7 @@ def authorise_session(session_pk: int, actor: Actor) -> ChargingSession | None:
     if _authorisation_decided(session):
         # A worker that died between storing the answer and acting on it left the session
         # here; the sweep brings it back and the stored answer is applied now.
-        last = session.transactions.filter(operation=Operation.AUTHORISE).order_by("-id").first()
+        last = session.last_authorisation_attempt()
         if last.state in (TxState.COMPLETED, TxState.RESOLVED):
             return apply_authorisation(session, last, actor)
         return session
@@ -698,9 +698,9 @@ def resolve_manually(session: ChargingSession, user, note: str) -> ChargingSessi
     actor = Actor.user(user)
     with transaction.atomic():
         locked = ChargingSession.objects.select_for_update().get(pk=session.pk)
-        unproven = locked.transactions.select_for_update().filter(
-            operation__in=payments.MONEY_OPERATIONS, state__in=[TxState.SENT, TxState.UNKNOWN]
-        )
+        # Exactly the requests that keep the terminal from taking new payments.
+        unproven = payments.unsettled_money_requests(locked.terminal).filter(session=locked)
+        unproven = unproven.select_for_update()
         if any(tx.state == TxState.SENT and tx.deadline_at > timezone.now() for tx in unproven):
             raise JourneyError("a payment request of this session is waiting for the terminal's "
                                "answer; try again in a few minutes")  # fmt: skip
@@ -820,7 +820,7 @@ def _fail_unsent_start(session: ChargingSession, actor: Actor) -> bool:
         )
         if locked is None or _authorisation_decided(locked):
             return False
-        last = locked.transactions.filter(operation=Operation.AUTHORISE).order_by("-id").first()
+        last = locked.last_authorisation_attempt()
         detail = (f"terminal unavailable: no authorisation could be sent in "
                   f"{settings.EVPAY_AUTHORISE_GIVE_UP_MINUTES} min"
                   + (f" (last attempt: {last.outcome})" if last else ""))  # fmt: skip

@@ -54,7 +54,7 @@ def authorise_session_task(self, session_pk: int) -> None:
         log.warning("authorise: session %s does not exist", session_pk)
         return
     if session.state == SessionState.AUTHORISING:
-        _follow_up(self, session.transactions.filter(operation="authorise").order_by("-id").first())
+        _follow_up(self, session.last_authorisation_attempt())
 
 
 @shared_task(bind=True, name="charging.settle_session", ignore_result=True, acks_late=True)

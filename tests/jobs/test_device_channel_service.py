@@ -9,7 +9,7 @@ import pytest
 from sessions import services
 from sessions.models import DeviceMessage, Operation, SessionState
 from terminals.emulator.harness import EmulatorProcess
-from tests.charging.conftest import CHARGER, make_world
+from tests.charging.conftest import CHARGER, authorised_session, make_world
 from tests.procs import Proc, free_port
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -31,10 +31,7 @@ def test_receipts_and_delivery_box_go_through_the_service(service_and_emulator):
     emu = service_and_emulator
     info = emu.terminals[0]
     terminal, connectors, _ = make_world(info, channel1="pos")
-    emu.present_card(info["terminal_id"], "visa_ok")
-    session = services.start_session(connectors[0], CHARGER, enqueue=False)
-    services.authorise_session(session.pk, CHARGER)
-    session.refresh_from_db()
+    session = authorised_session(emu, info, connectors[0])
     # DeliveryBox was answered yes by the service after checking the connector in the database.
     assert session.state == SessionState.AUTHORISED
     tx = session.transactions.get(operation=Operation.AUTHORISE)
@@ -74,9 +71,6 @@ def test_the_service_survives_its_database_connection_being_dropped(service_and_
     emu = service_and_emulator
     info = emu.terminals[0]
     _, connectors, _ = make_world(info, channel1="pos")
-    emu.present_card(info["terminal_id"], "visa_ok")
-    session = services.start_session(connectors[0], CHARGER, enqueue=False)
-    services.authorise_session(session.pk, CHARGER)
-    session.refresh_from_db()
+    session = authorised_session(emu, info, connectors[0])
     assert session.state == SessionState.AUTHORISED
     assert Heartbeat.objects.filter(name="device_channel").exists()
