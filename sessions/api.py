@@ -114,8 +114,13 @@ _TITLES = {
 # --------------------------------------------------------------------------- schemas
 
 
+# Text we store or look up: no control characters (PostgreSQL text cannot hold NUL at all).
+PRINTABLE = r"^[^\x00-\x1f\x7f]*$"
+
+
 class StartIn(Schema):
-    evse_id: str = Field(..., min_length=1, max_length=48, description="connector to charge on")
+    evse_id: str = Field(..., min_length=1, max_length=48, pattern=PRINTABLE,
+                         description="connector to charge on")  # fmt: skip
 
 
 class MeterIn(Schema):
@@ -133,7 +138,7 @@ class AtIn(Schema):
 
 
 class StopIn(Schema):
-    reason: str = Field("stop button on the charger", max_length=120)
+    reason: str = Field("stop button on the charger", max_length=120, pattern=PRINTABLE)
 
 
 class CostOut(Schema):

@@ -49,6 +49,14 @@ def test_bad_input_names_the_field_and_writes_nothing(client, world):
     assert ChargingSession.objects.count() == 0
 
 
+def test_control_characters_in_text_are_refused_by_name(client, world):
+    # Found by schemathesis on PostgreSQL: a NUL in evse_id reached the query and gave a 500.
+    response = _post(client, "/sessions", world["raw"], {"evse_id": "NL*X\u0000*1"})
+    assert response.status_code == 422
+    assert response.json()["errors"][0]["field"] == "evse_id"
+    assert ChargingSession.objects.count() == 0
+
+
 def test_revoked_keys_are_refused(client, world):
     ApiKey.objects.update(revoked=True)
     evse = world["connectors"][0].evse_id
