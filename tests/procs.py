@@ -6,7 +6,7 @@ from pathlib import Path
 
 from django.db import connection
 
-from evpay.supervisor import Child, free_port, worker_command
+from evpay.testbed.supervisor import Child, free_port, worker_command
 
 __all__ = ["ROOT", "Proc", "celery_worker", "free_port", "process_env", "purge_broker"]
 

@@ -1,4 +1,4 @@
-"""Negative controls for evpay.ledger_check.
+"""Negative controls for evpay.testbed.ledger_check.
 
 The soak passes only while these figures are 0, so each test injects the one fault a figure
 names and checks that the figure moves (and that the fault-free case leaves them all at 0).
@@ -10,7 +10,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from evpay.ledger_check import compare, wrong_card_stops
+from evpay.testbed.ledger_check import compare, wrong_card_stops
 from sessions.models import (
     CloseReason,
     Operation,
@@ -34,8 +34,15 @@ pytestmark = pytest.mark.django_db
 
 RESERVED = 5000
 AUTH_STAN = "000001"
-FIGURES = ("double_captures", "lost_money", "disagreements", "in_progress",
-           "in_exception_queue", "unknown_to_us", "wrong_card_stops")  # fmt: skip
+FIGURES = (
+    "double_captures",
+    "lost_money",
+    "disagreements",
+    "in_progress",
+    "in_exception_queue",
+    "unknown_to_us",
+    "wrong_card_stops",
+)
 NONE = dict.fromkeys(FIGURES, 0)
 
 
@@ -43,8 +50,15 @@ NONE = dict.fromkeys(FIGURES, 0)
 
 
 def entry(terminal_id, kind, amount, stan, reservation_stan=""):
-    return LedgerEntry(terminal_id=terminal_id, kind=kind, request_id="1", amount_minor=amount,
-                       currency="EUR", stan=stan, reservation_stan=reservation_stan).to_dict()  # fmt: skip
+    return LedgerEntry(
+        terminal_id=terminal_id,
+        kind=kind,
+        request_id="1",
+        amount_minor=amount,
+        currency="EUR",
+        stan=stan,
+        reservation_stan=reservation_stan,
+    ).to_dict()
 
 
 def reservation(terminal_id, stan=AUTH_STAN, amount=RESERVED):
@@ -63,14 +77,23 @@ def our_session(*, captured=0, session_captured=None, state=SessionState.CLOSED)
     `captured`, a successful capture of that amount recorded against it."""
     session_captured = captured if session_captured is None else session_captured
     session = make_session(
-        make_connector(make_terminal()), state=state, authorised_amount_minor=RESERVED,
-        captured_amount_minor=session_captured, cost_total_minor=session_captured,
+        make_connector(make_terminal()),
+        state=state,
+        authorised_amount_minor=RESERVED,
+        captured_amount_minor=session_captured,
+        cost_total_minor=session_captured,
         close_reason=CloseReason.CAPTURED if state == SessionState.CLOSED else "",
-    )  # fmt: skip
+    )
     auth = make_tx(session, Operation.AUTHORISE, amount_minor=RESERVED, stan=AUTH_STAN)
     if captured:
-        make_tx(session, Operation.CAPTURE, amount_minor=captured, original=auth,
-                limit_minor=RESERVED, stan="000002")  # fmt: skip
+        make_tx(
+            session,
+            Operation.CAPTURE,
+            amount_minor=captured,
+            original=auth,
+            limit_minor=RESERVED,
+            stan="000002",
+        )
     return session
 
 
@@ -150,27 +173,52 @@ def stopped_by_card(*reads, site=None, linked=None, before_charging=False):
     reads on its terminal as (token, PAR, seconds before the stop; negative = after it).
     `linked`: index of the read the stop's audit row names (as stop_by_card writes it);
     None for rows written before stops named their read."""
-    session = make_session(make_connector(make_terminal(site)), state=SessionState.STOPPING,
-                           close_reason="", card_token="tokA", card_par="parA")  # fmt: skip
+    session = make_session(
+        make_connector(make_terminal(site)),
+        state=SessionState.STOPPING,
+        close_reason="",
+        card_token="tokA",
+        card_par="parA",
+    )
     now = timezone.now()
     created = []
     for token, par, seconds_before in reads:
         # Card reads belong to the terminal, not to a session (as stop_by_card opens them).
-        created.append(TerminalTransaction.objects.create(
-            terminal=session.terminal, operation=Operation.CARD_TOKEN, workstation_id="EVPAY1",
-            request_id=f"R{next(_reads)}", state=TxState.COMPLETED, outcome=Outcome.SUCCESS,
-            card_token=token, card_par=par, created_at=now - timedelta(seconds=seconds_before),
-            deadline_at=now,
-        ))  # fmt: skip
+        created.append(
+            TerminalTransaction.objects.create(
+                terminal=session.terminal,
+                operation=Operation.CARD_TOKEN,
+                workstation_id="EVPAY1",
+                request_id=f"R{next(_reads)}",
+                state=TxState.COMPLETED,
+                outcome=Outcome.SUCCESS,
+                card_token=token,
+                card_par=par,
+                created_at=now - timedelta(seconds=seconds_before),
+                deadline_at=now,
+            )
+        )
     data = {} if linked is None else {"card_read_tx": created[linked].pk}
     if before_charging:
-        make_audit(session, "session.state", actor_label="stop-by-card", from_state=SessionState.AUTHORISED,
-                   to_state=SessionState.SETTLING, data=data,
-                   reason="stopped before charging: stopped by card 4111 **** **** 9999; priced 0")  # fmt: skip
+        make_audit(
+            session,
+            "session.state",
+            actor_label="stop-by-card",
+            from_state=SessionState.AUTHORISED,
+            to_state=SessionState.SETTLING,
+            data=data,
+            reason="stopped before charging: stopped by card 4111 **** **** 9999; priced 0",
+        )
     else:
-        make_audit(session, "session.state", actor_label="stop-by-card", from_state=SessionState.CHARGING,
-                   to_state=SessionState.STOPPING, data=data,
-                   reason="stopped by card 4111 **** **** 9999")  # fmt: skip
+        make_audit(
+            session,
+            "session.state",
+            actor_label="stop-by-card",
+            from_state=SessionState.CHARGING,
+            to_state=SessionState.STOPPING,
+            data=data,
+            reason="stopped by card 4111 **** **** 9999",
+        )
     return session
 
 
@@ -216,6 +264,11 @@ def test_a_stop_before_charging_by_another_card_counts_too():
 
 def test_a_chargers_free_text_reason_is_not_taken_for_a_card_stop():
     session = stopped_by_card(("tokB", "parB", 5), linked=0)
-    make_audit(session, "session.state", actor_label="api:charger", to_state=SessionState.STOPPING,
-               reason="driver said: stopped by card, then changed mind")  # fmt: skip
+    make_audit(
+        session,
+        "session.state",
+        actor_label="api:charger",
+        to_state=SessionState.STOPPING,
+        reason="driver said: stopped by card, then changed mind",
+    )
     assert wrong_card_stops() == 1  # the real card stop only

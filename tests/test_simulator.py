@@ -6,12 +6,17 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from evpay.simulator import Connector, Options, Simulator
+from evpay.testbed.simulator import Connector, Options, Simulator
 
 
 def _simulator(max_sessions, api_url="http://127.0.0.1:9/api/v1"):
-    options = Options(api_url=api_url, control_url="http://127.0.0.1:9", keys={"S": "k"},
-                      max_sessions=max_sessions, seed=1)  # fmt: skip
+    options = Options(
+        api_url=api_url,
+        control_url="http://127.0.0.1:9",
+        keys={"S": "k"},
+        max_sessions=max_sessions,
+        seed=1,
+    )
     return Simulator(options, [Connector("NL*X*1", "T1", "S")])
 
 

@@ -5,8 +5,8 @@ import sys
 
 from django.core.management.base import BaseCommand
 
-from evpay.ledger_check import compare
-from evpay.simulator import _http
+from evpay.testbed.ledger_check import compare
+from evpay.testbed.simulator import http_json
 
 MUST_BE_ZERO = ("double_captures", "lost_money", "disagreements", "wrong_card_stops")
 
@@ -19,7 +19,7 @@ class Command(BaseCommand):
         parser.add_argument("--control-url", default="http://127.0.0.1:4090")
 
     def handle(self, *args, control_url, **options):
-        _, ledger = _http("GET", control_url.rstrip("/") + "/ledger", timeout=30)
+        _, ledger = http_json("GET", control_url.rstrip("/") + "/ledger", timeout=30)
         figures = compare(ledger)
         self.stdout.write(json.dumps(figures, indent=2, sort_keys=True))
         if any(figures[k] for k in MUST_BE_ZERO):

@@ -18,7 +18,7 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand
 
 from evpay.env import env_bool, env_int
-from evpay.supervisor import CELERY, MANAGE, PYTHON, Child, stop_all, worker_command
+from evpay.testbed.supervisor import CELERY, MANAGE, PYTHON, Child, stop_all, worker_command
 
 
 class Command(BaseCommand):
@@ -29,8 +29,12 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("--host", default=os.environ.get("EVPAY_HOST", "127.0.0.1"))
         parser.add_argument("--port", type=int, default=env_int("EVPAY_PORT", 8000, minimum=1))
-        parser.add_argument("--demo", action=argparse.BooleanOptionalAction,
-                            default=env_bool("DEMO", True), help="emulator fleet + simulated traffic")  # fmt: skip
+        parser.add_argument(
+            "--demo",
+            action=argparse.BooleanOptionalAction,
+            default=env_bool("DEMO", True),
+            help="emulator fleet + simulated traffic",
+        )
         parser.add_argument(
             "--concurrency", type=int, default=env_int("EVPAY_WORKER_THREADS", 12, minimum=1)
         )
@@ -61,26 +65,75 @@ class Command(BaseCommand):
 
         python, manage, celery = PYTHON, MANAGE, CELERY
         processes = {
-            "device_channel": manage + ["device_channel", "--host", "127.0.0.1" if demo else "0.0.0.0",
-                                        "--port", str(channel1_port)],
+            "device_channel": manage
+            + [
+                "device_channel",
+                "--host",
+                "127.0.0.1" if demo else "0.0.0.0",
+                "--port",
+                str(channel1_port),
+            ],
             "worker": worker_command(concurrency),
-            "beat": celery + ["beat", "--loglevel", "INFO", "--pidfile", str(var / "beat.pid"),
-                              "--schedule", str(var / "celerybeat-schedule")],
-            "web": [python, "-m", "gunicorn", "evpay.wsgi", "--bind", f"{host}:{port}",
-                    "--workers", "2", "--threads", "4", "--access-logfile", "-"],
-        }  # fmt: skip
+            "beat": celery
+            + [
+                "beat",
+                "--loglevel",
+                "INFO",
+                "--pidfile",
+                str(var / "beat.pid"),
+                "--schedule",
+                str(var / "celerybeat-schedule"),
+            ],
+            "web": [
+                python,
+                "-m",
+                "gunicorn",
+                "evpay.wsgi",
+                "--bind",
+                f"{host}:{port}",
+                "--workers",
+                "2",
+                "--threads",
+                "4",
+                "--access-logfile",
+                "-",
+            ],
+        }
         if demo:
             processes = {
-                "emulator": [python, "-m", "terminals.emulator", "--count", str(terminals),
-                             "--host", "127.0.0.1", "--base-port", str(emulator_base),
-                             "--control-port", str(control_port), "--channel1", "pos",
-                             "--pos-host", "127.0.0.1", "--pos-port", str(channel1_port),
-                             "--card-wait", "60"],
+                "emulator": [
+                    python,
+                    "-m",
+                    "terminals.emulator",
+                    "--count",
+                    str(terminals),
+                    "--host",
+                    "127.0.0.1",
+                    "--base-port",
+                    str(emulator_base),
+                    "--control-port",
+                    str(control_port),
+                    "--channel1",
+                    "pos",
+                    "--pos-host",
+                    "127.0.0.1",
+                    "--pos-port",
+                    str(channel1_port),
+                    "--card-wait",
+                    "60",
+                ],
                 **processes,
-                "simulator": manage + ["simulate_traffic", "--api-url", f"http://{host}:{port}/api/v1",
-                                       "--control-url", f"http://127.0.0.1:{control_port}",
-                                       "--speed", str(speed)],
-            }  # fmt: skip
+                "simulator": manage
+                + [
+                    "simulate_traffic",
+                    "--api-url",
+                    f"http://{host}:{port}/api/v1",
+                    "--control-url",
+                    f"http://127.0.0.1:{control_port}",
+                    "--speed",
+                    str(speed),
+                ],
+            }
         children: dict[str, Child] = {}
         stopping = False
 

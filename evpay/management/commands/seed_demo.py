@@ -15,18 +15,30 @@ SITES = [
     {
         "name": "Amsterdam Zuidas P1",
         "address": "Gustav Mahlerlaan 10, 1082 PP Amsterdam",
-        "tariff": {"name": "Standard AC/DC", "price_per_kwh_minor": 59, "start_fee_minor": 35,
-                   "price_per_minute_minor": 0, "idle_fee_per_minute_minor": 10,
-                   "idle_grace_minutes": 30, "authorise_amount_minor": 5000},
+        "tariff": {
+            "name": "Standard AC/DC",
+            "price_per_kwh_minor": 59,
+            "start_fee_minor": 35,
+            "price_per_minute_minor": 0,
+            "idle_fee_per_minute_minor": 10,
+            "idle_grace_minutes": 30,
+            "authorise_amount_minor": 5000,
+        },
     },
     {
         "name": "Utrecht Jaarbeurs P3",
         "address": "Jaarbeursplein 6, 3521 AL Utrecht",
-        "tariff": {"name": "Fast charging", "price_per_kwh_minor": 69, "start_fee_minor": 0,
-                   "price_per_minute_minor": 1, "idle_fee_per_minute_minor": 20,
-                   "idle_grace_minutes": 15, "authorise_amount_minor": 7500},
+        "tariff": {
+            "name": "Fast charging",
+            "price_per_kwh_minor": 69,
+            "start_fee_minor": 0,
+            "price_per_minute_minor": 1,
+            "idle_fee_per_minute_minor": 20,
+            "idle_grace_minutes": 15,
+            "authorise_amount_minor": 7500,
+        },
     },
-]  # fmt: skip
+]
 
 
 class Command(BaseCommand):
@@ -61,10 +73,13 @@ class Command(BaseCommand):
                 name=f"{site.name.split()[0]} IM30 #{index // len(sites) + 1}",
                 site=site,
                 host="127.0.0.1",
-                profile={"port0": base_port + 3 * index, "channel1_listener": "pos",
-                         "workstation_id": "EVPAY1",
-                         "timeouts": {"authorise": 90, "card_token": 90, "mifare_uid": 60}},
-            )  # fmt: skip
+                profile={
+                    "port0": base_port + 3 * index,
+                    "channel1_listener": "pos",
+                    "workstation_id": "EVPAY1",
+                    "timeouts": {"authorise": 90, "card_token": 90, "mifare_uid": 60},
+                },
+            )
             for plug in (1, 2):
                 Connector.objects.create(
                     terminal=terminal,

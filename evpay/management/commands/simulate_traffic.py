@@ -1,4 +1,4 @@
-"""Runs the traffic simulator against a running evpay and emulator (see evpay/simulator.py)."""
+"""Runs the traffic simulator against a running evpay and emulator (see evpay/testbed/simulator.py)."""
 
 import json
 import signal
@@ -7,7 +7,7 @@ import time
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from evpay.simulator import Connector, Options, Simulator, _http
+from evpay.testbed.simulator import Connector, Options, Simulator, http_json
 from terminals.models import Connector as ConnectorModel
 
 
@@ -47,18 +47,25 @@ class Command(BaseCommand):
         deadline = time.monotonic() + o["wait"]
         while True:
             try:
-                _http("GET", health, timeout=3)
+                http_json("GET", health, timeout=3)
                 break
             except Exception:
                 if time.monotonic() > deadline:
                     raise CommandError(f"{health} did not answer within {o['wait']} s") from None
                 time.sleep(1)
         simulator = Simulator(
-            Options(api_url=o["api_url"], control_url=o["control_url"], keys=keys, speed=o["speed"],
-                    fault_rate=o["fault_rate"], seed=o["seed"], max_sessions=o["sessions"],
-                    duration=o["duration"]),
+            Options(
+                api_url=o["api_url"],
+                control_url=o["control_url"],
+                keys=keys,
+                speed=o["speed"],
+                fault_rate=o["fault_rate"],
+                seed=o["seed"],
+                max_sessions=o["sessions"],
+                duration=o["duration"],
+            ),
             connectors,
-        )  # fmt: skip
+        )
         signal.signal(signal.SIGTERM, lambda *_: simulator.stop_event.set())
         signal.signal(signal.SIGINT, lambda *_: simulator.stop_event.set())
         self.stdout.write(f"simulating {len(connectors)} connectors")

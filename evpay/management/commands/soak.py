@@ -8,7 +8,7 @@ import sys
 from django.core.management import call_command
 from django.core.management.base import BaseCommand
 
-from evpay.soak import Soak
+from evpay.testbed.soak import Soak
 
 # The must-be-0 figures. Sessions still being recovered when the window ends are
 # reported (unresolved_after_window) but are not lost: their money is accounted for on both
@@ -39,9 +39,16 @@ class Command(BaseCommand):
         signal.signal(signal.SIGTERM, interrupted)
         signal.signal(signal.SIGINT, interrupted)
         call_command("migrate", interactive=False, verbosity=0)
-        soak = Soak(sessions=o["sessions"], terminals=o["terminals"], fault_rate=o["fault_rate"],
-                    seed=o["seed"], time_limit=o["time_limit"], workers=o["workers"],
-                    window=o["window"], stdout=self.stdout)  # fmt: skip
+        soak = Soak(
+            sessions=o["sessions"],
+            terminals=o["terminals"],
+            fault_rate=o["fault_rate"],
+            seed=o["seed"],
+            time_limit=o["time_limit"],
+            workers=o["workers"],
+            window=o["window"],
+            stdout=self.stdout,
+        )
         try:
             figures = soak.run()
         finally:

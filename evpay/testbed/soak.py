@@ -23,11 +23,21 @@ from django.conf import settings
 from django.db import connection
 from django.db.models import Exists, OuterRef
 
-from evpay.ledger_check import compare
+from evpay.audit import Actor
 from evpay.models import AuditEvent, ExceptionRecord
-from evpay.simulator import Connector, Options, Simulator, _http
-from evpay.supervisor import MANAGE, PYTHON, Child, free_port, stop_all, worker_command
-from sessions.models import ApiKey, ChargingSession, SessionState, Tariff, TerminalTransaction
+from evpay.testbed.ledger_check import compare
+from evpay.testbed.simulator import Connector, Options, Simulator, http_json
+from evpay.testbed.supervisor import MANAGE, PYTHON, Child, free_port, stop_all, worker_command
+from sessions.models import (
+    MONEY_OPERATIONS,
+    ApiKey,
+    ChargingSession,
+    SessionState,
+    Tariff,
+    TerminalTransaction,
+)
+from sessions.services import mark_unplugged
+from sessions.tasks import recovery_sweep_task, session_guard_task
 from terminals.models import Connector as ConnectorModel
 from terminals.models import Site, Terminal
 
@@ -45,9 +55,18 @@ SOAK_FAULTS = [
     ({"kind": "garbage", "operation": "release"}, 1),
     ("offline", 2),
 ]
-SHORT_TIMEOUTS = {"authorise": 40, "card_token": 30, "capture": 6, "release": 6,
-                  "repeat_last_message": 5, "ticket_reprint": 5, "status": 3, "brands": 3,
-                  "closing": 10, "mifare_uid": 20}  # fmt: skip
+SHORT_TIMEOUTS = {
+    "authorise": 40,
+    "card_token": 30,
+    "capture": 6,
+    "release": 6,
+    "repeat_last_message": 5,
+    "ticket_reprint": 5,
+    "status": 3,
+    "brands": 3,
+    "closing": 10,
+    "mifare_uid": 20,
+}
 
 
 class SoakSimulator(Simulator):
@@ -62,11 +81,18 @@ class SoakSimulator(Simulator):
             if fault == "offline":
                 self._control("POST", f"/terminals/{tid}/offline", {"offline": True})
                 self.stats.add("fault.terminal_offline")
-                threading.Timer(3, lambda: self._control("POST", f"/terminals/{tid}/offline",
-                                                         {"offline": False})).start()  # fmt: skip
+                threading.Timer(
+                    3,
+                    lambda: self._control("POST", f"/terminals/{tid}/offline", {"offline": False}),
+                ).start()
             else:
-                self._control("POST", f"/terminals/{tid}/faults", {**fault, "count": 1, "commit": True}
-                              if fault["kind"] == "slow" else {**fault, "count": 1})  # fmt: skip
+                self._control(
+                    "POST",
+                    f"/terminals/{tid}/faults",
+                    {**fault, "count": 1, "commit": True}
+                    if fault["kind"] == "slow"
+                    else {**fault, "count": 1},
+                )
                 self.stats.add(f"fault.{fault['kind']}.{fault['operation']}")
         except Exception as exc:
             log.info("could not set fault on %s: %s", tid, exc)
@@ -115,48 +141,105 @@ class Soak:
 
     def setup(self):
         self.channel1_port = free_port()
-        self.device_channel = self._start("device_channel", MANAGE + [
-            "device_channel", "--host", "127.0.0.1", "--port", str(self.channel1_port)])  # fmt: skip
+        self.device_channel = self._start(
+            "device_channel",
+            MANAGE + ["device_channel", "--host", "127.0.0.1", "--port", str(self.channel1_port)],
+        )
         self.device_channel.wait_for_log("device channel listening")
         prefix = f"9{self.random.randint(0, 999):03d}"
         while Terminal.objects.filter(terminal_id__startswith=prefix).exists():
             prefix = f"9{self.random.randint(0, 999):03d}"
-        emulator = self._start("emulator", [
-            PYTHON, "-m", "terminals.emulator", "--count", str(self.terminals), "--host", "127.0.0.1",
-            "--base-port", "0", "--control-port", "0", "--channel1", "pos", "--pos-host", "127.0.0.1",
-            "--pos-port", str(self.channel1_port), "--card-wait", "20", "--delivery-timeout", "10",
-            "--terminal-prefix", prefix, "--seed", str(self.seed)])  # fmt: skip
+        emulator = self._start(
+            "emulator",
+            [
+                PYTHON,
+                "-m",
+                "terminals.emulator",
+                "--count",
+                str(self.terminals),
+                "--host",
+                "127.0.0.1",
+                "--base-port",
+                "0",
+                "--control-port",
+                "0",
+                "--channel1",
+                "pos",
+                "--pos-host",
+                "127.0.0.1",
+                "--pos-port",
+                str(self.channel1_port),
+                "--card-wait",
+                "20",
+                "--delivery-timeout",
+                "10",
+                "--terminal-prefix",
+                prefix,
+                "--seed",
+                str(self.seed),
+            ],
+        )
         emulator.wait_for_log('"ready": true')
-        ready = json.loads(next(line for line in emulator.output().splitlines()
-                                if line.startswith("{")))  # fmt: skip
+        ready = json.loads(
+            next(line for line in emulator.output().splitlines() if line.startswith("{"))
+        )
         self.control_url = f"http://127.0.0.1:{ready['control_port']}"
         self.site = Site.objects.create(name=f"Soak {self.run_id}", currency="EUR")
-        Tariff.objects.create(site=self.site, name="Soak", price_per_kwh_minor=45, start_fee_minor=25,
-                              authorise_amount_minor=5000, idle_fee_per_minute_minor=0)  # fmt: skip
+        Tariff.objects.create(
+            site=self.site,
+            name="Soak",
+            price_per_kwh_minor=45,
+            start_fee_minor=25,
+            authorise_amount_minor=5000,
+            idle_fee_per_minute_minor=0,
+        )
         self.api_key = ApiKey.issue(f"soak {self.run_id}", self.site)[1]
         self.connectors = []
         for info in ready["terminals"]:
             terminal = Terminal.objects.create(
-                terminal_id=info["terminal_id"], name=f"Soak {info['terminal_id']}", site=self.site,
-                host=info["host"], profile={"port0": info["port0"], "channel1_listener": "pos",
-                                            "workstation_id": "SOAK1", "timeouts": SHORT_TIMEOUTS,
-                                            "connect_timeout": 2},
-            )  # fmt: skip
+                terminal_id=info["terminal_id"],
+                name=f"Soak {info['terminal_id']}",
+                site=self.site,
+                host=info["host"],
+                profile={
+                    "port0": info["port0"],
+                    "channel1_listener": "pos",
+                    "workstation_id": "SOAK1",
+                    "timeouts": SHORT_TIMEOUTS,
+                    "connect_timeout": 2,
+                },
+            )
             for plug in (1, 2):
-                c = ConnectorModel.objects.create(terminal=terminal, label=f"soak {plug}",
-                                                  evse_id=f"NL*SOAK*{info['terminal_id']}*{plug}")  # fmt: skip
+                c = ConnectorModel.objects.create(
+                    terminal=terminal,
+                    label=f"soak {plug}",
+                    evse_id=f"NL*SOAK*{info['terminal_id']}*{plug}",
+                )
                 self.connectors.append(Connector(c.evse_id, terminal.terminal_id, self.site.name))
         for _ in range(self.workers_n):
             self._start_worker()
         self.web_port = free_port()
-        self.web = self._start("web", [PYTHON, "-m", "gunicorn", "evpay.wsgi", "--bind",
-                                       f"127.0.0.1:{self.web_port}", "--workers", "2", "--threads", "8"])  # fmt: skip
+        self.web = self._start(
+            "web",
+            [
+                PYTHON,
+                "-m",
+                "gunicorn",
+                "evpay.wsgi",
+                "--bind",
+                f"127.0.0.1:{self.web_port}",
+                "--workers",
+                "2",
+                "--threads",
+                "8",
+            ],
+        )
         for worker in self.workers:
             worker.wait_for_log("ready.")
         deadline = time.monotonic() + 60
         while True:
             try:
-                _http("GET", f"http://127.0.0.1:{self.web_port}/healthz", timeout=3)
+                http_json("GET", f"http://127.0.0.1:{self.web_port}/healthz", timeout=3)
                 break
             except Exception:
                 if time.monotonic() > deadline:
@@ -167,8 +250,6 @@ class Soak:
     def _sweeper(self):
         """What beat does, faster: the recovery sweep every 3 s, the session guard every 15 s;
         and, where PostgreSQL runs without autovacuum, what autovacuum does, every 5 min."""
-        from sessions.tasks import recovery_sweep_task, session_guard_task
-
         vacuum = self._autovacuum_is_off()
         for tick in itertools.count(1):
             if self.stop.wait(3):
@@ -195,8 +276,10 @@ class Soak:
     def _vacuum(self):
         # Every request row is inserted 'sent' and updated: without vacuum the dead rows and
         # stale statistics slow every query down as the run goes on (seen at ~8,000 sessions).
-        tables = [m._meta.db_table for m in (ChargingSession, TerminalTransaction, AuditEvent,
-                                             Terminal, ExceptionRecord)]  # fmt: skip
+        tables = [
+            m._meta.db_table
+            for m in (ChargingSession, TerminalTransaction, AuditEvent, Terminal, ExceptionRecord)
+        ]
         try:
             with connection.cursor() as cursor:
                 cursor.execute(f"VACUUM (ANALYZE) {', '.join(tables)}")
@@ -222,9 +305,12 @@ class Soak:
     def _chaos_kill_worker(self):
         # Wait for a capture in flight so the kill lands mid-payment when there is one.
         deadline = time.monotonic() + 5
-        while time.monotonic() < deadline and not TerminalTransaction.objects.filter(
-            terminal__site=self.site, operation="capture", state="sent"
-        ).exists():  # fmt: skip
+        while (
+            time.monotonic() < deadline
+            and not TerminalTransaction.objects.filter(
+                terminal__site=self.site, operation="capture", state="sent"
+            ).exists()
+        ):
             time.sleep(0.05)
         victim = self.random.choice([w for w in self.workers if w.alive()])
         victim.kill()
@@ -236,8 +322,10 @@ class Soak:
         self.device_channel.kill()
         self.children.remove(self.device_channel)
         time.sleep(2)
-        self.device_channel = self._start("device_channel", MANAGE + [
-            "device_channel", "--host", "127.0.0.1", "--port", str(self.channel1_port)])  # fmt: skip
+        self.device_channel = self._start(
+            "device_channel",
+            MANAGE + ["device_channel", "--host", "127.0.0.1", "--port", str(self.channel1_port)],
+        )
 
     def _chaos_broker_restart(self):
         """What restarting a Redis that keeps nothing on disk does to this stack: every client
@@ -272,19 +360,29 @@ class Soak:
         self.main_backend_pid = (
             connection.connection.info.backend_pid if connection.vendor == "postgresql" else 0
         )
-        self.say(f"soak {self.run_id}: {self.terminals} terminals, {len(self.workers)} workers, "
-                 f"{self.sessions} sessions, fault rate {self.fault_rate}, seed {self.seed}; logs in {self.log_dir}")  # fmt: skip
-        threads = [threading.Thread(target=self._sweeper, daemon=True),
-                   threading.Thread(target=self._chaos, daemon=True)]  # fmt: skip
+        self.say(
+            f"soak {self.run_id}: {self.terminals} terminals, {len(self.workers)} workers, "
+            f"{self.sessions} sessions, fault rate {self.fault_rate}, seed {self.seed}; logs in {self.log_dir}"
+        )
+        threads = [
+            threading.Thread(target=self._sweeper, daemon=True),
+            threading.Thread(target=self._chaos, daemon=True),
+        ]
         for t in threads:
             t.start()
         simulator = SoakSimulator(
-            Options(api_url=f"http://127.0.0.1:{self.web_port}/api/v1", control_url=self.control_url,
-                    keys={self.site.name: self.api_key}, speed=10, fault_rate=self.fault_rate,
-                    seed=self.seed, max_sessions=self.sessions,
-                    duration=max(30, self.time_limit - self.window - 60)),
+            Options(
+                api_url=f"http://127.0.0.1:{self.web_port}/api/v1",
+                control_url=self.control_url,
+                keys={self.site.name: self.api_key},
+                speed=10,
+                fault_rate=self.fault_rate,
+                seed=self.seed,
+                max_sessions=self.sessions,
+                duration=max(30, self.time_limit - self.window - 60),
+            ),
             self.connectors,
-        )  # fmt: skip
+        )
         sim_stats = simulator.run()
         self.say(
             f"traffic done after {time.monotonic() - started:.0f} s; waiting for recovery (window {self.window} s)"
@@ -296,10 +394,6 @@ class Soak:
         return figures
 
     def _settle_remaining(self):
-        from evpay.audit import Actor
-        from sessions.services import mark_unplugged
-        from sessions.tasks import recovery_sweep_task, session_guard_task
-
         for worker in self.workers:  # replacements started by chaos must be up
             worker.wait_for_log("ready.")
         # The chargers are done: a session they left mid-way (time limit, or a start whose
@@ -331,7 +425,7 @@ class Soak:
         return list(open_sessions.exclude(Exists(in_queue)).values_list("public_id", flat=True))
 
     def figures(self, sim_stats: dict, elapsed: float) -> dict:
-        _, ledger = _http("GET", self.control_url + "/ledger", timeout=60)
+        _, ledger = http_json("GET", self.control_url + "/ledger", timeout=60)
         check = compare(ledger, self.site)
         sessions = ChargingSession.objects.filter(site=self.site)
         outcomes = Counter(sessions.values_list("close_reason", flat=True))
@@ -347,16 +441,21 @@ class Soak:
             resolved_at__isnull=True, session_ref__in=sessions.values("public_id")
         )
         return {
-            "run": self.run_id, "seconds": round(elapsed), "sessions": sessions.count(),
-            "sessions_by_outcome": outcomes, "faults_injected": faults,
-            "double_captures": check["double_captures"], "lost_money": check["lost_money"],
-            "ledger_disagreements": check["disagreements"], "wrong_card_stops": check["wrong_card_stops"],
+            "run": self.run_id,
+            "seconds": round(elapsed),
+            "sessions": sessions.count(),
+            "sessions_by_outcome": outcomes,
+            "faults_injected": faults,
+            "double_captures": check["double_captures"],
+            "lost_money": check["lost_money"],
+            "ledger_disagreements": check["disagreements"],
+            "wrong_card_stops": check["wrong_card_stops"],
             "unresolved_after_window": len(self._unresolved_sessions()),
             "in_exception_queue": len(queued),
             "exception_reasons": dict(Counter(queued.values_list("kind", flat=True))),
             "resolution_seconds": durations,
             "problems": check["problems"][:20],
-        }  # fmt: skip
+        }
 
     def _resolution_seconds(self) -> dict:
         """From a money request's send to the recovery that proved its outcome."""
@@ -365,7 +464,9 @@ class Soak:
             action="tx.recovery", subject_type="charging.terminaltransaction"
         )
         resolved = {int(e.subject_id): e.at for e in events.exclude(to_state="unknown")}
-        for tx in TerminalTransaction.objects.filter(pk__in=resolved, session__site=self.site):
+        # A RepeatLastMessage request's own answer is audited under the same action.
+        money = TerminalTransaction.objects.filter(operation__in=MONEY_OPERATIONS)
+        for tx in money.filter(pk__in=resolved, session__site=self.site):
             values.append((resolved[tx.pk] - tx.created_at).total_seconds())
         if not values:
             return {"count": 0}

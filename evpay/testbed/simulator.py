@@ -22,8 +22,15 @@ from dataclasses import dataclass, field
 log = logging.getLogger("evpay.simulator")
 
 # Weighted cards a driver starts with; the wallet variant shares its PAR with the card.
-START_CARDS = [("visa_ok", 30), ("mc_ok", 25), ("maestro_ok", 12), ("amex_ok", 8),
-               ("visa_declined", 6), ("mc_lowfunds", 5), ("visa_abort", 5)]  # fmt: skip
+START_CARDS = [
+    ("visa_ok", 30),
+    ("mc_ok", 25),
+    ("maestro_ok", 12),
+    ("amex_ok", 8),
+    ("visa_declined", 6),
+    ("mc_lowfunds", 5),
+    ("visa_abort", 5),
+]
 WALLET_OF = {"visa_ok": "visa_wallet", "mc_ok": "mc_wallet"}
 FAULTS = [
     ({"kind": "drop_after_commit", "operation": "capture"}, 3),
@@ -74,12 +81,15 @@ class HttpError(Exception):
         self.status, self.body = status, body
 
 
-def _http(method: str, url: str, body=None, headers=None, timeout: float = 30):
+def http_json(method: str, url: str, body=None, headers=None, timeout: float = 30):
+    """One JSON request over HTTP (http/https URLs only, else ValueError): returns (status,
+    decoded body or None). A 4xx/5xx answer raises HttpError with the decoded (or raw text)
+    body; a connection failure or timeout raises OSError."""
     if not url.startswith(("http://", "https://")):
         raise ValueError(f"not an HTTP URL: {url}")
     data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url, data=data, method=method,  # noqa: S310 - checked above
-                                     headers={"Content-Type": "application/json", **(headers or {})})  # fmt: skip
+    headers = {"Content-Type": "application/json", **(headers or {})}
+    request = urllib.request.Request(url, data=data, method=method, headers=headers)  # noqa: S310 - checked above
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 - loopback demo URLs
             raw = response.read()
@@ -119,7 +129,7 @@ class Simulator:
             headers["Idempotency-Key"] = idempotency_key
         for attempt in range(4):
             try:
-                return _http(method, self.options.api_url.rstrip("/") + path, body, headers)
+                return http_json(method, self.options.api_url.rstrip("/") + path, body, headers)
             except HttpError as exc:
                 if exc.status < 500 or attempt == 3:
                     raise
@@ -131,7 +141,7 @@ class Simulator:
             self.stop_event.wait(0.5 * (attempt + 1))
 
     def _control(self, method, path, body=None):
-        return _http(method, self.options.control_url.rstrip("/") + path, body, timeout=10)
+        return http_json(method, self.options.control_url.rstrip("/") + path, body, timeout=10)
 
     def _open_request(self, connector) -> dict:
         try:
@@ -205,8 +215,10 @@ class Simulator:
             if fault == "offline":
                 self._control("POST", f"/terminals/{tid}/offline", {"offline": True})
                 self.stats.add("fault.offline")
-                threading.Timer(20 / self.options.speed, lambda: self._control(
-                    "POST", f"/terminals/{tid}/offline", {"offline": False})).start()  # fmt: skip
+                threading.Timer(
+                    20 / self.options.speed,
+                    lambda: self._control("POST", f"/terminals/{tid}/offline", {"offline": False}),
+                ).start()
             else:
                 self._control("POST", f"/terminals/{tid}/faults", {**fault, "count": 1})
                 self.stats.add(f"fault.{fault['kind']}.{fault['operation']}")
@@ -310,8 +322,13 @@ class Simulator:
     def _read_card(self, connector, card) -> None:
         """The charger asks for a card read; the driver taps when the terminal asks."""
         with self._terminal_locks[connector.terminal_id]:
-            self._api("POST", f"/terminals/{connector.terminal_id}/card-read", connector, None,
-                      str(uuid.uuid4()))  # fmt: skip
+            self._api(
+                "POST",
+                f"/terminals/{connector.terminal_id}/card-read",
+                connector,
+                None,
+                str(uuid.uuid4()),
+            )
             self._tap_when_prompted(connector, card, "CardValidation", timeout=40)
 
     # ---------------------------------------------------------------- loop
@@ -350,8 +367,12 @@ class Simulator:
             self._sleep(5)
 
     def run(self) -> dict:
-        threads = [threading.Thread(target=self._connector_loop, args=(c,), daemon=True,
-                                    name=f"sim-{c.evse_id}") for c in self.connectors]  # fmt: skip
+        threads = [
+            threading.Thread(
+                target=self._connector_loop, args=(c,), daemon=True, name=f"sim-{c.evse_id}"
+            )
+            for c in self.connectors
+        ]
         for t in threads:
             t.start()
         started = time.monotonic()

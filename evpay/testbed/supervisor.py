@@ -29,14 +29,29 @@ def free_port() -> int:
 def worker_command(concurrency: int, hostname: str | None = None) -> list[str]:
     """A Celery worker as every launcher here runs it: threads (authorisations wait minutes
     for a driver), no gossip or mingle (nothing uses them)."""
-    command = CELERY + ["worker", "--loglevel", "INFO", "--pool", "threads",
-                        "--concurrency", str(concurrency), "--without-gossip", "--without-mingle"]  # fmt: skip
+    command = CELERY + [
+        "worker",
+        "--loglevel",
+        "INFO",
+        "--pool",
+        "threads",
+        "--concurrency",
+        str(concurrency),
+        "--without-gossip",
+        "--without-mingle",
+    ]
     return command + (["--hostname", hostname] if hostname else [])
 
 
 class Child:
-    def __init__(self, name: str, argv: list[str], log_dir: Path, env: dict | None = None,
-                 cwd: Path | None = None):  # fmt: skip
+    def __init__(
+        self,
+        name: str,
+        argv: list[str],
+        log_dir: Path,
+        env: dict | None = None,
+        cwd: Path | None = None,
+    ):
         self.name, self.argv = name, argv
         log_dir.mkdir(parents=True, exist_ok=True)
         self.log_path = log_dir / f"{name}.log"
@@ -44,9 +59,13 @@ class Child:
         # Logs are appended across runs: only what this process writes counts as its output.
         self._log_start = self._log.tell()
         self.popen = subprocess.Popen(
-            argv, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
-            env={**os.environ, **(env or {})}, cwd=cwd,
-        )  # fmt: skip
+            argv,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env={**os.environ, **(env or {})},
+            cwd=cwd,
+        )
 
     def __enter__(self) -> Child:
         return self

@@ -50,9 +50,16 @@ def compare(ledger: list[dict], site=None) -> dict:
             resolved_at__isnull=True, session_ref__isnull=False
         ).values_list("session_ref", flat=True)
     )
-    figures = {"reservations": len(reservations), "double_captures": 0, "lost_money": 0,
-               "disagreements": 0, "in_progress": 0, "in_exception_queue": 0,
-               "unknown_to_us": 0, "wrong_card_stops": 0}  # fmt: skip
+    figures = {
+        "reservations": len(reservations),
+        "double_captures": 0,
+        "lost_money": 0,
+        "disagreements": 0,
+        "in_progress": 0,
+        "in_exception_queue": 0,
+        "unknown_to_us": 0,
+        "wrong_card_stops": 0,
+    }
     problems = []
     for key, reservation in reservations.items():
         theirs = settlements.get(key, [])
@@ -72,8 +79,10 @@ def compare(ledger: list[dict], site=None) -> dict:
                 figures["in_exception_queue"] += 1
             else:
                 figures["lost_money"] += 1
-                problems.append(f"reservation {key} of {reservation['amount_minor']} never settled "
-                                f"(our session: {session.state if session else 'none'})")  # fmt: skip
+                problems.append(
+                    f"reservation {key} of {reservation['amount_minor']} never settled "
+                    f"(our session: {session.state if session else 'none'})"
+                )
             continue
         if auth is None:
             figures["unknown_to_us"] += 1
@@ -111,8 +120,9 @@ def wrong_card_stops(site=None) -> int:
     stops = AuditEvent.objects.filter(
         Q(data__has_key="card_read_tx")
         | Q(actor_label="stop-by-card", reason__contains="stopped by card"),
-        action="session.state", to_state__in=[SessionState.STOPPING, SessionState.SETTLING],
-    )  # fmt: skip
+        action="session.state",
+        to_state__in=[SessionState.STOPPING, SessionState.SETTLING],
+    )
     if site is not None:
         refs = ChargingSession.objects.filter(site=site).values_list("public_id", flat=True)
         stops = stops.filter(session_ref__in=refs)
