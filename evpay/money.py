@@ -31,15 +31,6 @@ def to_decimal_string(amount_minor: int, currency: str) -> str:
     return f"{to_decimal(amount_minor, currency):.{places}f}"
 
 
-def from_decimal(value: Decimal | str, currency: str) -> int:
-    """Parse a decimal amount in major units; refuses more precision than the currency has."""
-    amount = Decimal(str(value))
-    scaled = amount.scaleb(exponent(currency))
-    if scaled != scaled.to_integral_value():
-        raise ValueError(f"{value} has more decimals than {currency} allows")
-    return int(scaled)
-
-
 def round_half_up(value: Decimal) -> int:
     """The pricing rounding rule: half a minor unit rounds away from zero (0.5 -> 1)."""
     return int(value.quantize(Decimal(1), rounding=ROUND_HALF_UP))

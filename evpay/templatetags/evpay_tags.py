@@ -49,25 +49,39 @@ def sitetime(value, site_or_tz=None):
     return site_localtime(value, site_or_tz).strftime("%Y-%m-%d %H:%M:%S")
 
 
-@register.filter
-def sitetime_tz(value, site_or_tz=None):
-    """Like sitetime, with the zone abbreviation (for receipts and detail pages)."""
-    if not value:
-        return "—"
-    return site_localtime(value, site_or_tz).strftime("%Y-%m-%d %H:%M:%S %Z")
-
-
 STATUS_CLASSES = {
-    "IDLE": "ok", "READY": "ok", "BUSY": "warn", "REPRINT_TICKET": "warn",
-    "LOGGED_OUT": "warn", "LOCKED": "bad", "INOPERABLE": "bad", "UNKNOWN": "",
+    "IDLE": "ok",
+    "READY": "ok",
+    "BUSY": "warn",
+    "REPRINT_TICKET": "warn",
+    "LOGGED_OUT": "warn",
+    "LOCKED": "bad",
+    "INOPERABLE": "bad",
+    "UNKNOWN": "",
     "OFFLINE": "bad",
     # sessions, transactions, closings, job runs, exceptions
-    "closed": "", "charging": "ok", "settling": "warn", "authorising": "warn",
-    "success": "ok", "declined": "bad", "unknown": "bad", "failed": "bad", "busy": "warn",
-    "not_completed": "warn", "aborted": "warn", "pending": "warn",
-    "matched": "ok", "mismatch": "bad", "ok": "ok", "partial": "warn", "running": "warn",
-    "done": "ok", "30": "bad", "20": "warn", "10": "",
-}  # fmt: skip
+    "closed": "",
+    "charging": "ok",
+    "settling": "warn",
+    "authorising": "warn",
+    "success": "ok",
+    "declined": "bad",
+    "unknown": "bad",
+    "failed": "bad",
+    "busy": "warn",
+    "not_completed": "warn",
+    "aborted": "warn",
+    "pending": "warn",
+    "matched": "ok",
+    "mismatch": "bad",
+    "ok": "ok",
+    "partial": "warn",
+    "running": "warn",
+    "done": "ok",
+    "30": "bad",
+    "20": "warn",
+    "10": "",
+}
 
 
 @register.filter

@@ -51,6 +51,8 @@ from .device_channel import (
     DeviceMessage,
     RecordingDeviceHandler,
     device_messages_of,
+    display_texts_of,
+    receipt_lines_of,
     serve_connection,
 )
 from .errors import FramingError, ProtocolError
@@ -244,15 +246,10 @@ class OpiResult:
             return TerminalState.UNKNOWN
 
     def receipt_lines(self, target: str | None = None) -> list[str]:
-        return [
-            line
-            for m in self.device_messages
-            if m.kind == "receipt" and (target is None or m.target == target)
-            for line in m.lines
-        ]
+        return receipt_lines_of(self.device_messages, target)
 
     def display_texts(self) -> list[str]:
-        return [m.text for m in self.device_messages if m.kind == "display"]
+        return display_texts_of(self.device_messages)
 
     def original_transaction(self) -> OriginalTransaction | None:
         """The block that addresses this authorisation in a later capture or release."""
@@ -360,12 +357,8 @@ class OpiClient:
         *,
         timeout: float | None = None,
     ) -> OpiResult:
-        return self._card_request(
-            Operation.CAPTURE,
-            request_id,
-            Amount(_minor(amount_minor), currency),
-            original,
-            timeout=timeout,
+        return self._settlement(
+            Operation.CAPTURE, request_id, amount_minor, currency, original, timeout
         )
 
     def release(
@@ -377,13 +370,22 @@ class OpiClient:
         *,
         timeout: float | None = None,
     ) -> OpiResult:
-        return self._card_request(
-            Operation.RELEASE,
-            request_id,
-            Amount(_minor(amount_minor), currency),
-            original,
-            timeout=timeout,
+        return self._settlement(
+            Operation.RELEASE, request_id, amount_minor, currency, original, timeout
         )
+
+    def _settlement(
+        self,
+        operation: Operation,
+        request_id: str,
+        amount_minor: int,
+        currency: str,
+        original: OriginalTransaction,
+        timeout: float | None,
+    ) -> OpiResult:
+        """Capture or release: an amount against the authorisation named by `original`."""
+        amount = Amount(_minor(amount_minor), currency)
+        return self._card_request(operation, request_id, amount, original, timeout=timeout)
 
     def repeat_last_message(self, request_id: str, *, timeout: float | None = None) -> OpiResult:
         return self._card_request(Operation.REPEAT_LAST_MESSAGE, request_id, timeout=timeout)
@@ -416,12 +418,28 @@ class OpiClient:
         return self._service_request(Operation.LOGOFF, request_id, timeout=timeout)
 
     def perform(self, operation: Operation | str, request_id: str, **kwargs: Any) -> OpiResult:
-        """Dispatch by operation name (used by the probe command)."""
+        """One request by operation (the terminal gateway and the probe command use this):
+        `kwargs` are the operation's own arguments (amount, currency, original)."""
         operation = Operation(operation)
-        if operation == Operation.CLOSING:
-            return self.reconciliation(request_id, closure=True, **kwargs)
-        method = getattr(self, str(operation))
-        return method(request_id, **kwargs)
+        methods: dict[Operation, Callable[..., OpiResult]] = {
+            Operation.AUTHORISE: self.authorise,
+            Operation.CARD_TOKEN: self.card_token,
+            Operation.CAPTURE: self.capture,
+            Operation.RELEASE: self.release,
+            Operation.REPEAT_LAST_MESSAGE: self.repeat_last_message,
+            Operation.TICKET_REPRINT: self.ticket_reprint,
+            Operation.MIFARE_UID: self.mifare_uid,
+            Operation.ABORT: self.abort,
+            Operation.BRANDS: self.brands,
+            Operation.STATUS: self.status,
+            Operation.RECONCILIATION: self.reconciliation,
+            Operation.CLOSING: lambda request_id, **kw: self.reconciliation(
+                request_id, closure=True, **kw
+            ),
+            Operation.LOGIN: self.login,
+            Operation.LOGOFF: self.logoff,
+        }
+        return methods[operation](request_id, **kwargs)
 
     # ----------------------------------------------------------------- building
 

@@ -25,7 +25,7 @@ import socket
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -108,6 +108,21 @@ def device_messages_of(request: DeviceRequest) -> list[DeviceMessage]:
     return [device_message_of(request, output, at) for output in request.outputs]
 
 
+def receipt_lines_of(messages: Iterable[DeviceMessage], target: str | None = None) -> list[str]:
+    """Every receipt line in ``messages``, in order; only ``target``'s when one is given."""
+    return [
+        line
+        for m in messages
+        if m.kind == "receipt" and (target is None or m.target == target)
+        for line in m.lines
+    ]
+
+
+def display_texts_of(messages: Iterable[DeviceMessage]) -> list[str]:
+    """The text of every display message in ``messages``, in order."""
+    return [m.text for m in messages if m.kind == "display"]
+
+
 class RecordingDeviceHandler:
     """Records every output in arrival order and answers Success.
 
@@ -175,15 +190,10 @@ class RecordingDeviceHandler:
             return list(self._messages)
 
     def receipt_lines(self, target: str | None = None) -> list[str]:
-        return [
-            line
-            for m in self.messages
-            if m.kind == "receipt" and (target is None or m.target == target)
-            for line in m.lines
-        ]
+        return receipt_lines_of(self.messages, target)
 
     def display_texts(self) -> list[str]:
-        return [m.text for m in self.messages if m.kind == "display"]
+        return display_texts_of(self.messages)
 
     def clear(self) -> None:
         with self._lock:

@@ -176,9 +176,12 @@ def test_channel1_listener_that_cannot_bind_is_not_sent(terminal):
     blocker = socket.create_server(("127.0.0.1", 0))
     try:
         profile = TerminalProfile(
-            host="127.0.0.1", port0=free_port(), channel1_listener="pos",
-            pos_listen_host="127.0.0.1", pos_listen_port=blocker.getsockname()[1],
-        )  # fmt: skip
+            host="127.0.0.1",
+            port0=free_port(),
+            channel1_listener="pos",
+            pos_listen_host="127.0.0.1",
+            pos_listen_port=blocker.getsockname()[1],
+        )
         # SO_REUSEADDR does not allow two listeners on one port.
         result = OpiClient(profile).brands("1")
     finally:
@@ -261,7 +264,10 @@ def test_status_never_touches_channel1(terminal):
     peer = terminal(_answer())
     # Channel 1 would be unreachable in both arrangements: these must go through regardless.
     profile = TerminalProfile(
-        host="127.0.0.1", port0=peer.port, port1=free_port(), channel1_listener="terminal",
+        host="127.0.0.1",
+        port0=peer.port,
+        port1=free_port(),
+        channel1_listener="terminal",
         timeouts={"status": 1.0},
-    )  # fmt: skip
+    )
     assert OpiClient(profile).status("1").outcome is Outcome.SUCCESS

@@ -30,8 +30,10 @@ def test_opi_decode_prints_an_authorisation_response(tmp_path):
     decoded = _decode(tmp_path, samples.AUTHORISATION_RESPONSE)
     assert decoded["root"] == "CardServiceResponse"
     assert (decoded["request_type"], decoded["request_id"], decoded["overall_result"]) == (
-        "CardPreAuthorisation", "000004711", "Success",
-    )  # fmt: skip
+        "CardPreAuthorisation",
+        "000004711",
+        "Success",
+    )
     assert decoded["framed"] is False
     assert decoded["card_token"] == "99ABCDEF0123456789"
     assert decoded["fields"]["tender"]["amount"] == {
@@ -56,8 +58,9 @@ def test_opi_decode_detects_a_framed_capture_and_lists_receipt_lines_in_order(tm
 def test_opi_decode_gives_per_brand_totals(tmp_path):
     decoded = _decode(tmp_path, samples.CLOSING_RESPONSE)
     assert [(t["card_circuit"], t["number_payments"], t["amount"]) for t in decoded["totals"]] == [
-        ("VISA", 3, "37.50"), ("ECMC", 1, "0.99"),
-    ]  # fmt: skip
+        ("VISA", 3, "37.50"),
+        ("ECMC", 1, "0.99"),
+    ]
 
 
 @pytest.mark.parametrize(
@@ -80,15 +83,23 @@ def test_opi_decode_refuses_bad_input_with_a_clear_message(tmp_path, data, messa
 def test_opi_decode_reads_stdin_and_exits_1_on_bad_input():
     env = dict(os.environ, DEBUG="1")
     ok = subprocess.run(
-        [sys.executable, "manage.py", "opi_decode", "-"], input=samples.MIFARE_RESPONSE,
-        capture_output=True, cwd=REPO_ROOT, env=env, timeout=60,
-    )  # fmt: skip
+        [sys.executable, "manage.py", "opi_decode", "-"],
+        input=samples.MIFARE_RESPONSE,
+        capture_output=True,
+        cwd=REPO_ROOT,
+        env=env,
+        timeout=60,
+    )
     assert ok.returncode == 0, ok.stderr
     assert json.loads(ok.stdout)["card_uid"] == "04A1B2C3D4E5F6"
     bad = subprocess.run(
-        [sys.executable, "manage.py", "opi_decode", "-"], input=XXE,
-        capture_output=True, cwd=REPO_ROOT, env=env, timeout=60,
-    )  # fmt: skip
+        [sys.executable, "manage.py", "opi_decode", "-"],
+        input=XXE,
+        capture_output=True,
+        cwd=REPO_ROOT,
+        env=env,
+        timeout=60,
+    )
     assert bad.returncode == 1
     assert b"unsafe input refused" in bad.stderr
     assert b"root:" not in bad.stdout + bad.stderr
@@ -123,9 +134,17 @@ def test_opi_probe_status_and_authorise_then_capture(emulator):
 
     stan = auth["response"]["terminal"]["stan"]
     text, capture = _probe(
-        target, "capture", "10.00", *common, "--stan", stan, "--terminal-id", terminal["terminal_id"],
-        "--approval", auth["response"]["tender"]["authorisation"]["approval_code"],
-    )  # fmt: skip
+        target,
+        "capture",
+        "10.00",
+        *common,
+        "--stan",
+        stan,
+        "--terminal-id",
+        terminal["terminal_id"],
+        "--approval",
+        auth["response"]["tender"]["authorisation"]["approval_code"],
+    )
     assert capture["outcome"] == "SUCCESS"
     _, recovered = _probe(target, "recover", *common)
     assert recovered["response"]["original_header"]["request_id"] == capture["request_id"]
@@ -141,9 +160,15 @@ def test_opi_probe_with_the_pos_listening_on_channel1():
         terminal = emu.terminals[0]
         emu.present_card(terminal["terminal_id"], "mifare_blue")
         text, result = _probe(
-            f"{terminal['host']}:{terminal['port0']}", "mifare",
-            "--channel1", "pos", "--pos-host", "127.0.0.1", "--pos-port", str(pos_port),
-        )  # fmt: skip
+            f"{terminal['host']}:{terminal['port0']}",
+            "mifare",
+            "--channel1",
+            "pos",
+            "--pos-host",
+            "127.0.0.1",
+            "--pos-port",
+            str(pos_port),
+        )
     assert result["outcome"] == "SUCCESS"
     assert result["response"]["card_value"]["card_uid"] == "04A23BC2D95E80"
     assert "channel 1 [CustomerDisplay] PRESENT CARD" in text

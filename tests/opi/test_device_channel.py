@@ -41,8 +41,9 @@ def test_server_records_receipts_and_displays_in_order_and_answers_success():
         "Success",
     )
     assert [(o.target, o.result) for o in response.outputs] == [
-        ("PrinterReceipt", "Success"), ("CustomerDisplay", "Success"),
-    ]  # fmt: skip
+        ("PrinterReceipt", "Success"),
+        ("CustomerDisplay", "Success"),
+    ]
     assert handler.receipt_lines() == ["CARDHOLDER COPY", "AMOUNT EUR 50.00", ""]
     assert handler.display_texts() == ["APPROVED"]
     assert [m_.kind for m_ in handler.messages] == ["receipt", "display"]

@@ -9,10 +9,23 @@ POS_DATA = m.PosData("2026-11-25T18:00:00+01:00", "nl", "Available", "Available"
 ORIGINAL = m.OriginalTransaction("52000001", "000123", "2026-11-25T18:00:00+01:00", "A1B2C3")
 
 EVERY_MESSAGE = [
-    m.CardServiceRequest("CardPreAuthorisation", "1", "POS1", "evpay", "001", POS_DATA, m.Amount(5000, "EUR")),
+    m.CardServiceRequest(
+        "CardPreAuthorisation", "1", "POS1", "evpay", "001", POS_DATA, m.Amount(5000, "EUR")
+    ),
     m.CardServiceRequest("CardValidation", "2", "POS1", pos_data=POS_DATA),
-    m.CardServiceRequest("CardFinancialAdvice", "3", "POS1", "evpay", "001", POS_DATA, m.Amount(1234, "EUR"), ORIGINAL),
-    m.CardServiceRequest("PreAuthReversal", "4", "POS1", amount=m.Amount(5000, "EUR"), original_transaction=ORIGINAL),
+    m.CardServiceRequest(
+        "CardFinancialAdvice",
+        "3",
+        "POS1",
+        "evpay",
+        "001",
+        POS_DATA,
+        m.Amount(1234, "EUR"),
+        ORIGINAL,
+    ),
+    m.CardServiceRequest(
+        "PreAuthReversal", "4", "POS1", amount=m.Amount(5000, "EUR"), original_transaction=ORIGINAL
+    ),
     m.CardServiceRequest("RepeatLastMessage", "5", "POS1"),
     m.CardServiceRequest("TicketReprint", "6", "POS1"),
     m.CardServiceRequest("CardSwipe", "7", "POS1"),
@@ -20,44 +33,95 @@ EVERY_MESSAGE = [
     *[
         m.ServiceRequest(name, str(i), "POS1", "evpay", "001", POS_DATA)
         for i, name in enumerate(
-            ["GetCardCircuits", "Diagnosis", "ReconciliationWithClosure", "Reconciliation", "Login", "Logoff"],
+            [
+                "GetCardCircuits",
+                "Diagnosis",
+                "ReconciliationWithClosure",
+                "Reconciliation",
+                "Login",
+                "Logoff",
+            ],
             start=10,
         )
     ],
     m.CardServiceResponse(
-        "CardPreAuthorisation", "1", "Success", "POS1", "001",
+        "CardPreAuthorisation",
+        "1",
+        "Success",
+        "POS1",
+        "001",
         m.TerminalInfo("52000001", "000123"),
-        m.Tender(m.Amount(5000, "EUR"), m.Authorisation("A1", "VISA", "4761******0119", "2026-11-25T18:00:00", "000", "0")),
-        m.CardValue([m.Token("CardToken", "99ABCDEF0123456789"), m.Token("PAR", "V0010013018209487512345678901")]),
+        m.Tender(
+            m.Amount(5000, "EUR"),
+            m.Authorisation("A1", "VISA", "4761******0119", "2026-11-25T18:00:00", "000", "0"),
+        ),
+        m.CardValue(
+            [
+                m.Token("CardToken", "99ABCDEF0123456789"),
+                m.Token("PAR", "V0010013018209487512345678901"),
+            ]
+        ),
     ),
-    m.CardServiceResponse("CardPreAuthorisation", "1", "Failure", private_data=m.PrivateData("116", "Geweigerd")),
     m.CardServiceResponse(
-        "RepeatLastMessage", "9", "Success", "POS1",
+        "CardPreAuthorisation", "1", "Failure", private_data=m.PrivateData("116", "Geweigerd")
+    ),
+    m.CardServiceResponse(
+        "RepeatLastMessage",
+        "9",
+        "Success",
+        "POS1",
         original_header=m.OriginalHeader("3", "CardFinancialAdvice", "POS1", "001", "Success"),
     ),
-    m.CardServiceResponse("CardSwipe", "7", "Success", card_value=m.CardValue(card_uid="04A1B2C3D4E5F6")),
+    m.CardServiceResponse(
+        "CardSwipe", "7", "Success", card_value=m.CardValue(card_uid="04A1B2C3D4E5F6")
+    ),
     m.ServiceResponse(
-        "GetCardCircuits", "10", "Success", "POS1",
+        "GetCardCircuits",
+        "10",
+        "Success",
+        "POS1",
         card_circuits=[m.CardCircuit("VISA", "Visa"), m.CardCircuit("JCB")],
     ),
-    m.ServiceResponse("Diagnosis", "11", "Success", terminal=m.TerminalInfo("52000001", state="REPRINT_TICKET")),
     m.ServiceResponse(
-        "ReconciliationWithClosure", "12", "Success",
-        reconciliation=[m.BrandTotal("VISA", m.Amount(3750, "EUR"), 3, "Debit"), m.BrandTotal("ECMC", m.Amount(0, "EUR"), 0)],
+        "Diagnosis", "11", "Success", terminal=m.TerminalInfo("52000001", state="REPRINT_TICKET")
+    ),
+    m.ServiceResponse(
+        "ReconciliationWithClosure",
+        "12",
+        "Success",
+        reconciliation=[
+            m.BrandTotal("VISA", m.Amount(3750, "EUR"), 3, "Debit"),
+            m.BrandTotal("ECMC", m.Amount(0, "EUR"), 0),
+        ],
     ),
     m.ServiceResponse("Reconciliation", "13", "Success", reconciliation=[]),
     m.DeviceRequest(
-        "Output", "4711", "POS1", "CCV", "001", "3", "52000001",
+        "Output",
+        "4711",
+        "POS1",
+        "CCV",
+        "001",
+        "3",
+        "52000001",
         [
-            m.Output(target, [m.TextLine("line one", 1, 1, True), m.TextLine("", 2, 1, False), m.TextLine("x")])
+            m.Output(
+                target,
+                [m.TextLine("line one", 1, 1, True), m.TextLine("", 2, 1, False), m.TextLine("x")],
+            )
             for target in m.OutDeviceTarget
         ],
     ),
     m.DeviceResponse(
-        "Output", "4711", "Success", "POS1", "001", "3", "52000001",
+        "Output",
+        "4711",
+        "Success",
+        "POS1",
+        "001",
+        "3",
+        "52000001",
         [m.OutputResult("PrinterReceipt", "Success"), m.OutputResult("DeliveryBox", "Failure")],
     ),
-]  # fmt: skip
+]
 
 
 @pytest.mark.parametrize("message", EVERY_MESSAGE, ids=lambda msg: f"{msg.root}-{msg.request_type}")
@@ -89,9 +153,16 @@ def test_amounts_are_decimal_major_units_on_the_wire_and_minor_units_inside():
 
 @pytest.mark.parametrize(
     ("text", "currency", "minor"),
-    [("12.50", "EUR", 1250), ("12.5", "EUR", 1250), ("12", "EUR", 1200), (" 0.99 ", "EUR", 99),
-     ("12.500", "EUR", 1250), ("1.234", "KWD", 1234), ("500", "JPY", 500)],
-)  # fmt: skip
+    [
+        ("12.50", "EUR", 1250),
+        ("12.5", "EUR", 1250),
+        ("12", "EUR", 1200),
+        (" 0.99 ", "EUR", 99),
+        ("12.500", "EUR", 1250),
+        ("1.234", "KWD", 1234),
+        ("500", "JPY", 500),
+    ],
+)
 def test_parse_amount_reads_major_units(text, currency, minor):
     assert m.parse_amount(text, currency) == minor
 
@@ -104,10 +175,11 @@ def test_parse_amount_refuses_what_is_not_an_exact_amount(text):
 
 def test_special_characters_survive_in_text_and_attributes():
     request = m.DeviceRequest(
-        "Output", "1",
+        "Output",
+        "1",
         outputs=[m.Output("Printer", [m.TextLine('a<b>&"c"\r\n\ttab  ', 1)])],
         workstation_id='P"1<\n>',
-    )  # fmt: skip
+    )
     assert m.parse(m.encode(request)) == request
 
 
@@ -134,8 +206,10 @@ def test_realistic_authorisation_response_is_read_completely():
     response = m.parse(samples.AUTHORISATION_RESPONSE)
     assert isinstance(response, m.CardServiceResponse)
     assert (response.request_type, response.request_id, response.overall_result) == (
-        "CardPreAuthorisation", "000004711", "Success",
-    )  # fmt: skip
+        "CardPreAuthorisation",
+        "000004711",
+        "Success",
+    )
     assert response.terminal == m.TerminalInfo("52000001", "000123")
     assert response.amount == m.Amount(5000, "EUR")
     assert response.authorisation == m.Authorisation(
@@ -163,8 +237,10 @@ def test_latin1_bytes_under_a_utf8_declaration_are_read_as_latin1():
 def test_prefixed_namespace_brands_response():
     response = m.parse(samples.PREFIXED_BRANDS)
     assert [(c.code, c.display_name) for c in response.card_circuits] == [
-        ("VISA", "Visa"), ("ECMC", "Mastercard"), ("MAES", "Maestro"),
-    ]  # fmt: skip
+        ("VISA", "Visa"),
+        ("ECMC", "Mastercard"),
+        ("MAES", "Maestro"),
+    ]
 
 
 def test_closing_response_without_namespace_gives_per_brand_totals():
@@ -201,17 +277,22 @@ def test_device_request_keeps_outputs_and_lines_in_order():
     response = m.device_response_for(request)
     assert response.request_id == "4711"
     assert [(o.target, o.result) for o in response.outputs] == [
-        ("PrinterReceipt", "Success"), ("CustomerDisplay", "Success"),
-    ]  # fmt: skip
+        ("PrinterReceipt", "Success"),
+        ("CustomerDisplay", "Success"),
+    ]
 
 
 def test_realistic_request_is_read_completely():
     request = m.parse(samples.AUTHORISE_REQUEST)
     assert request == m.CardServiceRequest(
-        "CardPreAuthorisation", "123456789", "POS1", "evpay", "001",
+        "CardPreAuthorisation",
+        "123456789",
+        "POS1",
+        "evpay",
+        "001",
         m.PosData("2026-11-25T18:00:00+01:00", "nl", "Available", "Available"),
         m.Amount(5000, "EUR"),
-    )  # fmt: skip
+    )
 
 
 # ------------------------------------------------------------------ unsafe and broken input
@@ -249,10 +330,16 @@ def test_dtds_entities_and_external_references_are_refused_unexpanded(document):
 
 @pytest.mark.parametrize(
     "document",
-    [b"", b"not xml", b"<ServiceResponse", b"<Unknown/>", b"<a><b></a>",
-     b'<ServiceResponse RequestType="x" RequestID="1" OverallResult="Success"><Terminal></ServiceResponse>',
-     b"\xff\xfe\x00"],
-)  # fmt: skip
+    [
+        b"",
+        b"not xml",
+        b"<ServiceResponse",
+        b"<Unknown/>",
+        b"<a><b></a>",
+        b'<ServiceResponse RequestType="x" RequestID="1" OverallResult="Success"><Terminal></ServiceResponse>',
+        b"\xff\xfe\x00",
+    ],
+)
 def test_malformed_documents_raise_malformed_message(document):
     with pytest.raises(MalformedMessage):
         m.parse(document)
@@ -263,21 +350,32 @@ def test_malformed_documents_raise_malformed_message(document):
     [
         (b"<CardServiceResponse/>", ["RequestType", "RequestID", "OverallResult"]),
         (b'<CardServiceRequest RequestType="CardValidation" RequestID="1"/>', ["WorkstationID"]),
-        (b'<ServiceRequest RequestID="1" WorkstationID="P"><POSdata/></ServiceRequest>',
-         ["RequestType", "POSdata/POSTimeStamp"]),
-        (b'<CardServiceRequest RequestType="CardFinancialAdvice" RequestID="1" WorkstationID="P">'
-         b'<TotalAmount>1.00</TotalAmount><OriginalTransaction STAN="1"/></CardServiceRequest>',
-         ["TotalAmount/Currency", "OriginalTransaction/TerminalID"]),
-        (b'<CardServiceResponse RequestType="RepeatLastMessage" RequestID="2" OverallResult="Success">'
-         b"<OriginalHeader/></CardServiceResponse>", ["OriginalHeader/RequestID"]),
-        (b'<ServiceResponse RequestType="Reconciliation" RequestID="2" OverallResult="Success">'
-         b'<Reconciliation><TotalAmount Currency="EUR">1.00</TotalAmount></Reconciliation></ServiceResponse>',
-         ["Reconciliation/TotalAmount/CardCircuit", "Reconciliation/TotalAmount/NumberPayments"]),
-        (b'<DeviceRequest RequestType="Output"><Output/></DeviceRequest>',
-         ["RequestID", "Output/OutDeviceTarget"]),
+        (
+            b'<ServiceRequest RequestID="1" WorkstationID="P"><POSdata/></ServiceRequest>',
+            ["RequestType", "POSdata/POSTimeStamp"],
+        ),
+        (
+            b'<CardServiceRequest RequestType="CardFinancialAdvice" RequestID="1" WorkstationID="P">'
+            b'<TotalAmount>1.00</TotalAmount><OriginalTransaction STAN="1"/></CardServiceRequest>',
+            ["TotalAmount/Currency", "OriginalTransaction/TerminalID"],
+        ),
+        (
+            b'<CardServiceResponse RequestType="RepeatLastMessage" RequestID="2" OverallResult="Success">'
+            b"<OriginalHeader/></CardServiceResponse>",
+            ["OriginalHeader/RequestID"],
+        ),
+        (
+            b'<ServiceResponse RequestType="Reconciliation" RequestID="2" OverallResult="Success">'
+            b'<Reconciliation><TotalAmount Currency="EUR">1.00</TotalAmount></Reconciliation></ServiceResponse>',
+            ["Reconciliation/TotalAmount/CardCircuit", "Reconciliation/TotalAmount/NumberPayments"],
+        ),
+        (
+            b'<DeviceRequest RequestType="Output"><Output/></DeviceRequest>',
+            ["RequestID", "Output/OutDeviceTarget"],
+        ),
         (b'<DeviceResponse RequestType="Output" RequestID="1"/>', ["OverallResult"]),
     ],
-)  # fmt: skip
+)
 def test_missing_mandatory_fields_are_all_named(document, fields):
     with pytest.raises(MissingField) as info:
         m.parse(document)

@@ -37,9 +37,12 @@ def test_request_type_names_can_be_overridden_and_looked_up_backwards():
 
 def test_to_dict_from_dict_round_trip():
     profile = TerminalProfile(
-        host="h", channel1_listener="terminal", encoding="latin-1", timeouts={"status": 3},
+        host="h",
+        channel1_listener="terminal",
+        encoding="latin-1",
+        timeouts={"status": 3},
         request_types={"capture": "CardFinancialAdviceX"},
-    )  # fmt: skip
+    )
     assert profile.encoding == "ISO-8859-1"
     assert TerminalProfile.from_dict(profile.to_dict()) == profile
 

@@ -107,15 +107,22 @@ short_id = st.from_regex(r"[0-9]{1,9}", fullmatch=True)
 def test_generated_messages_round_trip(request_id, workstation, minor, currency, text, encoding):
     messages = [
         m.CardServiceRequest(
-            "CardFinancialAdvice", request_id, workstation, amount=m.Amount(minor, currency),
-            original_transaction=m.OriginalTransaction("T" + request_id, request_id, approval_code=text or None),
+            "CardFinancialAdvice",
+            request_id,
+            workstation,
+            amount=m.Amount(minor, currency),
+            original_transaction=m.OriginalTransaction(
+                "T" + request_id, request_id, approval_code=text or None
+            ),
         ),
         m.CardServiceResponse(
-            "CardPreAuthorisation", request_id, "Success",
+            "CardPreAuthorisation",
+            request_id,
+            "Success",
             tender=m.Tender(m.Amount(minor, currency), m.Authorisation(card_pan=text)),
             private_data=m.PrivateData(error_text=text),
         ),
         m.DeviceRequest("Output", request_id, outputs=[m.Output("Printer", [m.TextLine(text, 1)])]),
-    ]  # fmt: skip
+    ]
     for message in messages:
         assert m.parse(m.encode(message, encoding)) == message
