@@ -60,8 +60,16 @@ class ReadOnlyInline:
 
 
 class AuditEventAdmin(ReadOnlyAdmin):
-    list_display = ["at", "actor_kind", "actor_label", "action", "subject_type",
-                    "subject_id", "from_state", "to_state"]  # fmt: skip
+    list_display = [
+        "at",
+        "actor_kind",
+        "actor_label",
+        "action",
+        "subject_type",
+        "subject_id",
+        "from_state",
+        "to_state",
+    ]
     list_filter = ["actor_kind", "action", "subject_type"]
     search_fields = ["actor_label", "action", "subject_id", "session_ref", "reason"]
     list_select_related = ["actor_user"]

@@ -1,5 +1,7 @@
 """Raising and resolving exceptions (things that need a person)."""
 
+from collections.abc import Callable
+
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
@@ -43,9 +45,13 @@ def raise_exception(
     except IntegrityError:  # raised concurrently by another process: theirs stands
         return ExceptionRecord.objects.get(dedupe_key=dedupe_key, resolved_at__isnull=True)
     audit.record(
-        actor or audit.Actor.system(), record, "exception.raised", to_state="open",
-        reason=title, session=session,
-    )  # fmt: skip
+        actor or audit.Actor.system(),
+        record,
+        "exception.raised",
+        to_state="open",
+        reason=title,
+        session=session,
+    )
     return record
 
 
@@ -58,9 +64,13 @@ def resolve_exception(record: ExceptionRecord, user, note: str) -> bool:
     )
     if done:
         audit.record(
-            audit.Actor.user(user), record, "exception.resolved", from_state="open",
-            to_state="resolved", reason=note.strip(),
-        )  # fmt: skip
+            audit.Actor.user(user),
+            record,
+            "exception.resolved",
+            from_state="open",
+            to_state="resolved",
+            reason=note.strip(),
+        )
     return bool(done)
 
 
@@ -74,20 +84,34 @@ def resolve_automatically(dedupe_key: str, note: str, actor, session=None) -> in
             resolved_at=timezone.now(), resolution_note=note
         ):
             audit.record(
-                actor, record, "exception.resolved", from_state="open", to_state="resolved",
-                reason=note, session=session,
-            )  # fmt: skip
+                actor,
+                record,
+                "exception.resolved",
+                from_state="open",
+                to_state="resolved",
+                reason=note,
+                session=session,
+            )
             closed += 1
     return closed
 
 
-def retry_exception(record: ExceptionRecord, user) -> bool:
-    """Queue recovery again when the exception is about a terminal transaction."""
-    if record.subject_type != "charging.terminaltransaction" or not record.is_open:
-        return False
-    from sessions.tasks import recover_transaction_task
+# subject type (model label) -> what "retry" means for an exception about such a row. Apps
+# register their handlers at start-up, so this base module imports no app.
+_retry_handlers: dict[str, Callable[[ExceptionRecord], None]] = {}
 
+
+def register_retry(subject_type: str, handler: Callable[[ExceptionRecord], None]) -> None:
+    """Let staff retry exceptions about `subject_type` rows; `handler` runs after commit."""
+    _retry_handlers[subject_type] = handler
+
+
+def retry_exception(record: ExceptionRecord, user) -> bool:
+    """Queue the retry registered for the exception's subject (recovery, for a terminal
+    transaction); False if there is none or the exception is resolved."""
+    handler = _retry_handlers.get(record.subject_type)
+    if handler is None or not record.is_open:
+        return False
     audit.record(audit.Actor.user(user), record, "exception.retry", reason="retry recovery")
-    pk = int(record.subject_id)
-    transaction.on_commit(lambda: recover_transaction_task.delay(pk))
+    handler(record)
     return True

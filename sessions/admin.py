@@ -13,9 +13,17 @@ from sessions.models import (
 
 @admin.register(Tariff)
 class TariffAdmin(admin.ModelAdmin):
-    list_display = ["name", "site", "active", "start_fee_minor", "price_per_kwh_minor",
-                    "price_per_minute_minor", "idle_fee_per_minute_minor", "vat_rate_bp",
-                    "authorise_amount_minor"]  # fmt: skip
+    list_display = [
+        "name",
+        "site",
+        "active",
+        "start_fee_minor",
+        "price_per_kwh_minor",
+        "price_per_minute_minor",
+        "idle_fee_per_minute_minor",
+        "vat_rate_bp",
+        "authorise_amount_minor",
+    ]
     list_filter = ["active", "site"]
     search_fields = ["name", "site__name"]
     list_select_related = ["site"]
@@ -25,12 +33,27 @@ class TariffAdmin(admin.ModelAdmin):
 class ChargingSessionAdmin(ReadOnlyAdmin):
     """Read-only: sessions change state and money only through sessions.services (audited)."""
 
-    list_display = ["public_id", "requested_at", "site", "terminal", "state", "close_reason",
-                    "card_brand", "masked_pan", "cost_total_minor", "captured_amount_minor",
-                    "currency"]  # fmt: skip
+    list_display = [
+        "public_id",
+        "requested_at",
+        "site",
+        "terminal",
+        "state",
+        "close_reason",
+        "card_brand",
+        "masked_pan",
+        "cost_total_minor",
+        "captured_amount_minor",
+        "currency",
+    ]
     list_filter = ["state", "close_reason", "site", "card_brand", "cost_capped"]
-    search_fields = ["=public_id", "card_token", "pan_last4", "connector__evse_id",
-                     "terminal__terminal_id"]  # fmt: skip
+    search_fields = [
+        "=public_id",
+        "card_token",
+        "pan_last4",
+        "connector__evse_id",
+        "terminal__terminal_id",
+    ]
     list_select_related = ["site", "terminal"]
     date_hierarchy = "requested_at"
 
@@ -43,11 +66,26 @@ class DeviceMessageInline(ReadOnlyInline, admin.TabularInline):
 
 @admin.register(TerminalTransaction)
 class TerminalTransactionAdmin(ReadOnlyAdmin):
-    list_display = ["created_at", "terminal", "operation", "request_id", "amount_minor",
-                    "currency", "state", "outcome", "session"]  # fmt: skip
+    list_display = [
+        "created_at",
+        "terminal",
+        "operation",
+        "request_id",
+        "amount_minor",
+        "currency",
+        "state",
+        "outcome",
+        "session",
+    ]
     list_filter = ["operation", "state", "outcome", "terminal__site"]
-    search_fields = ["=public_id", "request_id", "terminal__terminal_id", "stan",
-                     "approval_code", "card_token"]  # fmt: skip
+    search_fields = [
+        "=public_id",
+        "request_id",
+        "terminal__terminal_id",
+        "stan",
+        "approval_code",
+        "card_token",
+    ]
     list_select_related = ["terminal", "session"]
     date_hierarchy = "created_at"
     inlines = [DeviceMessageInline]

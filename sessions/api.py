@@ -26,7 +26,7 @@ from ninja.security import HttpBearer
 
 from evpay.audit import Actor
 from evpay.money import to_decimal_string
-from sessions import services
+from sessions import enqueue, services
 from sessions.models import ApiKey, ChargingSession, IdempotencyRecord, SessionState
 from terminals.models import Connector, Terminal
 
@@ -63,10 +63,12 @@ def problem(status: int, title: str, detail: str = "", errors: list | None = Non
 @api.exception_handler(ValidationError)
 def on_validation_error(request, exc):
     errors = [
-        {"field": ".".join(str(p) for p in e.get("loc", []) if p not in ("body", "payload")),
-         "message": e.get("msg", "")}
+        {
+            "field": ".".join(str(p) for p in e.get("loc", []) if p not in ("body", "payload")),
+            "message": e.get("msg", ""),
+        }
         for e in exc.errors
-    ]  # fmt: skip
+    ]
     log.info("API validation error on %s: %s", request.path, errors)
     return problem(
         422, "Invalid request", "; ".join(f"{e['field']}: {e['message']}" for e in errors), errors
@@ -96,8 +98,11 @@ def on_database_unavailable(request, exc):
     # A dropped or refused database connection is the server's trouble, not the request's: say
     # so and when to retry (the Idempotency-Key makes the retry safe), instead of a bare 500.
     log.warning("API database error on %s", request.path, exc_info=exc)
-    response = problem(503, "Service unavailable",
-                       "the database did not answer; retry with the same Idempotency-Key")  # fmt: skip
+    response = problem(
+        503,
+        "Service unavailable",
+        "the database did not answer; retry with the same Idempotency-Key",
+    )
     response["Retry-After"] = "1"
     return response
 
@@ -119,8 +124,9 @@ PRINTABLE = r"^[^\x00-\x1f\x7f]*$"
 
 
 class StartIn(Schema):
-    evse_id: str = Field(..., min_length=1, max_length=48, pattern=PRINTABLE,
-                         description="connector to charge on")  # fmt: skip
+    evse_id: str = Field(
+        ..., min_length=1, max_length=48, pattern=PRINTABLE, description="connector to charge on"
+    )
 
 
 class MeterIn(Schema):
@@ -157,8 +163,9 @@ class SessionOut(Schema):
     id: UUID
     evse_id: str
     state: str
-    action: Literal["wait", "start_charging", "continue", "stop_charging", "wait_for_unplug",
-                    "done", "refused"]  # fmt: skip
+    action: Literal[
+        "wait", "start_charging", "continue", "stop_charging", "wait_for_unplug", "done", "refused"
+    ]
     message: str
     close_reason: str
     energy_wh: int
@@ -197,16 +204,24 @@ def session_out(session: ChargingSession) -> dict:
         )
     else:
         action, message = _ACTIONS[session.state]
-    if session.is_open and session.state in (SessionState.CHARGING, SessionState.STOPPING,
-                                             SessionState.ENDED):  # fmt: skip
+    if session.is_open and session.state in (
+        SessionState.CHARGING,
+        SessionState.STOPPING,
+        SessionState.ENDED,
+    ):
         cost = services.current_cost(session)
         total = cost.total_minor
         parts = cost.as_dict()
     else:
         total = session.cost_total_minor
-        parts = {"vat_minor": session.cost_vat_minor, "energy_minor": session.cost_energy_minor,
-                 "time_minor": session.cost_time_minor, "idle_minor": session.cost_idle_minor,
-                 "start_minor": session.cost_start_minor, "capped": session.cost_capped}  # fmt: skip
+        parts = {
+            "vat_minor": session.cost_vat_minor,
+            "energy_minor": session.cost_energy_minor,
+            "time_minor": session.cost_time_minor,
+            "idle_minor": session.cost_idle_minor,
+            "start_minor": session.cost_start_minor,
+            "capped": session.cost_capped,
+        }
     return {
         "id": session.public_id,
         "evse_id": session.connector.evse_id,
@@ -226,7 +241,7 @@ def session_out(session: ChargingSession) -> dict:
             "idle_minor": parts["idle_minor"],
             "start_minor": parts["start_minor"],
             "capped": parts["capped"],
-        },  # fmt: skip
+        },
         "card_brand": session.card_brand,
         "masked_pan": session.masked_pan,
         "requested_at": session.requested_at,
@@ -282,8 +297,13 @@ def idempotent(view):
         body = json.loads(api.renderer.render(request, body, response_status=status))
         try:
             with transaction.atomic():
-                IdempotencyRecord.objects.create(api_key=request.auth, key=key,
-                                                 fingerprint=fingerprint, status_code=status, body=body)  # fmt: skip
+                IdempotencyRecord.objects.create(
+                    api_key=request.auth,
+                    key=key,
+                    fingerprint=fingerprint,
+                    status_code=status,
+                    body=body,
+                )
         except IntegrityError:
             pass  # a concurrent repeat stored it first; both answers describe the same state
         return Status(status, body)
@@ -327,8 +347,11 @@ def _act(request, session_id, action):
 @api.post("/sessions/{session_id}/meter", response={200: SessionOut, **RESPONSES})
 @idempotent
 def meter(request, session_id: UUID, payload: MeterIn):
-    return _act(request, session_id,
-                lambda s, a: services.record_meter(s, payload.energy_wh, a, at=payload.at))  # fmt: skip
+    return _act(
+        request,
+        session_id,
+        lambda s, a: services.record_meter(s, payload.energy_wh, a, at=payload.at),
+    )
 
 
 @api.post("/sessions/{session_id}/charging-started", response={200: SessionOut, **RESPONSES})
@@ -341,8 +364,11 @@ def charging_started(request, session_id: UUID, payload: AtIn | None = None):
 @api.post("/sessions/{session_id}/charging-ended", response={200: SessionOut, **RESPONSES})
 @idempotent
 def charging_ended(request, session_id: UUID, payload: EndedIn):
-    return _act(request, session_id,
-                lambda s, a: services.mark_charging_ended(s, payload.energy_wh, a, at=payload.at))  # fmt: skip
+    return _act(
+        request,
+        session_id,
+        lambda s, a: services.mark_charging_ended(s, payload.energy_wh, a, at=payload.at),
+    )
 
 
 @api.post("/sessions/{session_id}/unplugged", response={200: SessionOut, **RESPONSES})
@@ -359,8 +385,11 @@ def stop(request, session_id: UUID, payload: StopIn | None = None):
     return _act(request, session_id, lambda s, a: services.request_stop(s, a, reason))
 
 
-@api.post("/terminals/{terminal_id}/card-read", response={202: CardReadOut, **RESPONSES},
-          summary="A driver wants to stop by card: read the card at the terminal")  # fmt: skip
+@api.post(
+    "/terminals/{terminal_id}/card-read",
+    response={202: CardReadOut, **RESPONSES},
+    summary="A driver wants to stop by card: read the card at the terminal",
+)
 @idempotent
 def card_read(request, terminal_id: str):
     terminal = Terminal.objects.filter(terminal_id=terminal_id).first()
@@ -368,8 +397,12 @@ def card_read(request, terminal_id: str):
         raise HttpError(404, f"no terminal {terminal_id}")
     if terminal.site_id != request.auth.site_id:
         raise HttpError(403, "this API key belongs to another site")
-    from sessions.tasks import stop_by_card_task
-
-    transaction.on_commit(lambda: stop_by_card_task.delay(terminal.pk))
-    return Status(202, {"terminal_id": terminal_id, "status": "reading",
-                 "message": "Present the card that started the session."})  # fmt: skip
+    enqueue.stop_by_card(terminal.pk)
+    return Status(
+        202,
+        {
+            "terminal_id": terminal_id,
+            "status": "reading",
+            "message": "Present the card that started the session.",
+        },
+    )

@@ -13,14 +13,13 @@ import logging
 
 from django.db import close_old_connections
 
+from sessions.journal import clean_text
 from sessions.models import DeviceMessage, Operation, TerminalTransaction, TxState
-from sessions.payments import clean_text
+from sessions.services import delivery_check
 from terminals.opi.device_channel import RecordingDeviceHandler
-from terminals.opi.messages import DeviceRequest, Output
+from terminals.opi.messages import RECEIPT_TARGETS, DeviceRequest, Output
 
 log = logging.getLogger(__name__)
-
-RECEIPT_TARGETS = set(DeviceMessage.RECEIPT_TARGETS)
 
 
 def open_transaction_for(terminal_id: str | None) -> TerminalTransaction | None:
@@ -51,8 +50,11 @@ class DatabaseDeviceHandler(RecordingDeviceHandler):
         tx = open_transaction_for(request.terminal_id)
         lines = [clean_text(line.text) for line in output.lines]
         if tx is None:
-            log.warning("channel 1: %s output from terminal %s with no open request",
-                        output.target, request.terminal_id)  # fmt: skip
+            log.warning(
+                "channel 1: %s output from terminal %s with no open request",
+                output.target,
+                request.terminal_id,
+            )
             # A display text with nothing open is harmless; a receipt we cannot keep is not.
             return output.target not in RECEIPT_TARGETS
         DeviceMessage.objects.create(
@@ -64,9 +66,7 @@ class DatabaseDeviceHandler(RecordingDeviceHandler):
         return True
 
     def _delivery_allowed(self, request: DeviceRequest) -> bool:
-        from sessions.services import _delivery_check
-
         tx = open_transaction_for(request.terminal_id)
         if tx is None or tx.operation != Operation.AUTHORISE or tx.session_id is None:
             return False
-        return _delivery_check(tx.session_id)(request)
+        return delivery_check(tx.session_id)(request)

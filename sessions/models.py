@@ -8,11 +8,13 @@ import hashlib
 import secrets
 import uuid
 
-from django.db import models
+from django.db import models, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
+from evpay import audit
 from terminals.models import Connector, Site, Terminal
+from terminals.opi.messages import RECEIPT_TARGETS
 
 
 class Tariff(models.Model):
@@ -56,10 +58,16 @@ class Tariff(models.Model):
     def snapshot(self) -> dict:
         """The prices a session is held to, copied at start so later edits do not reprice it."""
         fields = [
-            "start_fee_minor", "price_per_kwh_minor", "price_per_minute_minor",
-            "idle_fee_per_minute_minor", "idle_grace_minutes", "vat_rate_bp",
-            "authorise_amount_minor", "max_session_minutes", "start_timeout_minutes",
-        ]  # fmt: skip
+            "start_fee_minor",
+            "price_per_kwh_minor",
+            "price_per_minute_minor",
+            "idle_fee_per_minute_minor",
+            "idle_grace_minutes",
+            "vat_rate_bp",
+            "authorise_amount_minor",
+            "max_session_minutes",
+            "start_timeout_minutes",
+        ]
         return {"tariff_id": self.pk, "name": self.name, "currency": self.currency} | {
             f: getattr(self, f) for f in fields
         }
@@ -209,6 +217,15 @@ class Outcome(models.TextChoices):
     NOT_COMPLETED = "not_completed", "Proven not completed"
 
 
+# How a request row's state may change (TerminalTransaction methods; nothing else writes it).
+TX_ALLOWED = {
+    TxState.SENT: {TxState.COMPLETED, TxState.UNKNOWN, TxState.NOT_SENT, TxState.RESOLVED},
+    TxState.UNKNOWN: {TxState.UNKNOWN, TxState.RESOLVED},
+    TxState.COMPLETED: set(),
+    TxState.NOT_SENT: set(),
+    TxState.RESOLVED: set(),
+}
+
 # Outcomes that occupy an authorisation: while one of these exists for a capture or release,
 # no other capture or release may be sent for the same authorisation.
 LIVE_SETTLEMENT_OUTCOMES = [Outcome.PENDING, Outcome.UNKNOWN, Outcome.SUCCESS]
@@ -273,7 +290,7 @@ class TerminalTransaction(models.Model):
                 name="tx_unique_request_id",
             ),
             # Double capture is impossible: one live (pending/unknown/succeeded) capture or
-            # release per authorisation. payments.settle() relies on this.
+            # release per authorisation. services.settlement.settle_session relies on this.
             models.UniqueConstraint(
                 fields=["original"],
                 condition=Q(operation__in=["capture", "release"])
@@ -311,15 +328,106 @@ class TerminalTransaction(models.Model):
     def __str__(self):
         return f"{self.operation} #{self.request_id} on {self.terminal_id}: {self.outcome}"
 
-    @property
-    def is_money(self) -> bool:
-        return self.operation in MONEY_OPERATIONS
+    # --- state: every change of state or outcome is one of these calls -----------------
+    def record_answer(self, outcome: str, actor, **answer) -> bool:
+        """The terminal answered (or proved it had nothing: not sent, or unknown)."""
+        to = {Outcome.UNKNOWN: TxState.UNKNOWN, Outcome.NOT_SENT: TxState.NOT_SENT}.get(
+            outcome, TxState.COMPLETED
+        )
+        answer = {"outcome": outcome, "completed_at": timezone.now(), **answer}
+        reason = answer.get("error_text") or answer.get("detail") or ""
+        return self._move(to, answer, actor, f"tx.{self.operation}", reason, TxState.SENT)
+
+    def resolve_by_recovery(self, outcome: str, resolution: str, actor, **answer) -> bool:
+        """Recovery proved what happened: done (the repeated answer) or never completed."""
+        fields = {"outcome": outcome, "resolution": resolution[:300], **answer}
+        return self._move(
+            TxState.RESOLVED, self._recovery_attempt(fields), actor, "tx.recovery", resolution
+        )
+
+    def remain_unknown(self, actor) -> bool:
+        """Recovery asked and could not prove anything this time."""
+        fields = self._recovery_attempt({"outcome": Outcome.UNKNOWN})
+        return self._move(TxState.UNKNOWN, fields, actor, "tx.recovery", "could not be proven yet")
+
+    def close_unanswered(self) -> bool:
+        """A card read or reprint without a stored answer: nothing to recover."""
+        resolution = "no answer stored; no money involved, nothing to recover"
+        fields = {
+            "outcome": Outcome.UNKNOWN,
+            "resolution": resolution,
+            "completed_at": self.completed_at or timezone.now(),
+        }
+        return self._move(TxState.RESOLVED, fields)
+
+    def resolve_manually(self, user, note: str, actor) -> bool:
+        """Staff settled it on their word (acquirer portal, journal): the outcome stays as
+        recorded, the row stops blocking the terminal and recovery leaves it alone."""
+        fields = {
+            "resolution": f"resolved manually by {user.get_username()}: {note}"[:300],
+            "completed_at": self.completed_at or timezone.now(),
+        }
+        return self._move(
+            TxState.RESOLVED,
+            fields,
+            actor,
+            "tx.resolved_manually",
+            note,
+            audit_from=self.state,
+            audit_to=TxState.RESOLVED,
+        )
+
+    def _recovery_attempt(self, fields: dict) -> dict:
+        return {
+            "recovery_attempts": self.recovery_attempts + 1,
+            "completed_at": self.completed_at or timezone.now(),
+            **fields,
+        }
+
+    def _move(
+        self,
+        to: str,
+        fields: dict,
+        actor=None,
+        action: str = "",
+        reason: str = "",
+        audit_from: str = "",
+        audit_to: str = "",
+    ) -> bool:
+        """Apply one edge of TX_ALLOWED if the row is still in the state it was read in.
+
+        A conditional UPDATE: when another process moved the row first (a late answer after
+        recovery settled it, two recoveries), this changes nothing, re-reads the row and
+        returns False, so the caller goes on from what is really stored."""
+        frm = self.state
+        if to not in TX_ALLOWED[frm]:
+            raise ValueError(f"a request that is {frm} cannot become {to}")
+        from_outcome = self.outcome
+        with transaction.atomic():
+            if not TerminalTransaction.objects.filter(pk=self.pk, state=frm).update(
+                state=to, **fields
+            ):
+                self.refresh_from_db()
+                return False
+            self.state = to
+            for name, value in fields.items():
+                setattr(self, name, value)
+            if actor is not None:
+                audit.record(
+                    actor,
+                    self,
+                    action,
+                    from_state=audit_from or from_outcome,
+                    to_state=audit_to or self.outcome,
+                    reason=reason,
+                    session=self.session,
+                    data={"request_id": self.request_id, "amount_minor": self.amount_minor},
+                )
+        return True
 
 
 class DeviceMessage(models.Model):
     """A channel-1 output (display text or receipt) that arrived during a transaction."""
-
-    RECEIPT_TARGETS = ("Printer", "PrinterReceipt", "JournalPrinter", "E-Journal")
 
     transaction = models.ForeignKey(
         TerminalTransaction, on_delete=models.CASCADE, related_name="device_messages"
@@ -340,7 +448,7 @@ class DeviceMessage(models.Model):
 
     @property
     def is_receipt(self) -> bool:
-        return self.target in self.RECEIPT_TARGETS
+        return self.target in RECEIPT_TARGETS
 
 
 class ApiKey(models.Model):

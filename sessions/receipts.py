@@ -14,6 +14,7 @@ from django.utils import timezone
 
 from evpay.money import format_money
 from sessions.models import ChargingSession, DeviceMessage
+from terminals.opi.messages import RECEIPT_TARGETS
 
 WIDTH = 40
 
@@ -30,9 +31,7 @@ class Receipt:
 def receipt_messages(session: ChargingSession):
     """The terminal's receipt outputs for this session, in the order they were printed."""
     return (
-        DeviceMessage.objects.filter(
-            transaction__session=session, target__in=DeviceMessage.RECEIPT_TARGETS
-        )
+        DeviceMessage.objects.filter(transaction__session=session, target__in=RECEIPT_TARGETS)
         .select_related("transaction")
         .order_by("transaction_id", "seq")
     )

@@ -14,7 +14,8 @@ from evpay.audit import Actor
 from evpay.jobs import job_run
 from sessions import services
 from sessions.models import ChargingSession, Outcome, SessionState, TerminalTransaction, TxState
-from sessions.payments import TerminalBusy
+from terminals.gateway import TerminalBusy
+from terminals.models import Terminal
 
 log = logging.getLogger(__name__)
 
@@ -89,8 +90,6 @@ def recover_transaction_task(self, tx_pk: int) -> None:
 
 @shared_task(bind=True, name="charging.stop_by_card", ignore_result=True)
 def stop_by_card_task(self, terminal_pk: int) -> None:
-    from terminals.models import Terminal
-
     terminal = Terminal.objects.filter(pk=terminal_pk).first()
     if terminal is None:
         return

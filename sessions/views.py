@@ -14,7 +14,8 @@ from django.views.decorators.http import require_GET, require_POST
 from evpay.models import AuditEvent, ExceptionRecord
 from evpay.money import exponent, to_decimal_string
 from evpay.roles import OPERATE_PERM, VIEW_PERM, permission_required
-from evpay.views import (
+from evpay.templatetags.evpay_tags import site_localtime
+from evpay.web import (
     after_post,
     can_operate,
     csv_response,
@@ -102,23 +103,46 @@ def session_queryset(params):
 
 
 CSV_HEADER = [
-    "session", "requested_at", "site", "terminal_id", "evse_id", "state", "close_reason",
-    "card_brand", "masked_pan", "energy_kwh", "currency", "authorised", "total", "vat",
-    "captured", "closed_at",
-]  # fmt: skip
+    "session",
+    "requested_at",
+    "site",
+    "terminal_id",
+    "evse_id",
+    "state",
+    "close_reason",
+    "card_brand",
+    "masked_pan",
+    "energy_kwh",
+    "currency",
+    "authorised",
+    "total",
+    "vat",
+    "captured",
+    "closed_at",
+]
 
 
 def _csv_rows(sessions):
     for s in sessions:
         c = s.currency
         yield [
-            s.public_id, s.requested_at.isoformat(), s.site.name, s.terminal.terminal_id,
-            s.connector.evse_id, s.state, s.close_reason, s.card_brand, s.masked_pan,
-            f"{s.energy_wh / 1000:.3f}", c, to_decimal_string(s.authorised_amount_minor, c),
-            to_decimal_string(s.cost_total_minor, c), to_decimal_string(s.cost_vat_minor, c),
+            s.public_id,
+            s.requested_at.isoformat(),
+            s.site.name,
+            s.terminal.terminal_id,
+            s.connector.evse_id,
+            s.state,
+            s.close_reason,
+            s.card_brand,
+            s.masked_pan,
+            f"{s.energy_wh / 1000:.3f}",
+            c,
+            to_decimal_string(s.authorised_amount_minor, c),
+            to_decimal_string(s.cost_total_minor, c),
+            to_decimal_string(s.cost_vat_minor, c),
             to_decimal_string(s.captured_amount_minor, c),
             s.closed_at.isoformat() if s.closed_at else "",
-        ]  # fmt: skip
+        ]
 
 
 @permission_required(VIEW_PERM)
@@ -184,7 +208,7 @@ def session_detail(request, public_id):
             }
             for key, (_fn, label, question) in ACTIONS.items()
             if key in available
-        ],  # fmt: skip
+        ],
     }
     return render(request, "sessions/detail.html", context)
 
@@ -201,12 +225,29 @@ def _available_actions(session, transactions) -> set[str]:
     return available
 
 
-# action -> (service function, button label, confirmation question)
+# action -> (service, button label, confirmation question); each service takes
+# (session, user, reason) and raises JourneyError when the state does not allow it.
 ACTIONS = {
-    "capture": ("operator_capture_now", "Capture now", "End the session and capture its cost now?"),
-    "release": ("operator_release", "Release", "Waive the cost and release the reservation?"),
-    "retry": ("operator_retry_recovery", "Retry recovery", "Retry recovery of unknown outcomes?"),
-    "resolve": ("resolve_manually", "Resolve manually", "Close this session as resolved by staff?"),
+    "capture": (
+        services.operator_capture_now,
+        "Capture now",
+        "End the session and capture its cost now?",
+    ),
+    "release": (
+        services.operator_release,
+        "Release",
+        "Waive the cost and release the reservation?",
+    ),
+    "retry": (
+        services.operator_retry_recovery,
+        "Retry recovery",
+        "Retry recovery of unknown outcomes?",
+    ),
+    "resolve": (
+        services.resolve_manually,
+        "Resolve manually",
+        "Close this session as resolved by staff?",
+    ),
 }
 URL_NAMES = {
     "capture": "capture",
@@ -224,13 +265,13 @@ def session_action(request, public_id, action):
     session = _get_session(public_id)
     detail_url = reverse("sessions:detail", args=[session.public_id])
     reason = request.POST.get("reason", "").strip()
-    function_name, label, _question = ACTIONS[action]
+    service, label, _question = ACTIONS[action]
     if not reason:
         messages.error(request, f"{label}: a reason is required.")
         return after_post(request, detail_url)
     try:
         with transaction.atomic():
-            getattr(services, function_name)(session, request.user, reason)
+            service(session, request.user, reason)
     except services.JourneyError as exc:
         messages.error(request, f"{label} was not possible: {exc}")
     else:
@@ -308,8 +349,6 @@ def receipt_search(request):
     sessions = list(qs.order_by("-requested_at", "-id")[:500])
     if day:
         # "That day" is the driver's day: the site's local date, not the server's.
-        from evpay.templatetags.evpay_tags import site_localtime
-
         sessions = [s for s in sessions if site_localtime(s.requested_at, s.site).date() == day]
     context = {
         "page": paginate(request, sessions),

@@ -34,16 +34,32 @@ class TerminalBrandInline(admin.TabularInline):
 
 @admin.register(Terminal)
 class TerminalAdmin(admin.ModelAdmin):
-    list_display = ["name", "terminal_id", "site", "host", "enabled", "status", "status_changed_at",
-                    "last_seen_at"]  # fmt: skip
+    list_display = [
+        "name",
+        "terminal_id",
+        "site",
+        "host",
+        "enabled",
+        "status",
+        "status_changed_at",
+        "last_seen_at",
+    ]
     list_filter = ["enabled", "status", "site"]
     search_fields = ["name", "terminal_id", "host"]
     list_select_related = ["site"]
     inlines = [ConnectorInline, TerminalBrandInline]
     # Status, counters and the lease are written by the services only.
-    readonly_fields = ["public_id", "status", "status_changed_at", "last_seen_at",
-                       "consecutive_failures", "brands_refreshed_at", "request_counter",
-                       "lease_owner", "lease_until"]  # fmt: skip
+    readonly_fields = [
+        "public_id",
+        "status",
+        "status_changed_at",
+        "last_seen_at",
+        "consecutive_failures",
+        "brands_refreshed_at",
+        "request_counter",
+        "lease_owner",
+        "lease_until",
+    ]
 
 
 @admin.register(Connector)
@@ -66,8 +82,15 @@ class TerminalStatusChangeAdmin(ReadOnlyAdmin):
 
 class ClosingBrandTotalInline(ReadOnlyInline, admin.TabularInline):
     model = ClosingBrandTotal
-    fields = ["brand", "currency", "terminal_count", "terminal_amount_minor", "our_count",
-              "our_amount_minor", "explanation"]  # fmt: skip
+    fields = [
+        "brand",
+        "currency",
+        "terminal_count",
+        "terminal_amount_minor",
+        "our_count",
+        "our_amount_minor",
+        "explanation",
+    ]
     readonly_fields = fields
 
 
@@ -83,8 +106,15 @@ class PeriodClosingAdmin(ReadOnlyAdmin):
 
 @admin.register(ClosingBrandTotal)
 class ClosingBrandTotalAdmin(ReadOnlyAdmin):
-    list_display = ["closing", "brand", "currency", "terminal_count", "terminal_amount_minor",
-                    "our_count", "our_amount_minor"]  # fmt: skip
+    list_display = [
+        "closing",
+        "brand",
+        "currency",
+        "terminal_count",
+        "terminal_amount_minor",
+        "our_count",
+        "our_amount_minor",
+    ]
     list_filter = ["brand", "currency"]
     search_fields = ["closing__terminal__terminal_id", "brand"]
     list_select_related = ["closing__terminal"]

@@ -10,8 +10,8 @@ from django.utils import timezone
 
 from evpay.audit import Actor
 from evpay.jobs import job_run
-from sessions.payments import TerminalBusy
 from terminals import services
+from terminals.gateway import TerminalBusy
 from terminals.models import MifareRead, PeriodClosing, Terminal
 
 log = logging.getLogger(__name__)
@@ -35,8 +35,13 @@ def poll_all_terminals_task() -> None:
         poll_terminal_status_task.delay(pk)
 
 
-@shared_task(name="terminals.poll_status", ignore_result=True, acks_late=True,
-             soft_time_limit=60, time_limit=90)  # fmt: skip
+@shared_task(
+    name="terminals.poll_status",
+    ignore_result=True,
+    acks_late=True,
+    soft_time_limit=60,
+    time_limit=90,
+)
 def poll_terminal_status_task(terminal_pk: int) -> None:
     # acks_late is safe: Diagnosis changes nothing on the terminal.
     terminal = _terminal(terminal_pk)

@@ -14,7 +14,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from evpay.money import to_decimal_string
 from evpay.roles import OPERATE_PERM, VIEW_PERM, permission_required
-from evpay.views import (
+from evpay.web import (
     after_post,
     can_operate,
     csv_response,
@@ -24,6 +24,7 @@ from evpay.views import (
     querystring,
     render_page,
 )
+from terminals import tasks
 from terminals.models import (
     OFFLINE_STATUSES,
     ClosingBrandTotal,
@@ -107,17 +108,16 @@ def terminal_detail(request, public_id):
     terminal = _get_terminal(public_id)
     if request.htmx and request.GET.get("part") == "status":
         return render(request, "terminals/detail.html#status", {"terminal": terminal})
-    from sessions.models import TerminalTransaction
-
     context = {
         "terminal": terminal,
         "site": terminal.site,
         "history": terminal.status_changes.all()[:20],
         "brands": terminal.brands.all(),
         "connectors": terminal.connectors.all(),
-        "transactions": TerminalTransaction.objects.filter(terminal=terminal)
-        .select_related("session")
-        .order_by("-created_at", "-id")[:20],
+        # The charging app's request rows, through their foreign key to the terminal.
+        "transactions": terminal.transactions.select_related("session").order_by(
+            "-created_at", "-id"
+        )[:20],
         "closings": terminal.closings.all()[:10],
         "mifare": terminal.mifare_reads.select_related("requested_by").first(),
         "can_operate": can_operate(request.user),
@@ -125,12 +125,12 @@ def terminal_detail(request, public_id):
     return render(request, "terminals/detail.html", context)
 
 
-# action -> (task name in terminals.tasks, message)
+# action -> (task, message)
 ACTIONS = {
-    "status": ("poll_terminal_status_task", "Status refresh requested."),
-    "brands": ("refresh_brands_task", "Card brand refresh requested."),
-    "closing": ("run_closing_task", "Period closing started; it appears under Closings."),
-    "reprint": ("reprint_ticket_task", "Ticket reprint requested."),
+    "status": (tasks.poll_terminal_status_task, "Status refresh requested."),
+    "brands": (tasks.refresh_brands_task, "Card brand refresh requested."),
+    "closing": (tasks.run_closing_task, "Period closing started; it appears under Closings."),
+    "reprint": (tasks.reprint_ticket_task, "Ticket reprint requested."),
 }
 
 
@@ -139,11 +139,8 @@ ACTIONS = {
 def terminal_action(request, public_id, action):
     if action not in ACTIONS:
         raise Http404("unknown action")
-    from terminals import tasks
-
     terminal = _get_terminal(public_id)
-    task_name, message = ACTIONS[action]
-    task = getattr(tasks, task_name)
+    task, message = ACTIONS[action]
     args = [terminal.pk]
     if action in ("closing", "brands"):
         args.append(f"user:{request.user.get_username()}")
@@ -156,8 +153,6 @@ def terminal_action(request, public_id, action):
 @permission_required(OPERATE_PERM)
 @require_POST
 def mifare_start(request, public_id):
-    from terminals.tasks import read_mifare_task
-
     terminal = _get_terminal(public_id)
     # A second click while a read waits for a card reuses it rather than queueing another.
     read = (
@@ -172,7 +167,7 @@ def mifare_start(request, public_id):
     if read is None:
         with transaction.atomic():
             read = MifareRead.objects.create(terminal=terminal, requested_by=request.user)
-            transaction.on_commit(lambda: read_mifare_task.delay(read.pk))
+            transaction.on_commit(lambda: tasks.read_mifare_task.delay(read.pk))
     if request.htmx:
         return render(
             request, "terminals/detail.html#mifare", {"mifare": read, "terminal": terminal}
@@ -215,21 +210,40 @@ def _closing_queryset(params):
 
 
 CLOSING_CSV_HEADER = [
-    "business_date", "terminal_id", "terminal", "site", "state", "brand", "currency",
-    "terminal_count", "terminal_amount", "our_count", "our_amount", "difference", "matches",
-]  # fmt: skip
+    "business_date",
+    "terminal_id",
+    "terminal",
+    "site",
+    "state",
+    "brand",
+    "currency",
+    "terminal_count",
+    "terminal_amount",
+    "our_count",
+    "our_amount",
+    "difference",
+    "matches",
+]
 
 
 def _closing_csv_rows(totals):
     for t in totals:
         closing = t.closing
         yield [
-            closing.business_date.isoformat(), closing.terminal.terminal_id, closing.terminal.name,
-            closing.terminal.site.name, closing.state, t.brand, t.currency, t.terminal_count,
-            to_decimal_string(t.terminal_amount_minor, t.currency), t.our_count,
+            closing.business_date.isoformat(),
+            closing.terminal.terminal_id,
+            closing.terminal.name,
+            closing.terminal.site.name,
+            closing.state,
+            t.brand,
+            t.currency,
+            t.terminal_count,
+            to_decimal_string(t.terminal_amount_minor, t.currency),
+            t.our_count,
             to_decimal_string(t.our_amount_minor, t.currency),
-            to_decimal_string(t.amount_difference_minor, t.currency), "yes" if t.matches else "no",
-        ]  # fmt: skip
+            to_decimal_string(t.amount_difference_minor, t.currency),
+            "yes" if t.matches else "no",
+        ]
 
 
 @permission_required(VIEW_PERM)
@@ -272,14 +286,12 @@ def closing_detail(request, public_id):
             CLOSING_CSV_HEADER,
             _closing_csv_rows(totals),
         )
-    from sessions.models import TerminalTransaction
-
     brand = request.GET.get("brand")
     drill = None
     if brand:
         ids = [i for t in totals if t.brand == brand for i in t.transaction_ids]
         drill = (
-            TerminalTransaction.objects.filter(pk__in=[i for i in ids if str(i).isdigit()])
+            closing.terminal.transactions.filter(pk__in=[i for i in ids if str(i).isdigit()])
             .select_related("session")
             .order_by("created_at")
         )

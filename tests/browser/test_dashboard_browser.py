@@ -20,12 +20,21 @@ def emu_world(emulator):
     emulator.set_offline(info["terminal_id"], False)
     site = f.make_site("Depot Utrecht")
     f.make_tariff(site)
-    profile = {"port0": info["port0"], "port1": info["port1"], "channel1_listener": "terminal",
-               "workstation_id": "EVPAY1", "timeouts": TIMEOUTS, "connect_timeout": 2}  # fmt: skip
+    profile = {
+        "port0": info["port0"],
+        "port1": info["port1"],
+        "channel1_listener": "terminal",
+        "workstation_id": "EVPAY1",
+        "timeouts": TIMEOUTS,
+        "connect_timeout": 2,
+    }
     terminal = Terminal.objects.create(
-        terminal_id=info["terminal_id"], name="IM30 Gate", site=site, host=info["host"],
+        terminal_id=info["terminal_id"],
+        name="IM30 Gate",
+        site=site,
+        host=info["host"],
         profile=profile,
-    )  # fmt: skip
+    )
     c1, c2 = f.make_connector(terminal), f.make_connector(terminal)
     return {"info": info, "site": site, "terminal": terminal, "connectors": (c1, c2)}
 
@@ -94,8 +103,13 @@ def test_operator_opens_a_session_and_its_receipt_and_resolves_an_exception(
     screenshot(page, "receipt")
 
     # An operator action: a confirmation and a required reason, then back to the detail page.
-    open_one = f.make_session(emu_world["connectors"][1], state="charging", close_reason="",
-                              closed_at=None, captured_amount_minor=0)  # fmt: skip
+    open_one = f.make_session(
+        emu_world["connectors"][1],
+        state="charging",
+        close_reason="",
+        closed_at=None,
+        captured_amount_minor=0,
+    )
     page.goto(f"/sessions/{open_one.public_id}/")
     page.locator("details", has_text="Resolve manually").locator("summary").click()
     page.get_by_label("Reason for “resolve manually”").fill("driver paid at the desk")

@@ -6,34 +6,67 @@ from evpay.audit import Actor
 from sessions.models import Tariff
 from terminals.models import Connector, Site, Terminal
 
-TEST_TIMEOUTS = {"authorise": 8, "card_token": 8, "capture": 5, "release": 5,
-                 "repeat_last_message": 5, "ticket_reprint": 5, "status": 3, "brands": 3,
-                 "closing": 5, "reconciliation": 5, "mifare_uid": 8, "abort": 3}  # fmt: skip
+TEST_TIMEOUTS = {
+    "authorise": 8,
+    "card_token": 8,
+    "capture": 5,
+    "release": 5,
+    "repeat_last_message": 5,
+    "ticket_reprint": 5,
+    "status": 3,
+    "brands": 3,
+    "closing": 5,
+    "reconciliation": 5,
+    "mifare_uid": 8,
+    "abort": 3,
+}
 
 CHARGER = Actor.charger("test-charger")
 
 
-def make_world(info, *, authorise_minor=5000, price_per_kwh=40, start_fee=50, per_minute=0,
-               idle_fee=0, grace=30, channel1="terminal"):  # fmt: skip
+def make_world(
+    info,
+    *,
+    authorise_minor=5000,
+    price_per_kwh=40,
+    start_fee=50,
+    per_minute=0,
+    idle_fee=0,
+    grace=30,
+    channel1="terminal",
+):
     site, _ = Site.objects.get_or_create(name="Test site", defaults={"currency": "EUR"})
     Tariff.objects.filter(site=site).delete()
     tariff = Tariff.objects.create(
-        site=site, name="Standard", price_per_kwh_minor=price_per_kwh, start_fee_minor=start_fee,
-        price_per_minute_minor=per_minute, idle_fee_per_minute_minor=idle_fee,
-        idle_grace_minutes=grace, authorise_amount_minor=authorise_minor,
-    )  # fmt: skip
-    profile = {"port0": info["port0"], "channel1_listener": channel1,
-               "workstation_id": "EVPAY1", "timeouts": TEST_TIMEOUTS, "connect_timeout": 2}  # fmt: skip
+        site=site,
+        name="Standard",
+        price_per_kwh_minor=price_per_kwh,
+        start_fee_minor=start_fee,
+        price_per_minute_minor=per_minute,
+        idle_fee_per_minute_minor=idle_fee,
+        idle_grace_minutes=grace,
+        authorise_amount_minor=authorise_minor,
+    )
+    profile = {
+        "port0": info["port0"],
+        "channel1_listener": channel1,
+        "workstation_id": "EVPAY1",
+        "timeouts": TEST_TIMEOUTS,
+        "connect_timeout": 2,
+    }
     if info.get("port1"):
         profile["port1"] = info["port1"]
     terminal = Terminal.objects.create(
-        terminal_id=info["terminal_id"], name=f"IM30 {info['terminal_id']}", site=site,
-        host=info["host"], profile=profile,
-    )  # fmt: skip
+        terminal_id=info["terminal_id"],
+        name=f"IM30 {info['terminal_id']}",
+        site=site,
+        host=info["host"],
+        profile=profile,
+    )
     connectors = [
         Connector.objects.create(
             terminal=terminal, evse_id=f"NL*EVP*E{info['terminal_id']}*{i}", label=f"Connector {i}"
-        )  # fmt: skip
+        )
         for i in (1, 2)
     ]
     return terminal, connectors, tariff
@@ -49,12 +82,19 @@ def enqueued(monkeypatch):
     from sessions import tasks
 
     calls = []
-    for name in ("authorise_session_task", "settle_session_task", "recover_transaction_task",
-                 "stop_by_card_task"):  # fmt: skip
+    for name in (
+        "authorise_session_task",
+        "settle_session_task",
+        "recover_transaction_task",
+        "stop_by_card_task",
+    ):
         task = getattr(tasks, name)
         monkeypatch.setattr(task, "delay", lambda *a, _n=task.name, **k: calls.append((_n, a)))
-        monkeypatch.setattr(task, "apply_async",
-                            lambda args=(), kwargs=None, _n=task.name, **o: calls.append((_n, tuple(args))))  # fmt: skip
+        monkeypatch.setattr(
+            task,
+            "apply_async",
+            lambda args=(), kwargs=None, _n=task.name, **o: calls.append((_n, tuple(args))),
+        )
     return calls
 
 

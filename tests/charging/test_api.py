@@ -19,8 +19,13 @@ def world(emu_terminal):
 
 
 def _post(client, path, raw, body=None, **headers):
-    return client.post(f"/api/v1{path}", body or {}, content_type="application/json",
-                       HTTP_AUTHORIZATION=f"Bearer {raw}", **headers)  # fmt: skip
+    return client.post(
+        f"/api/v1{path}",
+        body or {},
+        content_type="application/json",
+        HTTP_AUTHORIZATION=f"Bearer {raw}",
+        **headers,
+    )
 
 
 def test_missing_or_wrong_key_is_401_problem_json(client, world):
@@ -122,8 +127,13 @@ def test_a_dropped_database_connection_is_503_with_retry_after_and_the_retry_wor
     connection.ensure_connection()
     settings = connection.settings_dict
     # What a database restart or failover does to a web process: its connection is gone.
-    with psycopg.connect(dbname=settings["NAME"], user=settings["USER"], host=settings["HOST"],
-                         port=settings["PORT"] or 5432, autocommit=True) as other:  # fmt: skip
+    with psycopg.connect(
+        dbname=settings["NAME"],
+        user=settings["USER"],
+        host=settings["HOST"],
+        port=settings["PORT"] or 5432,
+        autocommit=True,
+    ) as other:
         other.execute("SELECT pg_terminate_backend(%s)", [connection.connection.info.backend_pid])
     response = _post(
         client, "/sessions", world["raw"], {"evse_id": evse}, HTTP_IDEMPOTENCY_KEY="k1"

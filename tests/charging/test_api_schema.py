@@ -42,8 +42,11 @@ def api_key(db, keep_test_connection):
 
 
 @schema.parametrize()
-@settings(max_examples=40, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])  # fmt: skip
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 def test_no_request_makes_the_api_fail_with_a_server_error(case, api_key):
     case.call_and_validate(
         headers={"Authorization": f"Bearer {api_key}"}, checks=[not_a_server_error]

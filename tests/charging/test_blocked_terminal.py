@@ -16,7 +16,7 @@ from django.utils import timezone
 
 from evpay.audit import Actor
 from evpay.models import ExceptionRecord
-from sessions import payments, services
+from sessions import journal, services
 from sessions.models import (
     CloseReason,
     Operation,
@@ -25,6 +25,7 @@ from sessions.models import (
     TerminalTransaction,
     TxState,
 )
+from terminals import gateway
 from terminals.emulator.harness import EmulatorProcess
 from tests.charging.conftest import CHARGER, authorised_session, make_world
 
@@ -57,14 +58,19 @@ def test_an_unprovable_first_request_blocks_the_terminal_until_staff_resolve_it(
     assert auth.state == TxState.UNKNOWN, "an answer naming no request proves nothing"
 
     second = services.start_session(connectors[1], CHARGER, enqueue=False)
-    with pytest.raises(payments.TerminalNeedsRecovery):
+    with pytest.raises(gateway.TerminalNeedsRecovery):
         services.authorise_session(second.pk, CHARGER)
     later = timezone.now() + timedelta(minutes=settings.EVPAY_AUTHORISE_GIVE_UP_MINUTES + 1)
     assert services.guard_sessions(JOB)["failed_unsent"] == 0  # not yet
     # A request row written (an authorisation on its way) leaves the start to that request.
-    going_out = payments.open_transaction(terminal, Operation.AUTHORISE, session=second,
-                                          amount_minor=5000, currency="EUR",
-                                          session_state=S.AUTHORISING)  # fmt: skip
+    going_out = journal.open_transaction(
+        terminal,
+        Operation.AUTHORISE,
+        session=second,
+        amount_minor=5000,
+        currency="EUR",
+        session_state=S.AUTHORISING,
+    )
     assert services.guard_sessions(JOB, now=later)["failed_unsent"] == 0
     type(going_out).objects.filter(pk=going_out.pk).update(
         state=TxState.NOT_SENT, outcome=Outcome.NOT_SENT
@@ -75,9 +81,15 @@ def test_an_unprovable_first_request_blocks_the_terminal_until_staff_resolve_it(
     assert (second.state, second.close_reason) == (S.CLOSED, CloseReason.FAILED)
     assert "terminal unavailable" in second.close_detail
     # And once closed, no request row can be written for it any more.
-    with pytest.raises(payments.SessionMoved):
-        payments.open_transaction(terminal, Operation.AUTHORISE, session=second,
-                                  amount_minor=5000, currency="EUR", session_state=S.AUTHORISING)  # fmt: skip
+    with pytest.raises(journal.SessionMoved):
+        journal.open_transaction(
+            terminal,
+            Operation.AUTHORISE,
+            session=second,
+            amount_minor=5000,
+            currency="EUR",
+            session_state=S.AUTHORISING,
+        )
     assert second.transactions.count() == 1
     assert first.state == S.AUTHORISING, "an authorisation that may have happened is not given up"
 
@@ -93,7 +105,7 @@ def test_an_unprovable_first_request_blocks_the_terminal_until_staff_resolve_it(
     exception.refresh_from_db()
     assert auth.state == TxState.RESOLVED and "resolved manually by ops" in auth.resolution
     assert exception.resolved_at is not None
-    assert not payments.unsettled_money_requests(terminal).exists()
+    assert not journal.unsettled_money_requests(terminal).exists()
     recoveries = first.transactions.filter(operation=Operation.RECOVERY).count()
     services.recover_transaction(auth.pk, CHARGER)
     assert first.transactions.filter(operation=Operation.RECOVERY).count() == recoveries
@@ -111,11 +123,19 @@ def test_an_answer_stored_by_a_worker_that_died_is_applied_when_the_sweep_comes_
     session = services.start_session(connectors[0], CHARGER, enqueue=False)
     # The terminal approved and the answer was stored; the worker died before acting on it.
     TerminalTransaction.objects.create(
-        terminal=session.terminal, session=session, operation=Operation.AUTHORISE,
-        workstation_id="EVPAY1", request_id="999999995", amount_minor=5000, currency="EUR",
-        state=TxState.COMPLETED, outcome=Outcome.SUCCESS, masked_pan="476173******0119",
-        card_token="tok", deadline_at=timezone.now(),
-    )  # fmt: skip
+        terminal=session.terminal,
+        session=session,
+        operation=Operation.AUTHORISE,
+        workstation_id="EVPAY1",
+        request_id="999999995",
+        amount_minor=5000,
+        currency="EUR",
+        state=TxState.COMPLETED,
+        outcome=Outcome.SUCCESS,
+        masked_pan="476173******0119",
+        card_token="tok",
+        deadline_at=timezone.now(),
+    )
     services.authorise_session(session.pk, CHARGER)
     session.refresh_from_db()
     assert session.state == S.AUTHORISED and session.card_token == "tok"
@@ -130,11 +150,18 @@ def test_an_approval_arriving_for_a_closed_session_is_put_before_staff(
     staff = django_user_model.objects.create_user("ops")
     services.resolve_manually(session, staff, "driver left before tapping")
     approved = TerminalTransaction.objects.create(
-        terminal=session.terminal, session=session, operation=Operation.AUTHORISE,
-        workstation_id="EVPAY1", request_id="999999994", amount_minor=5000, currency="EUR",
-        state=TxState.COMPLETED, outcome=Outcome.SUCCESS, stan="000042",
+        terminal=session.terminal,
+        session=session,
+        operation=Operation.AUTHORISE,
+        workstation_id="EVPAY1",
+        request_id="999999994",
+        amount_minor=5000,
+        currency="EUR",
+        state=TxState.COMPLETED,
+        outcome=Outcome.SUCCESS,
+        stan="000042",
         deadline_at=timezone.now(),
-    )  # fmt: skip
+    )
     services.apply_authorisation(session, approved, CHARGER)
     stranded = ExceptionRecord.objects.get(kind="stranded_auth")
     assert stranded.session_ref == session.public_id and "000042" in stranded.what_happened
@@ -145,8 +172,9 @@ def test_manual_resolution_waits_for_a_request_still_on_its_way(
 ):
     _, connectors, _ = make_world(emu_terminal)
     session = services.start_session(connectors[0], CHARGER, enqueue=False)
-    payments.open_transaction(session.terminal, Operation.AUTHORISE, session=session,
-                              amount_minor=5000, currency="EUR")  # fmt: skip
+    journal.open_transaction(
+        session.terminal, Operation.AUTHORISE, session=session, amount_minor=5000, currency="EUR"
+    )
     staff = django_user_model.objects.create_user("ops")
     with pytest.raises(services.JourneyError, match="waiting for the terminal"):
         services.resolve_manually(session, staff, "checked the portal")

@@ -6,13 +6,13 @@ is what stops the second; the negative control drops it and shows two captures b
 """
 
 import threading
-from contextlib import contextmanager
 
 import pytest
 from django.db import connection
 
-from sessions import payments, services
+from sessions import journal, services
 from sessions.models import Operation, SessionState, TerminalTransaction
+from terminals.models import Terminal
 from tests.charging.conftest import CHARGER, make_world, settling_session
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.postgres]
@@ -26,20 +26,16 @@ def _settling_session(emulator, info):
 def _race(monkeypatch, session_pk):
     """Run settle_session in two threads that meet at a barrier just before claiming."""
     barrier = threading.Barrier(2, timeout=20)
-    real_open = payments.open_transaction
+    real_open = journal.open_transaction
 
     def open_after_barrier(*args, **kwargs):
         if args[1] in (Operation.CAPTURE, Operation.RELEASE):
             barrier.wait()
         return real_open(*args, **kwargs)
 
-    @contextmanager
-    def no_lease(*_args, **_kwargs):
-        # Take the per-terminal lease out of the picture so only the database guard remains.
-        yield "test"
-
-    monkeypatch.setattr(payments, "open_transaction", open_after_barrier)
-    monkeypatch.setattr(payments, "leased", no_lease)
+    monkeypatch.setattr(journal, "open_transaction", open_after_barrier)
+    # Take the per-terminal lease out of the picture so only the database guard remains.
+    monkeypatch.setattr(Terminal, "try_lease", lambda self, owner, seconds: True)
     errors = []
 
     def run():
@@ -70,8 +66,11 @@ def test_two_concurrent_settlements_capture_exactly_once(emulator, emu_terminal,
     assert session.state == SessionState.CLOSED and session.captured_amount_minor == 250
     assert _captures_sent(session) == 1
     reservation = session.authorisation()
-    captures = [r for r in emulator.ledger(emu_terminal["terminal_id"])
-                if r["kind"] == "capture" and r.get("reservation_stan") == reservation.stan]  # fmt: skip
+    captures = [
+        r
+        for r in emulator.ledger(emu_terminal["terminal_id"])
+        if r["kind"] == "capture" and r.get("reservation_stan") == reservation.stan
+    ]
     assert len(captures) == 1
 
 
@@ -79,8 +78,11 @@ def test_negative_control_without_the_constraint_both_processes_send_a_capture(
     emulator, emu_terminal, monkeypatch
 ):
     session = _settling_session(emulator, emu_terminal)
-    constraint = next(c for c in TerminalTransaction._meta.constraints
-                      if c.name == "tx_one_live_settlement_per_auth")  # fmt: skip
+    constraint = next(
+        c
+        for c in TerminalTransaction._meta.constraints
+        if c.name == "tx_one_live_settlement_per_auth"
+    )
     with connection.schema_editor() as editor:
         editor.remove_constraint(TerminalTransaction, constraint)
     try:

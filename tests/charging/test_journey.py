@@ -53,9 +53,12 @@ def test_approved_card_authorises_and_stores_token_not_card_number(emulator, emu
 
 @pytest.mark.parametrize(
     ("card", "reason"),
-    [("visa_declined", CloseReason.DECLINED), ("visa_abort", CloseReason.ABORTED),
-     (None, CloseReason.TIMED_OUT)],
-)  # fmt: skip
+    [
+        ("visa_declined", CloseReason.DECLINED),
+        ("visa_abort", CloseReason.ABORTED),
+        (None, CloseReason.TIMED_OUT),
+    ],
+)
 def test_declined_aborted_or_no_card_closes_the_session_with_the_reason(
     emulator, emu_terminal, card, reason
 ):

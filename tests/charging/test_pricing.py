@@ -8,17 +8,27 @@ from hypothesis import strategies as st
 from sessions.pricing import price
 
 TARIFF = {
-    "start_fee_minor": 50, "price_per_kwh_minor": 39, "price_per_minute_minor": 2,
-    "idle_fee_per_minute_minor": 10, "idle_grace_minutes": 15, "vat_rate_bp": 2100,
-}  # fmt: skip
+    "start_fee_minor": 50,
+    "price_per_kwh_minor": 39,
+    "price_per_minute_minor": 2,
+    "idle_fee_per_minute_minor": 10,
+    "idle_grace_minutes": 15,
+    "vat_rate_bp": 2100,
+}
 T0 = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 
 
 def _price(wh, charge_s, idle_s, cap=None, tariff=TARIFF, started=True):
     start = T0 if started else None
     end = T0 + timedelta(seconds=charge_s)
-    return price(tariff, energy_wh=wh, charging_started_at=start, charging_ended_at=end,
-                 unplugged_at=end + timedelta(seconds=idle_s), cap_minor=cap)  # fmt: skip
+    return price(
+        tariff,
+        energy_wh=wh,
+        charging_started_at=start,
+        charging_ended_at=end,
+        unplugged_at=end + timedelta(seconds=idle_s),
+        cap_minor=cap,
+    )
 
 
 def test_worked_example_every_component():

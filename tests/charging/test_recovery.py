@@ -9,7 +9,7 @@ import pytest
 from django.utils import timezone
 
 from evpay.models import AuditEvent, ExceptionRecord
-from sessions import payments, services
+from sessions import journal, services
 from sessions.models import (
     CloseReason,
     Operation,
@@ -18,6 +18,7 @@ from sessions.models import (
     TerminalTransaction,
     TxState,
 )
+from terminals import gateway
 from tests.charging.conftest import CHARGER, authorised_session, make_world, settling_session
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -31,8 +32,11 @@ def _settling(emulator, info, energy_wh=5000):
 
 def _captures_on_terminal(emulator, info, session):
     stan = session.authorisation().stan
-    return [r for r in emulator.ledger(info["terminal_id"], kind="capture")
-            if r["reservation_stan"] == stan]  # fmt: skip
+    return [
+        r
+        for r in emulator.ledger(info["terminal_id"], kind="capture")
+        if r["reservation_stan"] == stan
+    ]
 
 
 def _tx(session, operation=Operation.CAPTURE):
@@ -148,7 +152,7 @@ def test_new_card_requests_wait_while_a_money_outcome_is_unknown(emulator, emu_t
     session, terminal = _settling(emulator, emu_terminal)
     emulator.set_fault(emu_terminal["terminal_id"], "drop_after_commit", operation="capture")
     services.settle_session(session.pk, CHARGER)
-    with pytest.raises(payments.TerminalNeedsRecovery):
+    with pytest.raises(gateway.TerminalNeedsRecovery):
         services.stop_by_card(terminal, CHARGER)
 
 
@@ -158,7 +162,7 @@ def test_worker_dies_after_sending_before_storing_the_answer(emulator, emu_termi
     def crash(*_args, **_kwargs):
         raise SystemExit("worker killed after the capture was sent")
 
-    monkeypatch.setattr(payments, "record_result", crash)
+    monkeypatch.setattr(journal, "record_result", crash)
     with pytest.raises(SystemExit):
         services.settle_session(session.pk, CHARGER)
     monkeypatch.undo()
@@ -173,6 +177,36 @@ def test_worker_dies_after_sending_before_storing_the_answer(emulator, emu_termi
     session.refresh_from_db()
     assert session.state == S.CLOSED and session.captured_amount_minor == 250
     assert len(_captures_on_terminal(emulator, emu_terminal, session)) == 1
+
+
+def test_an_answer_stored_after_recovery_settled_the_request_does_not_overwrite_it(
+    emulator, emu_terminal, monkeypatch
+):
+    """The worker's answer comes so late that its lease expired and recovery has already
+    proven the capture: the late write is refused, recovery's finding stands, money once."""
+    session, terminal = _settling(emulator, emu_terminal)
+    real_record = journal.record_result
+
+    def late_record(tx, result):
+        if tx.operation == Operation.CAPTURE:
+            # The lease and the SENT deadline ran out while the answer was on its way.
+            type(terminal).objects.filter(pk=terminal.pk).update(
+                lease_until=timezone.now() - timedelta(seconds=1)
+            )
+            TerminalTransaction.objects.filter(pk=tx.pk).update(deadline_at=timezone.now())
+            services.recover_transaction(tx.pk, CHARGER)
+        return real_record(tx, result)
+
+    monkeypatch.setattr(journal, "record_result", late_record)
+    services.settle_session(session.pk, CHARGER)
+    tx = _tx(session).get()
+    assert (tx.state, tx.outcome) == (TxState.RESOLVED, Outcome.SUCCESS)
+    assert tx.resolution.startswith("recovered: the terminal completed it")
+    session.refresh_from_db()
+    assert session.state == S.CLOSED and session.captured_amount_minor == 250
+    assert len(_captures_on_terminal(emulator, emu_terminal, session)) == 1
+    # One account of the capture's outcome: recovery's. The late answer wrote no audit row.
+    assert not AuditEvent.objects.filter(action="tx.capture", subject_id=str(tx.pk)).exists()
 
 
 def test_garbage_answer_to_a_capture_is_unknown_not_failed(emulator, emu_terminal):
@@ -207,10 +241,14 @@ def test_a_second_live_authorisation_for_one_session_is_impossible(emulator, emu
     first = _tx(session, Operation.AUTHORISE).get()
     with pytest.raises(IntegrityError), transaction.atomic():
         TerminalTransaction.objects.create(
-            terminal=first.terminal, session=session, operation=Operation.AUTHORISE,
-            workstation_id=first.workstation_id, request_id="999999998", amount_minor=100,
+            terminal=first.terminal,
+            session=session,
+            operation=Operation.AUTHORISE,
+            workstation_id=first.workstation_id,
+            request_id="999999998",
+            amount_minor=100,
             deadline_at=timezone.now(),
-        )  # fmt: skip
+        )
 
 
 def test_sweep_picks_up_an_authorisation_whose_retry_was_lost(emulator, emu_terminal, enqueued):
@@ -220,10 +258,16 @@ def test_sweep_picks_up_an_authorisation_whose_retry_was_lost(emulator, emu_term
     session = services.start_session(connectors[0], CHARGER, enqueue=False)
     # The terminal refused it (PrintLastTicket), and the task's retry died with its worker.
     TerminalTransaction.objects.create(
-        terminal=session.terminal, session=session, operation=Operation.AUTHORISE,
-        workstation_id="EVPAY1", request_id="999999997", amount_minor=5000,
-        state=TxState.COMPLETED, outcome=Outcome.PRINT_LAST_TICKET, deadline_at=timezone.now(),
-    )  # fmt: skip
+        terminal=session.terminal,
+        session=session,
+        operation=Operation.AUTHORISE,
+        workstation_id="EVPAY1",
+        request_id="999999997",
+        amount_minor=5000,
+        state=TxState.COMPLETED,
+        outcome=Outcome.PRINT_LAST_TICKET,
+        deadline_at=timezone.now(),
+    )
     type(session).objects.filter(pk=session.pk).update(
         requested_at=timezone.now() - timedelta(minutes=5)
     )
@@ -243,10 +287,14 @@ def test_a_card_read_without_an_answer_is_closed_once_not_swept_for_ever(
 
     terminal, _, _ = make_world(emu_terminal)
     read = TerminalTransaction.objects.create(
-        terminal=terminal, operation=Operation.CARD_TOKEN, workstation_id="EVPAY1",
-        request_id="999999996", state=state, outcome=Outcome.UNKNOWN,
+        terminal=terminal,
+        operation=Operation.CARD_TOKEN,
+        workstation_id="EVPAY1",
+        request_id="999999996",
+        state=state,
+        outcome=Outcome.UNKNOWN,
         deadline_at=timezone.now() - timedelta(minutes=1),
-    )  # fmt: skip
+    )
     recovery_sweep_task.run()
     assert ("charging.recover_transaction", (read.pk,)) in enqueued
     services.recover_transaction(read.pk, CHARGER)

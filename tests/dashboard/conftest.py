@@ -21,19 +21,49 @@ def world(db):
     f.make_receipt(capture)
     f.make_audit(closed, "session.started", to_state="authorising")
     f.make_audit(closed, "session.closed", from_state="settling", to_state="closed")
-    charging = f.make_session(c2, state="charging", close_reason="", closed_at=None,
-                              captured_amount_minor=0, card_token="open-tok")  # fmt: skip
+    charging = f.make_session(
+        c2,
+        state="charging",
+        close_reason="",
+        closed_at=None,
+        captured_amount_minor=0,
+        card_token="open-tok",
+    )
     exception = f.make_exception(session=charging)
-    closing = f.make_closing(terminal, state="mismatch", totals=[
-        {"brand": "VISA", "terminal_count": 2, "terminal_amount_minor": 900, "our_count": 1,
-         "our_amount_minor": 450, "transaction_ids": [capture.pk]},
-        {"brand": "ECMC", "terminal_count": 1, "terminal_amount_minor": 300, "our_count": 1,
-         "our_amount_minor": 300},
-    ])  # fmt: skip
+    closing = f.make_closing(
+        terminal,
+        state="mismatch",
+        totals=[
+            {
+                "brand": "VISA",
+                "terminal_count": 2,
+                "terminal_amount_minor": 900,
+                "our_count": 1,
+                "our_amount_minor": 450,
+                "transaction_ids": [capture.pk],
+            },
+            {
+                "brand": "ECMC",
+                "terminal_count": 1,
+                "terminal_amount_minor": 300,
+                "our_count": 1,
+                "our_amount_minor": 300,
+            },
+        ],
+    )
     job = f.make_job_run()
-    return {"site": site, "terminal": terminal, "connectors": [c1, c2], "closed": closed,
-            "charging": charging, "auth": auth, "capture": capture, "exception": exception,
-            "closing": closing, "job": job}  # fmt: skip
+    return {
+        "site": site,
+        "terminal": terminal,
+        "connectors": [c1, c2],
+        "closed": closed,
+        "charging": charging,
+        "auth": auth,
+        "capture": capture,
+        "exception": exception,
+        "closing": closing,
+        "job": job,
+    }
 
 
 @pytest.fixture
@@ -43,15 +73,28 @@ def enqueued(monkeypatch):
     from terminals import tasks as terminal_tasks
 
     calls = []
-    names = [(terminal_tasks, n) for n in ("poll_terminal_status_task", "refresh_brands_task",
-             "run_closing_task", "reprint_ticket_task", "read_mifare_task")]  # fmt: skip
-    names += [(session_tasks, n) for n in ("settle_session_task", "recover_transaction_task",
-              "authorise_session_task")]  # fmt: skip
+    names = [
+        (terminal_tasks, n)
+        for n in (
+            "poll_terminal_status_task",
+            "refresh_brands_task",
+            "run_closing_task",
+            "reprint_ticket_task",
+            "read_mifare_task",
+        )
+    ]
+    names += [
+        (session_tasks, n)
+        for n in ("settle_session_task", "recover_transaction_task", "authorise_session_task")
+    ]
     for module, name in names:
         task = getattr(module, name)
         monkeypatch.setattr(task, "delay", lambda *a, _n=name, **k: calls.append((_n, a)))
-        monkeypatch.setattr(task, "apply_async",
-                            lambda args=(), kwargs=None, _n=name, **o: calls.append((_n, tuple(args))))  # fmt: skip
+        monkeypatch.setattr(
+            task,
+            "apply_async",
+            lambda args=(), kwargs=None, _n=name, **o: calls.append((_n, tuple(args))),
+        )
     return calls
 
 

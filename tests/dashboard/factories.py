@@ -39,16 +39,25 @@ def make_site(
 
 
 def make_tariff(site, **fields):
-    values = {"name": "Standard", "price_per_kwh_minor": 40, "start_fee_minor": 50,
-              "authorise_amount_minor": 5000} | fields  # fmt: skip
+    values = {
+        "name": "Standard",
+        "price_per_kwh_minor": 40,
+        "start_fee_minor": 50,
+        "authorise_amount_minor": 5000,
+    } | fields
     return Tariff.objects.create(site=site, **values)
 
 
 def make_terminal(site=None, *, status=TerminalStatus.READY, brands=("VISA", "ECMC"), **fields):
     site = site or make_site()
     n = next(_seq)
-    values = {"terminal_id": f"T{n:07d}", "name": f"IM30 {n}", "host": "127.0.0.1",
-              "status": status, "status_changed_at": timezone.now() - timedelta(hours=1)} | fields  # fmt: skip
+    values = {
+        "terminal_id": f"T{n:07d}",
+        "name": f"IM30 {n}",
+        "host": "127.0.0.1",
+        "status": status,
+        "status_changed_at": timezone.now() - timedelta(hours=1),
+    } | fields
     terminal = Terminal.objects.create(site=site, **values)
     for code in brands:
         TerminalBrand.objects.create(terminal=terminal, code=code)
@@ -62,26 +71,50 @@ def make_connector(terminal, **fields):
 
 
 def tariff_snapshot(currency="EUR"):
-    return {"tariff_id": None, "name": "Standard", "currency": currency, "start_fee_minor": 50,
-            "price_per_kwh_minor": 40, "price_per_minute_minor": 0, "idle_fee_per_minute_minor": 0,
-            "idle_grace_minutes": 30, "vat_rate_bp": 2100, "authorise_amount_minor": 5000,
-            "max_session_minutes": 720, "start_timeout_minutes": 10}  # fmt: skip
+    return {
+        "tariff_id": None,
+        "name": "Standard",
+        "currency": currency,
+        "start_fee_minor": 50,
+        "price_per_kwh_minor": 40,
+        "price_per_minute_minor": 0,
+        "idle_fee_per_minute_minor": 0,
+        "idle_grace_minutes": 30,
+        "vat_rate_bp": 2100,
+        "authorise_amount_minor": 5000,
+        "max_session_minutes": 720,
+        "start_timeout_minutes": 10,
+    }
 
 
 def session_fields(connector, **fields):
     now = timezone.now()
     terminal = connector.terminal
     values = {
-        "connector": connector, "terminal": terminal, "site_id": terminal.site_id,
-        "state": SessionState.CLOSED, "close_reason": CloseReason.CAPTURED,
-        "currency": "EUR", "tariff": tariff_snapshot(), "requested_at": now - timedelta(hours=2),
-        "authorised_at": now - timedelta(hours=2), "charging_started_at": now - timedelta(hours=2),
-        "charging_ended_at": now - timedelta(hours=1), "closed_at": now - timedelta(minutes=50),
-        "energy_wh": 10_000, "authorised_amount_minor": 5000, "cost_start_minor": 50,
-        "cost_energy_minor": 400, "cost_total_minor": 450, "cost_vat_minor": 78,
-        "captured_amount_minor": 450, "card_brand": "VISA", "masked_pan": "4111 **** **** 1234",
-        "pan_last4": "1234", "card_token": f"tok{next(_seq)}",
-    }  # fmt: skip
+        "connector": connector,
+        "terminal": terminal,
+        "site_id": terminal.site_id,
+        "state": SessionState.CLOSED,
+        "close_reason": CloseReason.CAPTURED,
+        "currency": "EUR",
+        "tariff": tariff_snapshot(),
+        "requested_at": now - timedelta(hours=2),
+        "authorised_at": now - timedelta(hours=2),
+        "charging_started_at": now - timedelta(hours=2),
+        "charging_ended_at": now - timedelta(hours=1),
+        "closed_at": now - timedelta(minutes=50),
+        "energy_wh": 10_000,
+        "authorised_amount_minor": 5000,
+        "cost_start_minor": 50,
+        "cost_energy_minor": 400,
+        "cost_total_minor": 450,
+        "cost_vat_minor": 78,
+        "captured_amount_minor": 450,
+        "card_brand": "VISA",
+        "masked_pan": "4111 **** **** 1234",
+        "pan_last4": "1234",
+        "card_token": f"tok{next(_seq)}",
+    }
     return values | fields
 
 
@@ -95,8 +128,11 @@ def bulk_sessions(connectors, count, **fields):
     rows = []
     for i in range(count):
         connector = connectors[i % len(connectors)]
-        extra = {"requested_at": now - timedelta(minutes=i + 5), "pan_last4": f"{i % 10000:04d}",
-                 "card_token": f"bulk{i}"} | fields  # fmt: skip
+        extra = {
+            "requested_at": now - timedelta(minutes=i + 5),
+            "pan_last4": f"{i % 10000:04d}",
+            "card_token": f"bulk{i}",
+        } | fields
         rows.append(ChargingSession(**session_fields(connector, **extra)))
     return ChargingSession.objects.bulk_create(rows, batch_size=500)
 
@@ -111,7 +147,7 @@ def bulk_terminals(site, count, **fields):
             host="127.0.0.1",
             status=TerminalStatus.READY,
             **fields,
-        )  # fmt: skip
+        )
         for i in range(count)
     ]
     return Terminal.objects.bulk_create(rows, batch_size=500)
@@ -120,13 +156,20 @@ def bulk_terminals(site, count, **fields):
 def make_tx(session, operation=Operation.AUTHORISE, **fields):
     now = timezone.now()
     values = {
-        "terminal": session.terminal, "session": session, "operation": operation,
-        "workstation_id": "EVPAY1", "request_id": str(next(_seq)), "amount_minor": 5000,
-        "currency": session.currency, "state": TxState.COMPLETED, "outcome": Outcome.SUCCESS,
-        "deadline_at": now + timedelta(minutes=1), "completed_at": now,
-        "raw_request": "<CardServiceRequest RequestType=\"CardPayment\"/>",
-        "raw_response": "<CardServiceResponse OverallResult=\"Success\"/>",
-    } | fields  # fmt: skip
+        "terminal": session.terminal,
+        "session": session,
+        "operation": operation,
+        "workstation_id": "EVPAY1",
+        "request_id": str(next(_seq)),
+        "amount_minor": 5000,
+        "currency": session.currency,
+        "state": TxState.COMPLETED,
+        "outcome": Outcome.SUCCESS,
+        "deadline_at": now + timedelta(minutes=1),
+        "completed_at": now,
+        "raw_request": '<CardServiceRequest RequestType="CardPayment"/>',
+        "raw_response": '<CardServiceResponse OverallResult="Success"/>',
+    } | fields
     return TerminalTransaction.objects.create(**values)
 
 
@@ -136,16 +179,26 @@ def make_receipt(tx, lines=("CCV Demo", "VISA **** 1234", "TOTAL EUR 4,50"), seq
     )
 
 
-def make_exception(*, severity=ExceptionRecord.Severity.WARNING, kind=ExceptionRecord.Kind.OTHER,
-                   session=None, subject=None, resolved=False, **fields):  # fmt: skip
+def make_exception(
+    *,
+    severity=ExceptionRecord.Severity.WARNING,
+    kind=ExceptionRecord.Kind.OTHER,
+    session=None,
+    subject=None,
+    resolved=False,
+    **fields,
+):
     n = next(_seq)
     values = {
-        "kind": kind, "severity": severity, "title": f"Problem {n}",
-        "what_happened": "Something needs a person.", "dedupe_key": f"test:{n}",
+        "kind": kind,
+        "severity": severity,
+        "title": f"Problem {n}",
+        "what_happened": "Something needs a person.",
+        "dedupe_key": f"test:{n}",
         "session_ref": getattr(session, "public_id", None),
         "subject_type": subject._meta.label_lower if subject is not None else "",
         "subject_id": str(subject.pk) if subject is not None else "",
-    } | fields  # fmt: skip
+    } | fields
     if resolved:
         values |= {"resolved_at": timezone.now(), "resolution_note": "done"}
     return ExceptionRecord.objects.create(**values)
@@ -153,8 +206,12 @@ def make_exception(*, severity=ExceptionRecord.Severity.WARNING, kind=ExceptionR
 
 def make_closing(terminal, *, state=PeriodClosing.State.MATCHED, totals=(), **fields):
     now = timezone.now()
-    values = {"business_date": timezone.localdate(), "period_start": now - timedelta(days=1),
-              "period_end": now, "state": state} | fields  # fmt: skip
+    values = {
+        "business_date": timezone.localdate(),
+        "period_start": now - timedelta(days=1),
+        "period_end": now,
+        "state": state,
+    } | fields
     closing = PeriodClosing.objects.create(terminal=terminal, **values)
     for total in totals:
         ClosingBrandTotal.objects.create(closing=closing, **({"currency": "EUR"} | total))
@@ -162,13 +219,22 @@ def make_closing(terminal, *, state=PeriodClosing.State.MATCHED, totals=(), **fi
 
 
 def make_job_run(kind="status_poll", **fields):
-    values = {"subject": "T1", "outcome": JobRun.Outcome.OK, "counts": {"polled": 3},
-              "finished_at": timezone.now()} | fields  # fmt: skip
+    values = {
+        "subject": "T1",
+        "outcome": JobRun.Outcome.OK,
+        "counts": {"polled": 3},
+        "finished_at": timezone.now(),
+    } | fields
     return JobRun.objects.create(kind=kind, **values)
 
 
 def make_audit(session, action="session.started", **fields):
-    values = {"actor_kind": AuditEvent.ActorKind.SYSTEM, "actor_label": "test",
-              "subject_type": "charging.chargingsession", "subject_id": str(session.pk),
-              "session_ref": session.public_id, "action": action} | fields  # fmt: skip
+    values = {
+        "actor_kind": AuditEvent.ActorKind.SYSTEM,
+        "actor_label": "test",
+        "subject_type": "charging.chargingsession",
+        "subject_id": str(session.pk),
+        "session_ref": session.public_id,
+        "action": action,
+    } | fields
     return AuditEvent.objects.create(**values)

@@ -11,14 +11,31 @@ from tests.dashboard.conftest import url
 pytestmark = pytest.mark.django_db
 
 REGISTERED = [
-    "evpay.AuditEvent", "evpay.ExceptionRecord", "evpay.JobRun", "evpay.Heartbeat",
-    "terminals.Site", "terminals.Terminal", "terminals.Connector", "terminals.TerminalStatusChange",
-    "terminals.PeriodClosing", "terminals.ClosingBrandTotal", "terminals.MifareRead",
-    "charging.Tariff", "charging.ChargingSession", "charging.TerminalTransaction",
-    "charging.DeviceMessage", "charging.ApiKey", "charging.IdempotencyRecord",
-]  # fmt: skip
-READ_ONLY = ["evpay.AuditEvent", "charging.TerminalTransaction", "charging.DeviceMessage",
-             "charging.ChargingSession", "terminals.ClosingBrandTotal"]  # fmt: skip
+    "evpay.AuditEvent",
+    "evpay.ExceptionRecord",
+    "evpay.JobRun",
+    "evpay.Heartbeat",
+    "terminals.Site",
+    "terminals.Terminal",
+    "terminals.Connector",
+    "terminals.TerminalStatusChange",
+    "terminals.PeriodClosing",
+    "terminals.ClosingBrandTotal",
+    "terminals.MifareRead",
+    "charging.Tariff",
+    "charging.ChargingSession",
+    "charging.TerminalTransaction",
+    "charging.DeviceMessage",
+    "charging.ApiKey",
+    "charging.IdempotencyRecord",
+]
+READ_ONLY = [
+    "evpay.AuditEvent",
+    "charging.TerminalTransaction",
+    "charging.DeviceMessage",
+    "charging.ChargingSession",
+    "terminals.ClosingBrandTotal",
+]
 
 
 def _admin_url(label, action="changelist", *args):
@@ -66,9 +83,10 @@ def test_creating_an_api_key_shows_the_raw_key_once_and_stores_only_its_hash(
     add = client.get(_admin_url("charging.ApiKey", "add"))
     assert b"key_hash" not in add.content
     response = client.post(
-        _admin_url("charging.ApiKey", "add"), {"name": "Depot charger", "site": world["site"].pk},
+        _admin_url("charging.ApiKey", "add"),
+        {"name": "Depot charger", "site": world["site"].pk},
         follow=True,
-    )  # fmt: skip
+    )
     assert response.status_code == 200
     key = ApiKey.objects.get(name="Depot charger")
     html = response.content.decode()

@@ -30,8 +30,11 @@ def test_closing_list_filters_by_terminal_and_state(client_for, viewer, world):
 
 def test_closing_csv_export_follows_the_filters(client_for, viewer, world):
     other = f.make_terminal(world["site"], name="Other IM30")
-    f.make_closing(other, state="matched", totals=[{"brand": "VISA", "terminal_amount_minor": 1234,
-                                                    "our_amount_minor": 1234}])  # fmt: skip
+    f.make_closing(
+        other,
+        state="matched",
+        totals=[{"brand": "VISA", "terminal_amount_minor": 1234, "our_amount_minor": 1234}],
+    )
     response = client_for(viewer).get(
         url("terminals:closings"), {"state": "mismatch", "format": "csv"}
     )

@@ -67,8 +67,9 @@ def test_operators_resolve_with_a_note_and_a_repeat_is_safe(client_for, operator
 
 def test_resolving_needs_a_note(client_for, operator):
     record = f.make_exception()
-    response = client_for(operator).post(url("exception_resolve", record.public_id), {"note": " "},
-                                         HTTP_HX_REQUEST="true")  # fmt: skip
+    response = client_for(operator).post(
+        url("exception_resolve", record.public_id), {"note": " "}, HTTP_HX_REQUEST="true"
+    )
     assert response.status_code == 400
     assert b"A note is required" in response.content
     record.refresh_from_db()
@@ -77,8 +78,9 @@ def test_resolving_needs_a_note(client_for, operator):
 
 def test_htmx_resolve_returns_the_row_and_the_message_out_of_band(client_for, operator):
     record = f.make_exception(title="row swap")
-    response = client_for(operator).post(url("exception_resolve", record.public_id), {"note": "ok"},
-                                         HTTP_HX_REQUEST="true")  # fmt: skip
+    response = client_for(operator).post(
+        url("exception_resolve", record.public_id), {"note": "ok"}, HTTP_HX_REQUEST="true"
+    )
     html = response.content.decode()
     assert response.status_code == 200 and "<html" not in html
     assert f'id="exception-{record.public_id}"' in html and "Resolved" in html
@@ -125,7 +127,7 @@ def test_the_queue_paginates_with_a_pinned_query_count(
             title=f"bulk {i}",
             dedupe_key=f"b{i}",
             what_happened="x",
-        )  # fmt: skip
+        )
         for i in range(500)
     )
     client = client_for(viewer)

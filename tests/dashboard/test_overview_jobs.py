@@ -14,8 +14,12 @@ pytestmark = pytest.mark.django_db
 def test_overview_counts_terminals_sessions_money_and_exceptions(client_for, viewer, world):
     f.make_terminal(world["site"], status=TerminalStatus.OFFLINE)
     gbp_site = f.make_site("London", currency="GBP", time_zone="Europe/London")
-    f.make_session(f.make_connector(f.make_terminal(gbp_site)), currency="GBP",
-                   captured_amount_minor=700, closed_at=timezone.now())  # fmt: skip
+    f.make_session(
+        f.make_connector(f.make_terminal(gbp_site)),
+        currency="GBP",
+        captured_amount_minor=700,
+        closed_at=timezone.now(),
+    )
     f.make_exception(severity=ExceptionRecord.Severity.CRITICAL)
     world["closed"].closed_at = timezone.now()
     world["closed"].save()
@@ -44,8 +48,12 @@ def test_overview_query_count(client_for, viewer, world, django_assert_max_num_q
 
 def test_job_runs_filter_by_kind_and_outcome(client_for, viewer):
     f.make_job_run("recovery_sweep", subject="sweep-subject")
-    f.make_job_run("closing", subject="closing-subject", outcome=JobRun.Outcome.FAILED,
-                   error="terminal did not answer")  # fmt: skip
+    f.make_job_run(
+        "closing",
+        subject="closing-subject",
+        outcome=JobRun.Outcome.FAILED,
+        error="terminal did not answer",
+    )
     client = client_for(viewer)
     html = client.get(url("job_runs"), {"kind": "closing"}).content.decode()
     assert "closing-subject" in html and "sweep-subject" not in html

@@ -8,12 +8,18 @@ from tests.dashboard.conftest import url
 def pages(world):
     t, s, c, _e = world["terminal"], world["closed"], world["closing"], world["exception"]
     return [
-        url("overview"), url("terminals:list"), url("terminals:detail", t.public_id),
-        url("terminals:closings"), url("terminals:closing_detail", c.public_id),
-        url("sessions:list"), url("sessions:detail", s.public_id),
-        url("sessions:receipt", s.public_id), url("sessions:receipts"),
-        url("exceptions"), url("job_runs"),
-    ]  # fmt: skip
+        url("overview"),
+        url("terminals:list"),
+        url("terminals:detail", t.public_id),
+        url("terminals:closings"),
+        url("terminals:closing_detail", c.public_id),
+        url("sessions:list"),
+        url("sessions:detail", s.public_id),
+        url("sessions:receipt", s.public_id),
+        url("sessions:receipts"),
+        url("exceptions"),
+        url("job_runs"),
+    ]
 
 
 @pytest.mark.parametrize("persona", ["viewer", "operator", "admin_user"])
@@ -44,9 +50,17 @@ def test_pages_refuse_post_with_405(client_for, world, operator):
 
 
 @pytest.mark.parametrize(
-    "name", ["overview", "terminals:list", "terminals:closings", "sessions:list",
-             "sessions:receipts", "exceptions", "job_runs"],
-)  # fmt: skip
+    "name",
+    [
+        "overview",
+        "terminals:list",
+        "terminals:closings",
+        "sessions:list",
+        "sessions:receipts",
+        "exceptions",
+        "job_runs",
+    ],
+)
 def test_htmx_requests_get_only_the_fragment(client_for, world, viewer, name):
     response = client_for(viewer).get(url(name), HTTP_HX_REQUEST="true")
     assert response.status_code == 200

@@ -18,17 +18,25 @@ def test_receipt_search_by_date_amount_and_last_four(client_for, viewer):
     # 03:30 UTC on the 2nd is still the 1st in New York: the driver's day counts.
     at = datetime(2026, 3, 2, 3, 30, tzinfo=ZoneInfo("UTC"))
     hit = f.make_session(connector, requested_at=at, captured_amount_minor=1250, pan_last4="4242")
-    f.make_session(connector, requested_at=at - timedelta(days=5), captured_amount_minor=1250,
-                   pan_last4="4242")  # fmt: skip
+    f.make_session(
+        connector, requested_at=at - timedelta(days=5), captured_amount_minor=1250, pan_last4="4242"
+    )
     f.make_session(connector, requested_at=at, captured_amount_minor=999, pan_last4="4242")
     client = client_for(viewer)
-    response = client.get(url("sessions:receipts"), {"date": "2026-03-01", "amount": "12.50",
-                                                     "last4": "4242"})  # fmt: skip
+    response = client.get(
+        url("sessions:receipts"), {"date": "2026-03-01", "amount": "12.50", "last4": "4242"}
+    )
     html = response.content.decode()
     assert html.count(url("sessions:receipt", hit.public_id)) == 1
     assert html.count("View</a>") == 1
-    assert client.get(url("sessions:receipts"), {"date": "2026-03-02", "last4": "4242",
-                                                 "amount": "12.50"}).content.decode().count("View</a>") == 0  # fmt: skip
+    assert (
+        client.get(
+            url("sessions:receipts"), {"date": "2026-03-02", "last4": "4242", "amount": "12.50"}
+        )
+        .content.decode()
+        .count("View</a>")
+        == 0
+    )
 
 
 def test_receipt_search_explains_bad_input(client_for, viewer, world):

@@ -9,6 +9,7 @@ from django.utils import timezone
 
 from evpay.models import AuditEvent
 from sessions import services
+from sessions import views as session_views
 from sessions.models import ChargingSession, SessionState
 from tests.dashboard import factories as f
 from tests.dashboard.conftest import url
@@ -22,15 +23,37 @@ def fleet(db):
     ta, tb = f.make_terminal(a), f.make_terminal(b)
     ca, cb = f.make_connector(ta), f.make_connector(tb)
     now = timezone.now()
-    s1 = f.make_session(ca, card_brand="VISA", pan_last4="1111", cost_total_minor=450,
-                        captured_amount_minor=450, card_token="tok-one",
-                        requested_at=now - timedelta(days=3))  # fmt: skip
-    s2 = f.make_session(ca, card_brand="ECMC", pan_last4="2222", cost_total_minor=1999,
-                        captured_amount_minor=1999, card_token="tok-two",
-                        requested_at=now - timedelta(days=1))  # fmt: skip
-    s3 = f.make_session(cb, state=SessionState.CHARGING, close_reason="", closed_at=None,
-                        currency="GBP", card_brand="VISA", pan_last4="3333", cost_total_minor=120,
-                        captured_amount_minor=0, card_token="tok-three", requested_at=now)  # fmt: skip
+    s1 = f.make_session(
+        ca,
+        card_brand="VISA",
+        pan_last4="1111",
+        cost_total_minor=450,
+        captured_amount_minor=450,
+        card_token="tok-one",
+        requested_at=now - timedelta(days=3),
+    )
+    s2 = f.make_session(
+        ca,
+        card_brand="ECMC",
+        pan_last4="2222",
+        cost_total_minor=1999,
+        captured_amount_minor=1999,
+        card_token="tok-two",
+        requested_at=now - timedelta(days=1),
+    )
+    s3 = f.make_session(
+        cb,
+        state=SessionState.CHARGING,
+        close_reason="",
+        closed_at=None,
+        currency="GBP",
+        card_brand="VISA",
+        pan_last4="3333",
+        cost_total_minor=120,
+        captured_amount_minor=0,
+        card_token="tok-three",
+        requested_at=now,
+    )
     return {"sites": (a, b), "terminals": (ta, tb), "sessions": (s1, s2, s3)}
 
 
@@ -86,8 +109,10 @@ def test_csv_export_streams_the_filtered_list(client_for, viewer, fleet):
     assert response.streaming
     rows = list(csv.reader(io.StringIO(b"".join(response.streaming_content).decode())))
     assert rows[0][:3] == ["session", "requested_at", "site"]
-    assert {r[0] for r in rows[1:]} == {str(fleet["sessions"][0].public_id),
-                                        str(fleet["sessions"][2].public_id)}  # fmt: skip
+    assert {r[0] for r in rows[1:]} == {
+        str(fleet["sessions"][0].public_id),
+        str(fleet["sessions"][2].public_id),
+    }
     by_currency = {r[10]: r[12] for r in rows[1:]}
     assert by_currency == {"EUR": "4.50", "GBP": "1.20"}
 
@@ -237,17 +262,25 @@ def test_a_journey_error_is_shown_as_a_message(client_for, operator, world):
 
 
 @pytest.mark.parametrize(
-    "name,function",
-    [("sessions:capture", "operator_capture_now"), ("sessions:release", "operator_release"),
-     ("sessions:retry_recovery", "operator_retry_recovery"), ("sessions:resolve", "resolve_manually")],
-)  # fmt: skip
+    "name,action,function",
+    [
+        ("sessions:capture", "capture", "operator_capture_now"),
+        ("sessions:release", "release", "operator_release"),
+        ("sessions:retry_recovery", "retry", "operator_retry_recovery"),
+        ("sessions:resolve", "resolve", "resolve_manually"),
+    ],
+)
 def test_each_action_calls_its_contract_service_with_the_user_and_reason(
-    client_for, operator, world, monkeypatch, name, function
+    client_for, operator, world, monkeypatch, name, action, function
 ):
+    service, label, question = session_views.ACTIONS[action]
+    assert service is getattr(services, function)
     calls = []
-    monkeypatch.setattr(services, function, lambda s, u, r: calls.append((s.pk, u.pk, r)))
-    response = client_for(operator).post(url(name, world["charging"].public_id), {"reason": "why"},
-                                         HTTP_HX_REQUEST="true")  # fmt: skip
+    fake = (lambda s, u, r: calls.append((s.pk, u.pk, r)), label, question)
+    monkeypatch.setitem(session_views.ACTIONS, action, fake)
+    response = client_for(operator).post(
+        url(name, world["charging"].public_id), {"reason": "why"}, HTTP_HX_REQUEST="true"
+    )
     assert calls == [(world["charging"].pk, operator.pk, "why")]
     assert response.status_code == 204
     assert response["HX-Location"] == url("sessions:detail", world["charging"].public_id)

@@ -37,8 +37,7 @@ def test_the_live_poll_returns_only_rows_changed_since_the_cursor_as_out_of_band
 ):
     site = f.make_site()
     old = f.make_terminal(site, status_changed_at=timezone.now() - timedelta(hours=2))
-    changed = f.make_terminal(site, status=TerminalStatus.OFFLINE,
-                              status_changed_at=timezone.now())  # fmt: skip
+    changed = f.make_terminal(site, status=TerminalStatus.OFFLINE, status_changed_at=timezone.now())
     since = (timezone.now() - timedelta(minutes=1)).isoformat()
     response = client_for(viewer).get(
         url("terminals:list"), {"since": since}, HTTP_HX_REQUEST="true"
@@ -92,16 +91,22 @@ def test_viewers_see_the_terminal_but_no_action_buttons(client_for, viewer, worl
 
 def test_operators_see_the_action_buttons(client_for, operator, world):
     html = client_for(operator).get(url("terminals:detail", world["terminal"].public_id)).content
-    for label in (b"Refresh status", b"Refresh card brands", b"Read a Mifare card",
-                  b"Run closing now", b"Reprint last ticket"):  # fmt: skip
+    for label in (
+        b"Refresh status",
+        b"Refresh card brands",
+        b"Read a Mifare card",
+        b"Run closing now",
+        b"Reprint last ticket",
+    ):
         assert label in html
 
 
 def test_the_status_panel_is_a_fragment_of_the_detail_url(client_for, viewer, world):
     response = client_for(viewer).get(
-        url("terminals:detail", world["terminal"].public_id), {"part": "status"},
+        url("terminals:detail", world["terminal"].public_id),
+        {"part": "status"},
         HTTP_HX_REQUEST="true",
-    )  # fmt: skip
+    )
     assert response.status_code == 200
     assert b'id="terminal-status-badge"' in response.content and b"<html" not in response.content
 

@@ -47,8 +47,14 @@ def _database_url(tmp_path) -> str:
         return f"sqlite:///{tmp_path / 'e2e.sqlite3'}"
     import psycopg
 
-    params = {"host": db["HOST"] or "127.0.0.1", "port": db["PORT"] or 5432, "user": db["USER"],
-              "password": db["PASSWORD"] or None, "dbname": "postgres", "autocommit": True}  # fmt: skip
+    params = {
+        "host": db["HOST"] or "127.0.0.1",
+        "port": db["PORT"] or 5432,
+        "user": db["USER"],
+        "password": db["PASSWORD"] or None,
+        "dbname": "postgres",
+        "autocommit": True,
+    }
     with psycopg.connect(**params) as conn:
         conn.execute("DROP DATABASE IF EXISTS evpay_e2e WITH (FORCE)")
         conn.execute("CREATE DATABASE evpay_e2e")
@@ -95,18 +101,32 @@ def test_the_whole_stack_runs_end_to_end_and_stops_cleanly(tmp_path):
     var.mkdir()
     port, control = free_port(), free_port()
     env = dict(os.environ)
-    env.update({
-        "EVPAY_VAR_DIR": str(var), "DEBUG": "1", "EVPAY_PORT": str(port),
-        "EVPAY_EMULATOR_BASE_PORT": str(_emulator_base(4)), "EVPAY_EMULATOR_CONTROL_PORT": str(control),
-        "EVPAY_DEVICE_CHANNEL_PORT": str(free_port()), "EVPAY_DEMO_TERMINALS": "4",
-        "EVPAY_DEMO_SPEED": "3", "EVPAY_ADMIN_PASSWORD": "e2e-admin-password-123",
-        "DATABASE_URL": _database_url(tmp_path), "CELERY_BROKER_URL": _broker_url(var),
-        "PYTHONUNBUFFERED": "1",
-    })  # fmt: skip
+    env.update(
+        {
+            "EVPAY_VAR_DIR": str(var),
+            "DEBUG": "1",
+            "EVPAY_PORT": str(port),
+            "EVPAY_EMULATOR_BASE_PORT": str(_emulator_base(4)),
+            "EVPAY_EMULATOR_CONTROL_PORT": str(control),
+            "EVPAY_DEVICE_CHANNEL_PORT": str(free_port()),
+            "EVPAY_DEMO_TERMINALS": "4",
+            "EVPAY_DEMO_SPEED": "3",
+            "EVPAY_ADMIN_PASSWORD": "e2e-admin-password-123",
+            "DATABASE_URL": _database_url(tmp_path),
+            "CELERY_BROKER_URL": _broker_url(var),
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
     env.pop("EVPAY_REQUIRE_SERVICES", None)
     out = open(var / "runstack.out", "wb")  # noqa: SIM115 - closed below
-    stack = subprocess.Popen([sys.executable, "manage.py", "runstack"], cwd=ROOT, env=env,
-                             stdout=out, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+    stack = subprocess.Popen(
+        [sys.executable, "manage.py", "runstack"],
+        cwd=ROOT,
+        env=env,
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + 180
         text = ""
@@ -125,20 +145,34 @@ def test_the_whole_stack_runs_end_to_end_and_stops_cleanly(tmp_path):
         assert status == 200 and "Log in" in body
 
         def manage(*args):
-            return subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=env,
-                                  capture_output=True, text=True, timeout=120)  # fmt: skip
+            return subprocess.run(
+                [sys.executable, "manage.py", *args],
+                cwd=ROOT,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
 
         check = manage("check_ledger", "--control-url", f"http://127.0.0.1:{control}")
         figures = json.loads(check.stdout)
         assert check.returncode == 0, figures
         assert figures["double_captures"] == figures["lost_money"] == figures["disagreements"] == 0
-        counts = json.loads(manage("shell", "-c", (
-            "import json; from sessions.models import ChargingSession as S; "
-            "from evpay.models import AuditEvent as A; "
-            "print(json.dumps({'authorised': S.objects.exclude(authorised_at=None).count(), "
-            "'captured': S.objects.filter(close_reason='captured').count(), "
-            "'stopped_by_card': A.objects.filter(reason__startswith='stopped by card').count()}))"
-        )).stdout.strip().splitlines()[-1])  # fmt: skip
+        counts = json.loads(
+            manage(
+                "shell",
+                "-c",
+                (
+                    "import json; from sessions.models import ChargingSession as S; "
+                    "from evpay.models import AuditEvent as A; "
+                    "print(json.dumps({'authorised': S.objects.exclude(authorised_at=None).count(), "
+                    "'captured': S.objects.filter(close_reason='captured').count(), "
+                    "'stopped_by_card': A.objects.filter(reason__startswith='stopped by card').count()}))"
+                ),
+            )
+            .stdout.strip()
+            .splitlines()[-1]
+        )
         assert counts["authorised"] >= 5, counts
         assert counts["captured"] >= 3, counts
         assert counts["stopped_by_card"] >= 1, counts

@@ -19,11 +19,24 @@ pytestmark = pytest.mark.django_db(transaction=True)
 def service_and_emulator():
     port = free_port()
     # Heartbeats every 0.5 s, so a dropped database connection is hit within the test.
-    with Proc([sys.executable, "manage.py", "device_channel", "--host", "127.0.0.1", "--port", str(port),
-               "--heartbeat", "0.5"], log_name="device_channel") as service:  # fmt: skip
+    with Proc(
+        [
+            sys.executable,
+            "manage.py",
+            "device_channel",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--heartbeat",
+            "0.5",
+        ],
+        log_name="device_channel",
+    ) as service:
         service.wait_for_log("device channel listening")
-        with EmulatorProcess(count=1, channel1="pos", pos_host="127.0.0.1", pos_port=port,
-                             card_wait=2) as emu:  # fmt: skip
+        with EmulatorProcess(
+            count=1, channel1="pos", pos_host="127.0.0.1", pos_port=port, card_wait=2
+        ) as emu:
             yield emu
 
 

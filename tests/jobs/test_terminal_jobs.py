@@ -77,8 +77,10 @@ def test_period_closing_totals_match_the_emulator(emulator, emu_terminal):
     assert closing.state == PeriodClosing.State.MATCHED, [
         t.explanation for t in closing.totals.all()
     ]
-    totals = {t.brand: (t.terminal_count, t.terminal_amount_minor, t.our_count, t.our_amount_minor)
-              for t in closing.totals.all()}  # fmt: skip
+    totals = {
+        t.brand: (t.terminal_count, t.terminal_amount_minor, t.our_count, t.our_amount_minor)
+        for t in closing.totals.all()
+    }
     assert totals == {"VISA": (1, 250, 1, 250), "ECMC": (1, 450, 1, 450)}
     assert not ExceptionRecord.objects.filter(
         kind="closing_mismatch", subject_id=str(closing.pk)
@@ -146,8 +148,12 @@ def test_unstarted_reservation_is_released_after_the_start_timeout(
 def silent_channel1_emulator():
     # DeliveryBox off so an authorisation can succeed with nobody on channel 1; its receipts
     # then go unacknowledged and the terminal asks for a reprint before the next payment.
-    with EmulatorProcess(count=1, channel1="terminal", card_wait=2,
-                         extra_args=["--no-delivery-box", "--device-timeout", "1"]) as emu:  # fmt: skip
+    with EmulatorProcess(
+        count=1,
+        channel1="terminal",
+        card_wait=2,
+        extra_args=["--no-delivery-box", "--device-timeout", "1"],
+    ) as emu:
         yield emu
 
 

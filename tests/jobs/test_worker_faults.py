@@ -32,8 +32,11 @@ def _settling_session(emulator, info, connector_index=0, world=None):
 
 def _captures(emulator, info, session):
     stan = session.authorisation().stan
-    return [r for r in emulator.ledger(info["terminal_id"], kind="capture")
-            if r["reservation_stan"] == stan]  # fmt: skip
+    return [
+        r
+        for r in emulator.ledger(info["terminal_id"], kind="capture")
+        if r["reservation_stan"] == stan
+    ]
 
 
 @pytest.fixture
@@ -92,9 +95,16 @@ def test_two_workers_racing_for_one_terminal_are_serialised(emulator, emu_termin
     with celery_worker("w1", concurrency=1), celery_worker("w2", concurrency=1):
         settle_session_task.delay(first.pk)
         settle_session_task.delay(second.pk)
-        _wait(lambda: ChargingSession.objects.filter(pk__in=[first.pk, second.pk],
-                                                      state=SessionState.CLOSED).count() == 2,
-              90, "both captures")  # fmt: skip
+        _wait(
+            lambda: (
+                ChargingSession.objects.filter(
+                    pk__in=[first.pk, second.pk], state=SessionState.CLOSED
+                ).count()
+                == 2
+            ),
+            90,
+            "both captures",
+        )
     for session in (first, second):
         session.refresh_from_db()
         assert session.captured_amount_minor == 250

@@ -76,8 +76,11 @@ class Command(BaseCommand):
         parser.add_argument("--approval", help="ApprovalCode of the authorisation")
         parser.add_argument("--timestamp", help="TimeStamp of the authorisation")
         parser.add_argument("--terminal-id", help="TerminalID of the authorisation")
-        parser.add_argument("--refuse-delivery", action="store_true",
-                            help="answer DeliveryBox with Failure (default: confirm)")  # fmt: skip
+        parser.add_argument(
+            "--refuse-delivery",
+            action="store_true",
+            help="answer DeliveryBox with Failure (default: confirm)",
+        )
 
     def handle(self, *args, **options):
         host, port = _host_port(options["target"])

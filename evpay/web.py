@@ -1,0 +1,97 @@
+"""Helpers every staff page uses: paging, page-or-fragment, redirect after POST, CSV, filters."""
+
+import csv
+import uuid
+from datetime import datetime, time
+
+from django.core.paginator import Paginator
+from django.http import HttpResponse, StreamingHttpResponse
+from django.shortcuts import redirect, render
+from django.utils import timezone
+from django.utils.http import url_has_allowed_host_and_scheme
+
+from evpay.roles import OPERATE_PERM
+
+PAGE_SIZE = 50
+
+
+def paginate(request, queryset, per_page: int = PAGE_SIZE):
+    """A page of the queryset; a bad or too-large ?page= gives the nearest valid page."""
+    return Paginator(queryset, per_page).get_page(request.GET.get("page"))
+
+
+def render_page(request, template: str, context: dict, partial: str | None = None, **kwargs):
+    """One URL for page and fragment: htmx requests get only the named template partial."""
+    if partial and request.htmx and not request.htmx.boosted:
+        return render(request, f"{template}#{partial}", context, **kwargs)
+    return render(request, template, context, **kwargs)
+
+
+def after_post(request, fallback: str):
+    """Redirect after a POST: HX-Location for htmx (no full reload), 302 otherwise.
+
+    `next` (same host only) wins so an action taken from a list returns to that list.
+    """
+    target = request.POST.get("next") or ""
+    if not url_has_allowed_host_and_scheme(target, {request.get_host()}, request.is_secure()):
+        target = ""
+    target = target or fallback
+    if request.htmx:
+        response = HttpResponse(status=204)
+        response["HX-Location"] = target
+        return response
+    return redirect(target)
+
+
+class _Echo:
+    def write(self, value):
+        return value
+
+
+def csv_response(filename: str, header: list[str], rows) -> StreamingHttpResponse:
+    """Stream a CSV (rows is any iterable, e.g. a queryset .iterator())."""
+    writer = csv.writer(_Echo())
+
+    def lines():
+        yield writer.writerow(header)
+        for row in rows:
+            yield writer.writerow(row)
+
+    response = StreamingHttpResponse(lines(), content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    return response
+
+
+def querystring(request, drop=("page",), **changes) -> str:
+    """The current filters as a query string for a link: `drop` removed, `changes` set."""
+    params = request.GET.copy()
+    for key in drop:
+        params.pop(key, None)
+    for key, value in changes.items():
+        params[key] = value
+    return params.urlencode()
+
+
+def parse_date(value: str | None):
+    if not value:
+        return None
+    try:
+        return datetime.strptime(value, "%Y-%m-%d").date()
+    except ValueError:
+        return None
+
+
+def parse_uuid(value) -> uuid.UUID | None:
+    """A UUID from a query parameter, or None when it is not one (filters then match nothing)."""
+    try:
+        return uuid.UUID(str(value))
+    except ValueError:
+        return None
+
+
+def start_of_day(day, tz=None):
+    return timezone.make_aware(datetime.combine(day, time.min), tz)
+
+
+def can_operate(user) -> bool:
+    return user.has_perm(OPERATE_PERM)

@@ -1,0 +1,171 @@
+"""The terminal gateway: every request the product sends to a terminal goes through here.
+
+Rules it enforces (architecture.md, opi-nl.md):
+
+- One request at a time per terminal, across every process and host: a lease on the
+  Terminal row claimed with a conditional UPDATE and an expiry (`leased`). A task that finds
+  the terminal leased gets `TerminalBusy` and retries later; it never waits for minutes.
+- While the terminal is blocked (the charging app's rule: a money request whose outcome is
+  not settled), no request of any kind is sent to it except recovery: the terminal's "last
+  message" must stay the one recovery asks about (`TerminalNeedsRecovery`).
+- Write before send: `Lease.request` has the journal write (and commit) the request's row,
+  with its RequestID, before a byte goes out, then sends it and has the journal store the
+  answer and its audit row. Service requests that move nothing (`Lease.ask`: status, brands,
+  closing, Mifare) write no row.
+
+The journal is the charging app's (its rows belong to sessions and payments); it registers
+itself with `use_journal` when Django starts, so this module never imports that app.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, NamedTuple, Protocol
+
+from django.core.exceptions import ImproperlyConfigured
+
+from terminals.models import Terminal
+from terminals.opi.client import OpiClient, OpiResult
+from terminals.opi.client import Outcome as OpiOutcome
+from terminals.opi.device_channel import RecordingDeviceHandler
+from terminals.opi.profile import Operation
+
+# The lease outlives the request timeout a little so a slow answer is still ours.
+LEASE_MARGIN_SECONDS = 30
+
+
+class TerminalBusy(Exception):
+    """The terminal is serving another request; try again later."""
+
+
+class TerminalNeedsRecovery(TerminalBusy):
+    """A request on this terminal has an unsettled outcome; recover it first."""
+
+
+class Journal(Protocol):
+    """Where requests are written before they are sent (the charging app's rows)."""
+
+    def open(self, terminal: Terminal, operation: Operation, *, timeout: float, **fields) -> Any:
+        """Write and commit the row for a request about to be sent; it has a `request_id`."""
+
+    def record(self, entry: Any, result: OpiResult) -> Any:
+        """Store the terminal's answer (or that there was none) and its audit row."""
+
+    def blocks(self, terminal: Terminal) -> bool:
+        """Whether the terminal must not be sent anything but recovery."""
+
+
+_journal: Journal | None = None
+
+
+def use_journal(journal: Journal) -> None:
+    """Called once at start-up by the app that owns the request rows."""
+    global _journal
+    _journal = journal
+
+
+def journal() -> Journal:
+    if _journal is None:
+        raise ImproperlyConfigured("no request journal registered with terminals.gateway")
+    return _journal
+
+
+def lease_owner() -> str:
+    return f"{socket.gethostname()[:30]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def timeout_for(terminal: Terminal, operation: Operation) -> float:
+    return terminal.opi_profile().timeout_for(operation)
+
+
+def client_for(terminal: Terminal, on_delivery_box: Callable | None = None) -> OpiClient:
+    """Channel 1: if the terminal listens, the client connects to it for each request; if we
+    listen ("pos"), the long-running device-channel service (`manage.py device_channel`)
+    receives it, because many workers cannot all listen on one port."""
+    profile = terminal.opi_profile()
+    return OpiClient(
+        profile,
+        device_handler=RecordingDeviceHandler(on_delivery_box=on_delivery_box),
+        channel1="terminal" if profile.channel1_listener == "terminal" else "external",
+    )
+
+
+class Exchange(NamedTuple):
+    """One request through the journal: its row (answer recorded) and the parsed answer."""
+
+    entry: Any
+    result: OpiResult
+
+
+class Lease:
+    """The terminal, held by this process for the requests made through it."""
+
+    def __init__(self, terminal: Terminal, owner: str) -> None:
+        self.terminal = terminal
+        self.owner = owner
+
+    def request(
+        self,
+        operation: Operation,
+        *,
+        call: dict | None = None,
+        on_delivery_box: Callable | None = None,
+        **fields,
+    ) -> Exchange:
+        """Write before send, send, record the answer.
+
+        `call`: the protocol arguments (amount, original transaction); `fields`: what the
+        journal stores with the row. Exceptions from writing the row (a claim refused by a
+        constraint, the session moved on) reach the caller before anything is sent."""
+        book = journal()
+        entry = book.open(
+            self.terminal, operation, timeout=timeout_for(self.terminal, operation), **fields
+        )
+        client = client_for(self.terminal, on_delivery_box)
+        result = client.perform(operation, entry.request_id, **(call or {}))
+        return Exchange(book.record(entry, result), result)
+
+    def ask(self, operation: Operation, **call) -> tuple[str, OpiResult]:
+        """A service request that moves nothing and leaves no row: (its RequestID, answer)."""
+        request_id = self.terminal.next_request_id()
+        return request_id, client_for(self.terminal).perform(operation, request_id, **call)
+
+    def reprint_last_ticket(self, *, session=None, attempts: int = 3) -> bool:
+        """TicketReprint until the terminal accepts it (it refuses new payments until then)."""
+        for attempt in range(attempts):
+            outcome = self.request(Operation.TICKET_REPRINT, session=session).result.outcome
+            if outcome == OpiOutcome.SUCCESS:
+                return True
+            if outcome != OpiOutcome.BUSY:
+                return False
+            time.sleep(attempt + 1)  # DeviceUnavailable: give channel 1 a moment to come back
+        return False
+
+
+@contextmanager
+def leased(
+    terminal: Terminal, operation: Operation, *, requests: int = 1, recovering: bool = False
+) -> Iterator[Lease]:
+    """Hold the terminal for up to `requests` requests of `operation`. Raises TerminalBusy if
+    another holder has it, TerminalNeedsRecovery if the terminal is blocked.
+
+    `recovering`: this lease is for recovery, the one request allowed while a money outcome is
+    unknown; everything else waits, which is why a terminal never has more than one unknown
+    money request at a time."""
+    owner = lease_owner()
+    seconds = timeout_for(terminal, operation) * requests + LEASE_MARGIN_SECONDS
+    if not terminal.try_lease(owner, seconds):
+        raise TerminalBusy(f"terminal {terminal.terminal_id} is serving another request")
+    try:
+        if not recovering and journal().blocks(terminal):
+            raise TerminalNeedsRecovery(
+                f"terminal {terminal.terminal_id} has a money request with an unknown outcome"
+            )
+        yield Lease(terminal, owner)
+    finally:
+        terminal.release_lease(owner)
