@@ -28,8 +28,20 @@ Outcome rules (shared/docs/opi-nl.md, "outcome-unknown rule"):
                                                           the acquirer), FAILED_OTHER otherwise
   ======================================================  ====================================
 
+An answer that echoes our RequestID (and our WorkstationID, when it carries one) but whose
+root or RequestType does not fit the request (e.g. ``ServiceResponse Failure`` to a
+``CardServiceRequest``, as terminals answer request types they do not implement):
+
+- OverallResult other than Success -> ``FAILED_OTHER`` with ``result.unsupported`` set: a
+  definite refusal, nothing was done (a terminal that did not understand the request cannot
+  have executed it).
+- Success -> ``UNKNOWN``: something was done, but no card result can be read from an answer
+  of the wrong shape.
+
 For ``repeat_last_message`` the response's OverallResult is the repeated request's result;
-check ``result.original_request_id`` against the RequestID being recovered.
+check ``result.original_request_id`` against the RequestID being recovered. A repeat may
+carry the repeated request's RequestType, so an answer with an ``OriginalHeader`` is never
+taken for a RequestType mismatch.
 """
 
 from __future__ import annotations
@@ -151,8 +163,12 @@ class OpiResult:
     return_code: str | None = None
     device_requests: list[DeviceRequest] = field(default_factory=list)
     device_messages: list[DeviceMessage] = field(default_factory=list)
-    detail: str = ""  # our own explanation of NOT_SENT / UNKNOWN, for operators
+    detail: str = ""  # our own explanation of NOT_SENT / UNKNOWN / unsupported, for operators
     elapsed: float = 0.0
+    # True only when the terminal refused the request as one it does not implement (an answer
+    # of another root or RequestType, echoing our RequestID, not Success): outcome FAILED_OTHER.
+    unsupported: bool = False
+    private_text: str | None = None  # free text directly inside PrivateData, stripped
 
     @property
     def ok(self) -> bool:
@@ -231,9 +247,13 @@ class OpiResult:
         return list(service.card_circuits or []) if service else []
 
     @property
-    def totals(self) -> list[BrandTotal]:
+    def totals(self) -> list[BrandTotal] | None:
+        """Per-brand period totals; None when the answer has no Reconciliation element at all
+        (the terminal did not report totals), [] when it reported none."""
         service = self._service()
-        return list(service.reconciliation or []) if service else []
+        if service is None or service.reconciliation is None:
+            return None
+        return list(service.reconciliation)
 
     @property
     def terminal_state(self) -> TerminalState:
@@ -274,6 +294,8 @@ class OpiResult:
             "action_code": self.action_code,
             "return_code": self.return_code,
             "detail": self.detail,
+            "unsupported": self.unsupported,
+            "private_text": self.private_text,
             "elapsed": round(self.elapsed, 3),
             "response": self.response.to_dict() if self.response else None,
             "device_messages": [m.to_dict() for m in self.device_messages],
@@ -533,6 +555,10 @@ class OpiClient:
                         f"{self.profile.pos_listen_host}:{self.profile.pos_listen_port}: {exc}"
                     ) from None
             self._exchange(operation, request, payload, read_timeout, result)
+            if channel1_server is not None and result.sent:
+                # Terminals send a last display update or receipt just after the final
+                # response; our listener stays up a little so it is answered, not reset.
+                time.sleep(self.profile.channel1_grace_seconds)
         except _NotSent as exc:
             result.outcome = Outcome.NOT_SENT
             result.sent = False
@@ -678,23 +704,76 @@ class OpiClient:
             if OPERATION_ROOTS[operation] == CARD_SERVICE_REQUEST
             else ServiceResponse
         )
-        if not isinstance(response, expected):
-            self._unknown(result, f"expected {expected.root}, got {response.root}", b"")
-            return
         if response.request_id != request.request_id:
             # Not the answer to what we sent: ours may or may not have run.
+            if not isinstance(response, expected):
+                self._unknown(result, f"expected {expected.root}, got {response.root}", b"")
+                return
             self._unknown(result, f"response echoes RequestID {response.request_id}, not ours", b"")
             result.response = response
             return
+        answered = _answer_name(response, request)
+        if not isinstance(response, expected) or not _same_request_type(
+            operation, request, response
+        ):
+            if response.workstation_id and response.workstation_id != request.workstation_id:
+                # Neither shape nor workstation fits: no reason to believe it answers ours.
+                self._unknown(
+                    result,
+                    f"the terminal answered {answered} for WorkstationID "
+                    f"{response.workstation_id}, not ours",
+                    b"",
+                )
+                return
+            result.response = response
+            self._take_details(response, result)
+            if response.overall_result == OverallResult.SUCCESS:
+                self._unknown(
+                    result,
+                    f"the terminal answered {answered} Success to {request.request_type}: "
+                    f"no result can be read from an answer of that kind, so what it did is "
+                    f"unknown",
+                    b"",
+                )
+                return
+            # A refusal of a request it did not understand: it cannot have executed it.
+            result.outcome = Outcome.FAILED_OTHER
+            result.unsupported = True
+            result.detail = (
+                f"the terminal answered {answered} {response.overall_result} to "
+                f"{request.request_type}: it does not support this request type"
+            )
+            return
         result.response = response
+        self._take_details(response, result)
+        result.outcome = outcome_for(operation, response.overall_result)
+
+    @staticmethod
+    def _take_details(response: Response, result: OpiResult) -> None:
+        """Copy what operators read (result, error codes, texts) from an answer to ours."""
         result.overall_result = response.overall_result
         if response.private_data is not None:
             result.error_code = response.private_data.error_code
             result.error_text = response.private_data.error_text
+            result.private_text = response.private_data.text
         if isinstance(response, CardServiceResponse) and response.authorisation is not None:
             result.action_code = response.authorisation.action_code
             result.return_code = response.authorisation.return_code
-        result.outcome = outcome_for(operation, response.overall_result)
+
+
+def _same_request_type(operation: Operation, request: Request, response: Response) -> bool:
+    if response.request_type == request.request_type:
+        return True
+    # The terminal repeats its last response, which may keep the repeated request's
+    # RequestType; the OriginalHeader says which request it was, and recovery compares that.
+    return operation is Operation.REPEAT_LAST_MESSAGE and response.original_header is not None
+
+
+def _answer_name(response: Response, request: Request) -> str:
+    """How an answer is named in details: its root, and its RequestType when not ours."""
+    if response.request_type == request.request_type:
+        return response.root
+    return f'{response.root} RequestType="{response.request_type}"'
 
 
 def _readable(data: bytes) -> str:

@@ -72,7 +72,15 @@ def describe(message: Message) -> dict[str, Any]:
         result["card_uid"] = message.card_uid
         if message.original_header is not None:
             result["original_request_id"] = message.original_header.request_id
+    private_data = getattr(message, "private_data", None)
+    if private_data is not None:
+        result["error_code"] = private_data.error_code
+        result["error_text"] = private_data.error_text
+        result["private_text"] = private_data.text
     if isinstance(message, ServiceResponse):
+        # None: the answer has no Reconciliation element (no totals reported); []: it
+        # reported an empty period. Both are shown, because they mean different things.
+        result["totals"] = None
         if message.reconciliation is not None:
             result["totals"] = [
                 {

@@ -216,13 +216,17 @@ def serve_connection(
     stop: threading.Event,
     encoding: str = "UTF-8",
     on_request: Callable[[DeviceRequest], None] | None = None,
+    peer_host: str | None = None,
 ) -> None:
     """Answer DeviceRequests on ``sock`` until the peer closes or ``stop`` is set.
 
     A frame that is not a usable DeviceRequest is logged and skipped: the terminal will
     time out on it, which is the most we can honestly say. Broken framing ends the
-    connection because the stream cannot be resynchronised.
+    connection because the stream cannot be resynchronised. Every DeviceRequest gets
+    ``peer_host``, the connection's remote address (read from the socket when not given).
     """
+    if peer_host is None:
+        peer_host = _remote_host(sock)
     decoder = FrameDecoder()
     sock.setblocking(False)
     try:
@@ -256,6 +260,7 @@ def serve_connection(
                 if not isinstance(message, DeviceRequest):
                     logger.warning("channel 1: ignoring unexpected %s", message.root)
                     continue
+                message.peer_host = peer_host
                 if on_request is not None:
                     on_request(message)
                 response = answer(handler, message)
@@ -265,6 +270,14 @@ def serve_connection(
                     return
     finally:
         sock.close()
+
+
+def _remote_host(sock: socket.socket) -> str | None:
+    try:
+        peer = sock.getpeername()
+    except OSError:  # already reset by the peer, or not a connected socket
+        return None
+    return str(peer[0]) if isinstance(peer, tuple) and peer else None
 
 
 def _send_all(sock: socket.socket, data: bytes, stop: threading.Event) -> None:
@@ -345,7 +358,7 @@ class DeviceChannelServer:
             logger.debug("channel 1: terminal connected from %s", peer)
             thread = threading.Thread(
                 target=serve_connection,
-                args=(conn, self.handler, self._stop, self.encoding, self.on_request),
+                args=(conn, self.handler, self._stop, self.encoding, self.on_request, peer[0]),
                 name=f"opi-ch1-{peer[0]}:{peer[1]}",
                 daemon=True,
             )

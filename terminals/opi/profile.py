@@ -94,6 +94,10 @@ DEFAULT_TIMEOUTS: dict[str, float] = {
 
 CHANNEL1_LISTENERS = ("pos", "terminal")
 ENCODINGS = ("UTF-8", "ISO-8859-1")
+# How a terminal is polled for presence: "status" sends Diagnosis, "login" sends Login (for
+# terminals without Diagnosis: a Login answer proves the terminal is there), "none" never polls.
+STATUS_REQUESTS = ("status", "login", "none")
+MAX_CHANNEL1_GRACE_SECONDS = 30.0
 
 
 def _normalise_encoding(value: str) -> str:
@@ -125,6 +129,11 @@ class TerminalProfile:
     connect_timeout: float = 5.0
     timeouts: dict[str, float] = field(default_factory=dict)
     request_types: dict[str, str] = field(default_factory=dict)
+    # When we listen on channel 1 per request: how long the listener stays open after the
+    # channel-0 response. Terminals send a last display update (or a receipt) just after the
+    # final response; closing at once would reset that connection.
+    channel1_grace_seconds: float = 1.0
+    status_request: str = "status"
 
     def __post_init__(self) -> None:
         self._validate()
@@ -150,6 +159,24 @@ class TerminalProfile:
             raise ProfileError("encoding", "must be a string")
         self.encoding = _normalise_encoding(self.encoding)
         self.connect_timeout = _positive_number("connect_timeout", self.connect_timeout)
+        grace = self.channel1_grace_seconds
+        if (
+            isinstance(grace, bool)
+            or not isinstance(grace, int | float)
+            or not 0 <= grace <= MAX_CHANNEL1_GRACE_SECONDS
+        ):
+            raise ProfileError(
+                "channel1_grace_seconds",
+                f"must be a number of seconds from 0 to {MAX_CHANNEL1_GRACE_SECONDS:g}, "
+                f"not {grace!r}",
+            )
+        self.channel1_grace_seconds = float(grace)
+        if self.status_request not in STATUS_REQUESTS:
+            raise ProfileError(
+                "status_request",
+                f"must be one of {', '.join(map(repr, STATUS_REQUESTS))}, "
+                f"not {self.status_request!r}",
+            )
 
         if not isinstance(self.timeouts, dict):
             raise ProfileError("timeouts", "must be a mapping of operation to seconds")

@@ -28,6 +28,9 @@ def next_request_id() -> str:
 def _profile(terminal: dict, arrangement: str, pos_port: int = 0, **extra) -> TerminalProfile:
     timeouts = {op: 5.0 for op in Operation}
     timeouts.update(extra.pop("timeouts", {}))
+    # The emulator's late display output follows the response within milliseconds; the
+    # default 1 s grace would only add a second to every request where the POS listens.
+    extra.setdefault("channel1_grace_seconds", 0.2)
     return TerminalProfile(
         host=terminal["host"],
         port0=terminal["port0"],

@@ -9,10 +9,12 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from terminals.emulator.harness import EmulatorProcess
+from terminals.opi import messages as m
 from terminals.opi.framing import encode_frame
 from tests.procs import free_port
 
 from . import samples
+from .test_client_scripted import ScriptedTerminal
 from .test_messages import BILLION_LAUGHS, XXE
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -200,3 +202,100 @@ def test_opi_probe_reports_not_sent_when_nothing_listens():
 def test_opi_probe_refuses_bad_arguments(args):
     with pytest.raises(CommandError):
         call_command("opi_probe", *args, stdout=StringIO())
+
+
+def test_opi_decode_shows_private_free_text_and_tells_no_totals_from_zero_totals(tmp_path):
+    no_totals = _decode(
+        tmp_path,
+        b'<ServiceResponse RequestType="ReconciliationWithClosure" RequestID="1" '
+        b'OverallResult="Success"><PrivateData>period closed</PrivateData></ServiceResponse>',
+    )
+    assert (no_totals["totals"], no_totals["private_text"]) == (None, "period closed")
+    zero = _decode(
+        tmp_path,
+        b'<ServiceResponse RequestType="Reconciliation" RequestID="1" OverallResult="Success">'
+        b"<Reconciliation/></ServiceResponse>",
+    )
+    assert zero["totals"] == []
+
+
+def _scripted(answer: bytes) -> ScriptedTerminal:
+    return ScriptedTerminal(lambda sock, request: sock.sendall(encode_frame(answer)))
+
+
+def _pos_args() -> list[str]:
+    return ["--channel1", "pos", "--pos-host", "127.0.0.1", "--pos-port", str(free_port())]
+
+
+def test_opi_probe_sends_the_given_request_type_and_sender_and_shows_an_unsupported_refusal():
+    answer = (
+        '<ServiceResponse RequestType="CardPayment" RequestID="123" OverallResult="Failure">'
+        "<PrivateData>Unsupported request</PrivateData></ServiceResponse>"
+    )
+    peer = _scripted(answer.encode())
+    try:
+        text, result = _probe(
+            f"127.0.0.1:{peer.port}",
+            "authorise",
+            "12.50",
+            *_pos_args(),
+            "--request-id",
+            "123",
+            "--request-type",
+            "CardPayment",
+            "--application-sender",
+            "kiosk-7",
+        )
+    finally:
+        peer.close()
+    request = peer.requests[0]
+    assert (request.root, request.request_type, request.application_sender) == (
+        "CardServiceRequest",
+        "CardPayment",
+        "kiosk-7",
+    )
+    assert "request 123 authorise -> FAILED_OTHER" in text
+    detail = (
+        "the terminal answered ServiceResponse Failure to CardPayment: "
+        "it does not support this request type"
+    )
+    assert f"detail: {detail}" in text
+    assert "terminal text: Unsupported request" in text
+    assert f"raw response:\n  {answer}" in text
+    assert (result["unsupported"], result["private_text"], result["detail"]) == (
+        True,
+        "Unsupported request",
+        detail,
+    )
+    assert result["raw_response"] == answer
+
+
+def test_opi_probe_prints_what_the_terminal_said_when_the_answer_is_unusable():
+    peer = _scripted(b"<html>\n<body>Bad Gateway</body>\n</html>")
+    try:
+        text, result = _probe(f"127.0.0.1:{peer.port}", "status", *_pos_args())
+    finally:
+        peer.close()
+    assert result["outcome"] == "UNKNOWN"
+    assert result["response"] is None
+    assert "unparsable response" in result["detail"]
+    assert "raw response:\n  <html>\n  <body>Bad Gateway</body>\n  </html>\n" in text
+    assert result["raw_response"] == "<html>\n<body>Bad Gateway</body>\n</html>"
+
+
+def test_opi_probe_request_type_defaults_to_the_profile_and_refuses_a_name_in_use():
+    peer = _scripted(
+        m.encode(m.ServiceResponse("Diagnosis", "5", "Success", terminal=m.TerminalInfo("T1")))
+    )
+    try:
+        _, result = _probe(f"127.0.0.1:{peer.port}", "status", *_pos_args(), "--request-id", "5")
+    finally:
+        peer.close()
+    assert peer.requests[0].request_type == "Diagnosis"
+    assert peer.requests[0].application_sender == "evpay"
+    assert result["outcome"] == "SUCCESS" and "raw_response" in result
+    with pytest.raises(CommandError) as info:
+        call_command(
+            "opi_probe", "127.0.0.1:1", "status", "--request-type", "Login", stdout=StringIO()
+        )
+    assert "more than one operation" in str(info.value)

@@ -141,3 +141,25 @@ def test_recording_handler_keeps_only_the_newest_messages():
         handler.handle(_device_request(str(i), ("Printer", [f"line {i}"])))
     assert handler.receipt_lines() == ["line 2", "line 3", "line 4"]
     assert [r.request_id for r in handler.requests] == ["2", "3", "4"]
+
+
+def test_the_handler_learns_the_terminals_address_and_odd_request_ids_are_echoed():
+    handler = RecordingDeviceHandler()
+    # Another implementation: no TerminalID, its own RequestIDs derived from ours.
+    documents = [
+        b'<DeviceRequest RequestType="Output" RequestID="%s" WorkstationID="POS1">'
+        b'<Output OutDeviceTarget="CustomerDisplay"><TextLine>%s</TextLine></Output>'
+        b"</DeviceRequest>" % (request_id, request_id)
+        for request_id in (b"123-d0", b"123.1")
+    ]
+    with DeviceChannelServer("127.0.0.1", 0, handler) as server:
+        answers = [_exchange(server.port, document) for document in documents]
+    assert [(a.request_id, a.overall_result) for a in answers] == [
+        ("123-d0", "Success"),
+        ("123.1", "Success"),
+    ]
+    assert [(r.request_id, r.terminal_id, r.peer_host) for r in handler.requests] == [
+        ("123-d0", None, "127.0.0.1"),
+        ("123.1", None, "127.0.0.1"),
+    ]
+    assert handler.display_texts() == ["123-d0", "123.1"]

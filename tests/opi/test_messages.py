@@ -459,3 +459,144 @@ def test_a_dtd_hidden_by_a_utf7_declaration_is_still_refused():
 def test_a_wrong_utf16_declaration_on_ascii_bytes_is_tolerated():
     document = b'<?xml version="1.0" encoding="UTF-16"?><ServiceResponse RequestType="a" RequestID="1" OverallResult="Success"/>'
     assert m.parse(document).overall_result == "Success"
+
+
+# ------------------------------------------------------------------ issue 13: other terminals
+
+
+def test_alphanumeric_stans_round_trip_in_a_capture_request():
+    original = m.OriginalTransaction("52000001", "A1B2C3D4E5F6G7H8I9J0", "2026-11-25T18:00", "X9")
+    request = m.CardServiceRequest(
+        "CardFinancialAdvice",
+        "3",
+        "POS1",
+        amount=m.Amount(1234, "EUR"),
+        original_transaction=original,
+    )
+    assert b'STAN="A1B2C3D4E5F6G7H8I9J0"' in m.encode(request)
+    assert m.parse(m.encode(request)).original_transaction == original
+
+
+def _authorisation_response(**attributes: str) -> bytes:
+    terminal = {"TerminalID": "52000001", "STAN": "000123"}
+    authorisation = {"ApprovalCode": "A1", "TimeStamp": "2026-11-25T18:00:00"}
+    tokens = {"CardToken": "99ABCDEF0123456789", "PAR": "V001"}
+    for name, value in attributes.items():
+        group = next(g for g in (terminal, authorisation, tokens) if name in g)
+        group[name] = value
+
+    def attrs(values):
+        return "".join(f' {k}="{v}"' for k, v in values.items())
+
+    token_xml = "".join(f'<Token Type="{k}">{v}</Token>' for k, v in tokens.items())
+    return (
+        f'<CardServiceResponse RequestType="CardPreAuthorisation" RequestID="1" '
+        f'OverallResult="Success"><Terminal{attrs(terminal)}/><Tender>'
+        f"<Authorisation{attrs(authorisation)}/></Tender><CardValue>{token_xml}</CardValue>"
+        f"</CardServiceResponse>"
+    ).encode()
+
+
+@pytest.mark.parametrize(
+    ("name", "path"),
+    [
+        ("STAN", "Terminal/STAN"),
+        ("TerminalID", "Terminal/TerminalID"),
+        ("ApprovalCode", "Tender/Authorisation/ApprovalCode"),
+        ("TimeStamp", "Tender/Authorisation/TimeStamp"),
+        ("CardToken", "CardValue/Token[CardToken]"),
+        ("PAR", "CardValue/Token[PAR]"),
+    ],
+)
+def test_identifiers_are_kept_whole_up_to_the_bound_and_refused_beyond_it(name, path):
+    longest = "Z" * m.MAX_IDENTIFIER_LENGTH
+    response = m.parse(_authorisation_response(**{name: longest}))
+    kept = {
+        "STAN": response.terminal.stan,
+        "TerminalID": response.terminal.terminal_id,
+        "ApprovalCode": response.authorisation.approval_code,
+        "TimeStamp": response.authorisation.timestamp,
+        "CardToken": response.card_token,
+        "PAR": response.par,
+    }[name]
+    assert kept == longest
+    with pytest.raises(MalformedMessage) as info:
+        m.parse(_authorisation_response(**{name: longest + "Z"}))
+    assert path in str(info.value)
+    assert "65 characters" in str(info.value)
+    with pytest.raises(MalformedMessage) as info:
+        m.parse(_authorisation_response(**{name: "12&#10;34"}))
+    assert path in str(info.value)
+    assert "control characters" in str(info.value)
+
+
+def test_card_tokens_lose_only_the_layout_around_them():
+    document = _authorisation_response(CardToken="\n      99ABCDEF0123456789\n    ")
+    assert m.parse(document).card_token == "99ABCDEF0123456789"
+
+
+def test_free_text_directly_in_private_data_is_kept_beside_error_code_and_text():
+    document = (
+        b'<CardServiceResponse RequestType="CardPreAuthorisation" RequestID="1" '
+        b'OverallResult="Failure"><PrivateData>  Request type not supported  '
+        b"<ErrorCode>12</ErrorCode>\n  (code 12)\n<ErrorText>Niet ondersteund</ErrorText>"
+        b"  </PrivateData></CardServiceResponse>"
+    )
+    private = m.parse(document).private_data
+    assert private == m.PrivateData(
+        "12", "Niet ondersteund", "Request type not supported (code 12)"
+    )
+
+
+def test_private_data_with_only_free_text_or_only_layout():
+    only_text = (
+        b'<ServiceResponse RequestType="Diagnosis" RequestID="1" OverallResult="Failure">'
+        b"<PrivateData>Unknown RequestType</PrivateData></ServiceResponse>"
+    )
+    assert m.parse(only_text).private_data == m.PrivateData(text="Unknown RequestType")
+    layout = (
+        b'<ServiceResponse RequestType="Diagnosis" RequestID="1" OverallResult="Failure">'
+        b"<PrivateData>\n  <ErrorCode>1</ErrorCode>\n  </PrivateData></ServiceResponse>"
+    )
+    assert m.parse(layout).private_data == m.PrivateData(error_code="1")
+
+
+def test_private_free_text_survives_encode_then_parse():
+    response = m.ServiceResponse(
+        "Diagnosis", "1", "Failure", private_data=m.PrivateData("1", "x", "free <text> & more")
+    )
+    assert m.parse(m.encode(response)) == response
+
+
+def test_no_reconciliation_element_parses_as_none_and_an_empty_one_as_an_empty_list():
+    without = (
+        b'<ServiceResponse RequestType="Reconciliation" RequestID="1" OverallResult="Success"/>'
+    )
+    empty = (
+        b'<ServiceResponse RequestType="Reconciliation" RequestID="1" OverallResult="Success">'
+        b"<Reconciliation/></ServiceResponse>"
+    )
+    assert m.parse(without).reconciliation is None
+    assert m.parse(empty).reconciliation == []
+
+
+@pytest.mark.parametrize("request_id", ["123-d0", "123.1", "4711"])
+def test_device_requests_take_the_terminals_own_request_ids_and_need_no_terminal_id(request_id):
+    document = (
+        f'<DeviceRequest RequestType="Output" RequestID="{request_id}" WorkstationID="POS1">'
+        f'<Output OutDeviceTarget="CashierDisplay"><TextLine>BEDANKT</TextLine></Output>'
+        f"</DeviceRequest>"
+    ).encode()
+    request = m.parse(document)
+    assert (request.request_id, request.terminal_id) == (request_id, None)
+    response = m.device_response_for(request)
+    assert m.parse(m.encode(response)).request_id == request_id
+
+
+def test_peer_host_is_not_part_of_the_message():
+    request = m.parse(samples.RECEIPT_DEVICE_REQUEST)
+    assert request.peer_host is None
+    request.peer_host = "10.1.2.3"
+    assert b"10.1.2.3" not in m.encode(request)
+    assert m.parse(m.encode(request)) == request
+    assert "peer_host" not in request.to_dict()

@@ -73,3 +73,34 @@ def test_invalid_settings_are_refused_naming_the_field(data, field):
         TerminalProfile.from_dict(data)
     assert info.value.field == field
     assert field in str(info.value)
+
+
+def test_channel1_grace_and_status_request_defaults_and_round_trip():
+    profile = TerminalProfile(host="h")
+    assert (profile.channel1_grace_seconds, profile.status_request) == (1.0, "status")
+    changed = TerminalProfile.from_dict(
+        {"host": "h", "channel1_grace_seconds": 0, "status_request": "login"}
+    )
+    assert (changed.channel1_grace_seconds, changed.status_request) == (0.0, "login")
+    assert changed.to_dict()["channel1_grace_seconds"] == 0.0
+    assert changed.to_dict()["status_request"] == "login"
+    assert TerminalProfile.from_dict(changed.to_dict()) == changed
+    for value in ("status", "login", "none"):
+        assert TerminalProfile(host="h", status_request=value).status_request == value
+    assert TerminalProfile(host="h", channel1_grace_seconds=30).channel1_grace_seconds == 30.0
+
+
+@pytest.mark.parametrize("value", [-0.1, 30.5, "1", True, None, float("nan"), float("inf")])
+def test_channel1_grace_must_be_0_to_30_seconds(value):
+    with pytest.raises(ProfileError) as info:
+        TerminalProfile.from_dict({"host": "h", "channel1_grace_seconds": value})
+    assert info.value.field == "channel1_grace_seconds"
+
+
+@pytest.mark.parametrize("value", ["Diagnosis", "", "STATUS", None, 1])
+def test_status_request_names_the_allowed_values(value):
+    with pytest.raises(ProfileError) as info:
+        TerminalProfile.from_dict({"host": "h", "status_request": value})
+    assert info.value.field == "status_request"
+    for allowed in ("'status'", "'login'", "'none'"):
+        assert allowed in str(info.value)

@@ -1,15 +1,17 @@
 """manage.py opi_probe HOST:PORT ACTION [AMOUNT]: send one O.P.I. request and show everything.
 
 For commissioning and fault finding: prints the outcome, every channel-1 message (displays,
-receipts, DeliveryBox) and the parsed response. It allocates its own RequestID, so it is not
-for money that the back-office must account for.
+receipts, DeliveryBox), the parsed response and, when the answer could not be used as one,
+the raw text the terminal sent. ``--request-type`` and ``--application-sender`` try the names
+another terminal implementation may expect without editing a stored profile. It allocates its
+own RequestID, so it is not for money that the back-office must account for.
 """
 
 import json
 
 from django.core.management.base import BaseCommand, CommandError
 
-from terminals.opi.client import OpiClient, request_id_from_time
+from terminals.opi.client import OpiClient, Outcome, request_id_from_time
 from terminals.opi.device_channel import RecordingDeviceHandler
 from terminals.opi.errors import MalformedMessage, ProfileError
 from terminals.opi.messages import OriginalTransaction, is_valid_request_id, parse_amount
@@ -68,6 +70,14 @@ class Command(BaseCommand):
             "--pos-port", type=int, default=4102, help="port we listen on (--channel1 pos)"
         )
         parser.add_argument("--workstation", default="POS1", help="WorkstationID")
+        parser.add_argument(
+            "--application-sender", default="evpay", help="ApplicationSender (default: evpay)"
+        )
+        parser.add_argument(
+            "--request-type",
+            metavar="NAME",
+            help="RequestType sent for this action (default: the profile's name for it)",
+        )
         parser.add_argument("--request-id", help="RequestID (default: 9 digits from the clock)")
         parser.add_argument("--timeout", type=float, help="seconds to wait for the response")
         parser.add_argument("--connect-timeout", type=float, default=5.0)
@@ -88,6 +98,9 @@ class Command(BaseCommand):
         request_id = options["request_id"] or request_id_from_time()
         if not is_valid_request_id(request_id):
             raise CommandError("--request-id must be 1-9 digits")
+        request_types = {}
+        if options["request_type"] is not None:
+            request_types[str(operation)] = options["request_type"]
         try:
             profile = TerminalProfile(
                 host=host,
@@ -97,8 +110,10 @@ class Command(BaseCommand):
                 pos_listen_host=options["pos_host"],
                 pos_listen_port=options["pos_port"],
                 workstation_id=options["workstation"],
+                application_sender=options["application_sender"],
                 encoding=options["encoding"],
                 connect_timeout=options["connect_timeout"],
+                request_types=request_types,
             )
         except ProfileError as exc:
             raise CommandError(str(exc)) from None
@@ -134,6 +149,23 @@ class Command(BaseCommand):
         )
         if result.detail:
             self.stdout.write(f"detail: {result.detail}")
+        if result.unsupported:
+            self.stdout.write(f"unsupported: the terminal does not implement {operation}")
+        if result.error_text or result.private_text:
+            said = " | ".join(t for t in (result.error_text, result.private_text) if t)
+            self.stdout.write(f"terminal text: {said}")
         for message in result.device_messages:
             self.stdout.write(f"channel 1 [{message.target}] " + " | ".join(message.lines))
-        self.stdout.write(json.dumps(result.to_dict(), indent=2, ensure_ascii=False, default=str))
+        usable = result.response is not None and result.outcome not in (
+            Outcome.UNKNOWN,
+            Outcome.FAILED_OTHER,
+        )
+        if result.raw is not None and not usable:
+            # What the terminal actually sent is the one thing that explains an answer we
+            # could not use. Indented, so no line of it can pass for the JSON below.
+            self.stdout.write("raw response:")
+            for line in result.raw.splitlines() or [""]:
+                self.stdout.write(f"  {line}")
+        data = result.to_dict()
+        data["raw_response"] = result.raw
+        self.stdout.write(json.dumps(data, indent=2, ensure_ascii=False, default=str))
