@@ -34,6 +34,9 @@ class _Link:
         self.reader = reader
         self.writer = writer
         self.broken = False
+        # One exchange at a time: a display sent after a response (minimal dialect) may overlap
+        # the next request's device requests, and two readers on one stream would fight.
+        self._lock = asyncio.Lock()
 
     def close(self) -> None:
         self.broken = True
@@ -41,6 +44,14 @@ class _Link:
             self.writer.close()
 
     async def exchange(
+        self, frame: bytes, request_id: str, timeout: float, parse: ResponseParser
+    ) -> str | None:
+        async with self._lock:
+            if self.broken:
+                return None  # broken while this exchange waited its turn
+            return await self._exchange(frame, request_id, timeout, parse)
+
+    async def _exchange(
         self, frame: bytes, request_id: str, timeout: float, parse: ResponseParser
     ) -> str | None:
         try:

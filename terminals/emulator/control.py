@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
 from .cards import CARDS
+from .dialects import Dialect, DialectError
 from .faults import Fault, FaultError
 from .ledger import EntryKind
 
@@ -275,3 +276,27 @@ def _totals(api: ControlApi, params, body, query) -> Any:
 def _channel1_log(api: ControlApi, params, body, query) -> Any:
     """What the terminal sent over channel 1 and whether each message was acknowledged."""
     return api.terminal(params).channel1_log_snapshot()
+
+
+@route("GET", r"/terminals/(?P<tid>[^/]+)/dialect")
+def _get_dialect(api: ControlApi, params, body, query) -> Any:
+    return api.terminal(params).dialect.to_dict()
+
+
+@route("POST", r"/terminals/(?P<tid>[^/]+)/dialect")
+def _set_dialect(api: ControlApi, params, body, query) -> Any:
+    """Switch one terminal's dialect; it applies from the next request on.
+
+    ``unsupported`` (a list of RequestType names) replaces the set; left out, the dialect's
+    default set applies.
+    """
+    terminal = api.terminal(params)
+    body = _object(body)
+    unsupported = body.get("unsupported")
+    if unsupported is not None and not isinstance(unsupported, list):
+        raise HttpError(HTTPStatus.BAD_REQUEST, "unsupported must be a list of request types")
+    try:
+        terminal.dialect = Dialect.make(body.get("dialect", "ccv"), unsupported)
+    except DialectError as exc:
+        raise HttpError(HTTPStatus.BAD_REQUEST, str(exc)) from None
+    return terminal.dialect.to_dict()

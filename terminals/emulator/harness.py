@@ -67,13 +67,19 @@ class EmulatorProcess:
         host: str = "127.0.0.1",
         ready_timeout: float = 30.0,
         start: bool = True,
+        dialect: str | None = None,
+        unsupported: Sequence[str] | None = None,
     ) -> None:
+        """``dialect`` ("ccv" or "minimal") and ``unsupported`` (RequestType names) apply to
+        every terminal; None leaves the emulator's defaults (``ccv``; the dialect's own set)."""
         self.count = count
         self.channel1 = channel1
         self.pos_host = pos_host
         self.pos_port = pos_port
         self.card_wait = card_wait
         self.extra_args = tuple(extra_args)
+        self.dialect = dialect
+        self.unsupported = None if unsupported is None else tuple(unsupported)
         self.host = host
         self.ready_timeout = ready_timeout
         self.terminals: list[dict[str, Any]] = []
@@ -111,6 +117,10 @@ class EmulatorProcess:
             command += ["--pos-host", self.pos_host]
         if self.pos_port is not None:
             command += ["--pos-port", str(self.pos_port)]
+        if self.dialect is not None:
+            command += ["--dialect", self.dialect]
+        if self.unsupported is not None:
+            command += ["--unsupported", ",".join(self.unsupported)]
         return command + list(self.extra_args)
 
     def start(self) -> None:
@@ -292,6 +302,18 @@ class EmulatorProcess:
 
     def set_condition(self, terminal_id: str, condition: str) -> dict[str, Any]:
         return self.request("POST", f"/terminals/{terminal_id}/condition", {"condition": condition})
+
+    def set_dialect(
+        self, terminal_id: str, dialect: str, unsupported: Sequence[str] | None = None
+    ) -> dict[str, Any]:
+        """Switch one terminal's dialect at runtime; ``unsupported=None``: the dialect's set."""
+        body: dict[str, Any] = {"dialect": dialect}
+        if unsupported is not None:
+            body["unsupported"] = list(unsupported)
+        return self.request("POST", f"/terminals/{terminal_id}/dialect", body)
+
+    def dialect_of(self, terminal_id: str) -> dict[str, Any]:
+        return self.request("GET", f"/terminals/{terminal_id}/dialect")
 
     def ledger(
         self, terminal_id: str | None = None, kind: str | None = None

@@ -27,6 +27,8 @@ class Request:
     original_stan: str = ""
     original_approval_code: str = ""
     message: Any = None  # the parsed library message, for the codec
+    # DeviceRequests sent for this request so far (the minimal dialect numbers them "<id>-dN").
+    device_requests: int = 0
 
 
 @dataclass(slots=True)

@@ -28,6 +28,7 @@ from . import wire
 from .cards import DEFAULT_TOKEN_KEY
 from .channel1 import Channel1
 from .control import ControlApi
+from .dialects import DIALECTS, MINIMAL_UNSUPPORTED, Dialect, DialectError
 from .ledger import Ledger
 from .terminal import EmulatedTerminal, EmulatorConfig
 
@@ -175,6 +176,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="approve without asking the POS to confirm delivery",
     )
+    parser.add_argument(
+        "--dialect",
+        choices=DIALECTS,
+        default="ccv",
+        help="how the terminals answer: ccv (CCV-like, the default) or minimal (a sparse "
+        "third-party firmware; see terminals/emulator/README.md)",
+    )
+    parser.add_argument(
+        "--unsupported",
+        default=None,
+        metavar="TYPES",
+        help="comma-separated RequestType names answered with ServiceResponse Failure "
+        f"(default: none for ccv, {','.join(MINIMAL_UNSUPPORTED)} for minimal; '' for none)",
+    )
     parser.add_argument("--log-level", default="INFO", help="stderr log level")
     parser.add_argument(
         "--watch-stdin",
@@ -200,6 +215,13 @@ def options_from(args: argparse.Namespace) -> tuple[FleetOptions, EmulatorConfig
         if getattr(args, name) <= 0:
             raise ValueError(f"--{name.replace('_', '-')} must be positive")
     terminal_ids(args.terminal_prefix, args.count)  # validates the prefix early
+    try:
+        # getattr: a caller building its own Namespace (older management command) has neither.
+        dialect = Dialect.make(
+            getattr(args, "dialect", None) or "ccv", getattr(args, "unsupported", None)
+        )
+    except DialectError as exc:
+        raise ValueError(f"--dialect/--unsupported: {exc}") from None
     options = FleetOptions(
         count=args.count,
         host=args.host,
@@ -218,6 +240,7 @@ def options_from(args: argparse.Namespace) -> tuple[FleetOptions, EmulatorConfig
         auto_tap=args.auto_tap,
         token_key=args.token_key,
         delivery_box=not args.no_delivery_box,
+        dialect=dialect,
         profile=TerminalProfile(host=args.host),
     )
     return options, config

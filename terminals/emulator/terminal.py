@@ -11,6 +11,8 @@ Order of events for a money-moving request, as the emulator reproduces it:
     [drop_after_commit | garbage | slow] -> CardServiceResponse
 
 "Committed" is the point of no return: from there RepeatLastMessage reports this request.
+
+A terminal's dialect (dialects.py) changes how it answers, never what it commits.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from typing import Any
 
 from terminals.opi.errors import ProtocolError
 from terminals.opi.framing import encode_frame, read_frame_async
-from terminals.opi.profile import Operation, TerminalProfile
+from terminals.opi.profile import CARD_SERVICE_REQUEST, Operation, TerminalProfile
 
 from . import wire
 from .cards import (
@@ -40,6 +42,7 @@ from .cards import (
     card_token,
 )
 from .channel1 import Channel1, Channel1Session
+from .dialects import Dialect
 from .faults import Fault, FaultKind, FaultSet
 from .ledger import EntryKind, Ledger, LedgerEntry
 from .model import Committed, Reply, Request
@@ -70,6 +73,10 @@ CARD_PRESENT_OPERATIONS = frozenset(
 # Operations RepeatLastMessage can repeat: the card transactions, whatever their outcome.
 REPEATABLE_OPERATIONS = PAYMENT_OPERATIONS | {Operation.MIFARE_UID}
 
+# The minimal dialect's last display comes this long after the channel-0 response: late enough
+# that a POS which closes channel 1 as soon as it has its answer may already have done so.
+CLOSING_DISPLAY_DELAY = 0.1
+
 GARBAGE_FRAME = b"\x00\xffNOT-XML\x13\x37 garbage from the emulated terminal \xfe"
 
 RECEIPT_TITLES = {
@@ -88,6 +95,7 @@ class EmulatorConfig:
     auto_tap_delay: tuple[float, float] = (0.2, 1.5)
     token_key: str = DEFAULT_TOKEN_KEY
     delivery_box: bool = True
+    dialect: Dialect = field(default_factory=Dialect)
     profile: TerminalProfile = field(default_factory=lambda: TerminalProfile(host="127.0.0.1"))
 
 
@@ -119,6 +127,8 @@ class EmulatedTerminal:
         self.channel1 = channel1
         self.rng = rng
         self.host = host
+        # Per terminal, so one fleet can mix firmwares (the control API changes it at runtime).
+        self.dialect = config.dialect
         self.port0 = 0
         self.port1: int | None = None
         self.faults = FaultSet(rng)
@@ -136,6 +146,9 @@ class EmulatedTerminal:
         self._open: OpenRequest | None = None
         self._channel1_log: deque[dict[str, Any]] = deque(maxlen=200)
         self._hanging: set[asyncio.StreamWriter] = set()
+        # Strong references to the fire-and-forget closing displays (a task only weakly
+        # referenced by the loop can be garbage-collected mid-flight).
+        self._background: set[asyncio.Task[None]] = set()
 
     # -- control interface ----------------------------------------------------------------------
 
@@ -204,8 +217,9 @@ class EmulatedTerminal:
             "queued_cards": self.queued_cards(),
             "faults": self.faults.to_list(),
             "period": self.period,
-            "stan": f"{self._stan:06d}",
+            "stan": self.dialect.format_stan(self.terminal_id, self._stan),
             "channel1_connected": self.channel1.connected,
+            "dialect": self.dialect.to_dict(),
         }
 
     def channel1_log_snapshot(self) -> list[dict[str, Any]]:
@@ -290,6 +304,11 @@ class EmulatedTerminal:
                 await asyncio.sleep(fault.delay)  # slow to start: the POS may give up first
                 fault = None
 
+        # Firmware without the request type refuses it outright: before Busy, Abort or any
+        # state, since there is nothing in it that could look at them.
+        if self.dialect.refuses(request.request_type, known=request.operation is not None):
+            await self._send(writer, self._encode_unsupported(request))
+            return True
         if request.operation is Operation.ABORT:
             await self._send(writer, self._encode(request, self._abort_open_request()))
             return True
@@ -305,7 +324,10 @@ class EmulatedTerminal:
         try:
             reply, repeated = await self._process(open_request)
             answer = self._encode(request, reply, repeated)
-            return await self._answer(answer, fault, reader, writer, open_request)
+            answered = await self._answer(answer, fault, reader, writer, open_request)
+            if answered and self.dialect.closing_display and request.root == CARD_SERVICE_REQUEST:
+                self._in_background(self._closing_display(request))
+            return answered
         finally:
             if opened and self._open is open_request:
                 self._open = None
@@ -358,7 +380,44 @@ class EmulatedTerminal:
             await writer.drain()
 
     def _encode(self, request: Request, reply: Reply, repeated: Committed | None = None) -> bytes:
-        return wire.encode_reply(request, reply, self.terminal_id, repeated)
+        dialect = self.dialect
+        return wire.encode_reply(
+            request,
+            reply,
+            self.terminal_id,
+            repeated,
+            totals=dialect.reconciliation_totals,
+            private_text=dialect.private_text(reply.result),
+        )
+
+    def _encode_unsupported(self, request: Request) -> bytes:
+        text = self.dialect.unsupported_text(request.request_type)
+        return wire.encode_unsupported(request, self.terminal_id, text)
+
+    def _in_background(self, work: Any) -> None:
+        task = asyncio.ensure_future(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _closing_display(self, request: Request) -> None:
+        """The minimal dialect's display update after the final response: best effort only.
+
+        The POS owes this one nothing and may have closed channel 1 already; whatever happens
+        to it must not reach the terminal's state or its next request.
+        """
+        try:
+            await asyncio.sleep(CLOSING_DISPLAY_DELAY)
+            session = self.channel1.session()
+            try:
+                await self._device_output(
+                    session, request, [("CustomerDisplay", ["THANK YOU"])], best_effort=True
+                )
+            finally:
+                session.close()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.info("%s: closing display not delivered", self.terminal_id, exc_info=True)
 
     # -- request handling -----------------------------------------------------------------------
 
@@ -760,9 +819,13 @@ class EmulatedTerminal:
         if best_effort and self.channel1.arrangement == "terminal" and not self.channel1.connected:
             return None  # displays are not worth waiting for a POS that is not there
         self._device_request_id += 1
-        device_request_id = str(self._device_request_id)
+        if self.dialect.device_ids_from_request:
+            device_request_id = f"{request.request_id}-d{request.device_requests}"
+            request.device_requests += 1
+        else:
+            device_request_id = str(self._device_request_id)
         frame = wire.encode_device_request(
-            terminal_id=self.terminal_id,
+            terminal_id=self.terminal_id if self.dialect.device_terminal_id else None,
             workstation_id=request.workstation_id,
             request_id=device_request_id,
             sequence_id=self._device_request_id,
@@ -783,8 +846,8 @@ class EmulatedTerminal:
         return result
 
     def _next_stan(self) -> str:
-        self._stan = self._stan % 999999 + 1
-        return f"{self._stan:06d}"
+        self._stan = self.dialect.next_stan_counter(self._stan)
+        return self.dialect.format_stan(self.terminal_id, self._stan)
 
     def _approval_code(self) -> str:
         return "".join(self.rng.choices("0123456789ABCDEFGHJKLMNPQRSTUVWXYZ", k=6))

@@ -1,10 +1,14 @@
 """Conversion between terminals.opi.messages and the emulator's Request/Reply.
 
 All XML goes through the protocol library: this module only decides which message fields the
-terminal fills for each operation.
+terminal fills for each operation. The one exception is the minimal dialect's free text inside
+PrivateData, which the library has no field for and which is spliced into its output here.
 """
 
 from __future__ import annotations
+
+import re
+from xml.sax.saxutils import escape
 
 from terminals.opi import messages as m
 from terminals.opi.errors import MalformedMessage, MissingField, ProtocolError
@@ -17,6 +21,7 @@ __all__ = [
     "encode_device_request",
     "encode_error",
     "encode_reply",
+    "encode_unsupported",
     "parse_device_response",
     "parse_request",
 ]
@@ -86,8 +91,17 @@ def encode_error(data: bytes, exc: ProtocolError, terminal_id: str) -> bytes | N
 
 
 def encode_reply(
-    request: Request, reply: Reply, terminal_id: str, repeated: Committed | None = None
+    request: Request,
+    reply: Reply,
+    terminal_id: str,
+    repeated: Committed | None = None,
+    *,
+    totals: bool = True,
+    private_text: str | None = None,
 ) -> bytes:
+    """``totals=False`` leaves the Reconciliation element out; ``private_text`` goes straight
+    into a CardServiceResponse's PrivateData (both: the minimal dialect, terminals/emulator/
+    dialects.py). The defaults are the CCV-like answer."""
     private = None
     if reply.error_code or reply.error_text:
         private = m.PrivateData(
@@ -116,7 +130,7 @@ def encode_reply(
                         )
                         for row in reply.totals
                     ]
-                    if request.operation in (Operation.RECONCILIATION, Operation.CLOSING)
+                    if totals and request.operation in (Operation.RECONCILIATION, Operation.CLOSING)
                     else None
                 ),
                 private_data=private,
@@ -156,7 +170,7 @@ def encode_reply(
             workstation_id=repeated.request.workstation_id,
             overall_result=repeated.reply.result,
         )
-    return m.encode(
+    document = m.encode(
         m.CardServiceResponse(
             request_type=request.request_type,
             request_id=request.request_id,
@@ -169,11 +183,55 @@ def encode_reply(
             private_data=private,
         )
     )
+    if private_text is not None:
+        document = _with_private_text(document, m.CardServiceResponse.root, private_text)
+    return document
+
+
+def encode_unsupported(request: Request, terminal_id: str, text: str) -> bytes:
+    """A firmware's answer to a request type it does not implement: a root ServiceResponse
+    Failure echoing the request's envelope, whatever the request's root was."""
+    return m.encode(
+        m.ServiceResponse(
+            request_type=request.request_type,
+            request_id=request.request_id,
+            overall_result=m.OverallResult.FAILURE,
+            workstation_id=request.workstation_id,
+            terminal=m.TerminalInfo(terminal_id=terminal_id),
+            private_data=m.PrivateData(error_text=text),
+        )
+    )
+
+
+# PrivateData's start tag, with any attributes, or its empty-element form.
+_PRIVATE_DATA_TAG = re.compile(rb"<PrivateData(?:\s[^>]*?)?(?P<empty>/?)>")
+
+
+def _with_private_text(document: bytes, root: str, text: str) -> bytes:
+    """Put ``text`` as the text content of the document's PrivateData, creating it if needed.
+
+    The library models PrivateData as ErrorCode/ErrorText children only, so mixed content is
+    spliced into its output. Matching tags in the bytes is safe: every value the encoder writes
+    has ``<`` escaped, so ``<PrivateData`` and the root's closing tag occur only as markup.
+    """
+    content = escape(text).encode("utf-8")
+    match = _PRIVATE_DATA_TAG.search(document)
+    if match is not None:
+        if match.group("empty"):
+            inserted = match.group(0)[:-2] + b">" + content + b"</PrivateData>"
+        else:
+            inserted = match.group(0) + content
+        return document[: match.start()] + inserted + document[match.end() :]
+    closing = f"</{root}>".encode()
+    head, found, tail = document.rpartition(closing)
+    if not found:
+        raise ValueError(f"no {root} closing tag to put PrivateData before")
+    return head + b"<PrivateData>" + content + b"</PrivateData>" + closing + tail
 
 
 def encode_device_request(
     *,
-    terminal_id: str,
+    terminal_id: str | None,
     workstation_id: str,
     request_id: str,
     sequence_id: int,

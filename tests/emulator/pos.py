@@ -110,10 +110,12 @@ class Channel1Responder:
 
     ``delivery``: True confirms DeliveryBox, False answers Failure, None never answers.
     ``ack_receipts``: False answers receipts with Failure ("could not be stored").
+    ``delivery_delay``: seconds to think before answering a DeliveryBox (a driver hesitating).
     """
 
     delivery: bool | None = True
     ack_receipts: bool = True
+    delivery_delay: float = 0.0
     requests: list[m.DeviceRequest] = field(default_factory=list)
     arrivals: list[float] = field(default_factory=list)
 
@@ -172,6 +174,7 @@ class Channel1Responder:
             if "DeliveryBox" in targets:
                 if self.delivery is None:
                     continue
+                time.sleep(self.delivery_delay)
                 result = m.OverallResult.SUCCESS if self.delivery else m.OverallResult.FAILURE
             elif targets & {"Printer", "PrinterReceipt"} and not self.ack_receipts:
                 result = m.OverallResult.FAILURE
