@@ -80,6 +80,7 @@ class ExceptionRecord(models.Model):
         CLOSING_MISMATCH = "closing_mismatch", "Period closing does not match our records"
         REFUSED_STOPS = "refused_stops", "Repeated refused stop attempts"
         STRANDED_AUTHORISATION = "stranded_auth", "Authorisation for a closed session"
+        CONFIGURATION = "configuration", "Terminal configuration"
         OTHER = "other", "Other"
 
     class Severity(models.IntegerChoices):

@@ -10,12 +10,14 @@ UNKNOWN) must stay the terminal's "last message", the one recovery asks about.
 
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from evpay import audit
 from evpay.audit import Actor
 from sessions.models import (
     MONEY_OPERATIONS,
@@ -31,9 +33,15 @@ from terminals.opi.client import OpiResult, outcome_for
 from terminals.opi.client import Outcome as OpiOutcome
 from terminals.opi.profile import Operation as OpiOperation
 
+log = logging.getLogger(__name__)
+
 
 class SessionMoved(Exception):
     """The session left the state a request was about to be sent for."""
+
+
+class ClaimRefused(Exception):
+    """A constraint refused the request's row (another request holds the claim): not sent."""
 
 
 OPI_OPERATION = {
@@ -119,14 +127,32 @@ def open_transaction(
 def record_result(tx: TerminalTransaction, result: OpiResult) -> TerminalTransaction:
     """Store what the terminal answered (or that it did not), its channel-1 output and the
     audit row. If recovery settled the row meanwhile, its finding stands (tx is re-read)."""
+    outcome = OUTCOME_FROM_OPI[result.outcome]
+    actor = Actor.terminal(tx.terminal.terminal_id)
     with transaction.atomic():
-        tx.record_answer(
-            OUTCOME_FROM_OPI[result.outcome],
-            Actor.terminal(tx.terminal.terminal_id),
-            raw_request=clean_text(result.request_xml),
-            **response_fields(result),
+        stored = tx.record_answer(
+            outcome, actor, raw_request=clean_text(result.request_xml), **response_fields(result)
         )
         store_device_messages(tx, result)
+        if not stored:
+            # Too late: recovery (or staff) settled the request first and that finding stands;
+            # what the terminal said is still written down for whoever reads the timeline.
+            log.warning(
+                "late answer %s for %s kept out: it is %s (%s)",
+                outcome,
+                tx,
+                tx.outcome,
+                tx.resolution,
+            )
+            audit.record(
+                actor,
+                tx,
+                "tx.late_answer",
+                from_state=tx.outcome,
+                to_state=outcome,
+                reason=f"answer arrived after the request was settled: {tx.resolution}",
+                data={"request_id": tx.request_id, "overall_result": result.overall_result},
+            )
     return tx
 
 
@@ -140,19 +166,21 @@ def response_fields(result: OpiResult) -> dict:
     """What a terminal's answer tells about the request, as TerminalTransaction fields."""
     return {
         "overall_result": clean_text(result.overall_result, 32),
-        "stan": clean_text(result.stan, 16),
-        "approval_code": clean_text(result.approval_code, 16),
-        "terminal_timestamp": clean_text(result.timestamp, 40),
-        "response_terminal_id": clean_text(result.terminal_id, 16),
+        # Identifiers in full: the protocol library refuses longer ones (MAX_IDENTIFIER_LENGTH).
+        "stan": clean_text(result.stan),
+        "approval_code": clean_text(result.approval_code),
+        "terminal_timestamp": clean_text(result.timestamp),
+        "response_terminal_id": clean_text(result.terminal_id),
         "card_brand": clean_text(result.card_circuit, 16),
         "masked_pan": clean_text(result.card_pan, 32),
-        "card_token": clean_text(result.card_token, 32),
-        "card_par": clean_text(result.par, 40),
+        "card_token": clean_text(result.card_token),
+        "card_par": clean_text(result.par),
         "action_code": clean_text(result.action_code, 16),
         "return_code": clean_text(result.return_code, 16),
         "error_code": clean_text(result.error_code, 32),
         "error_text": clean_text(result.error_text, 300),
         "detail": clean_text(result.detail, 300),
+        "terminal_text": clean_text(result.private_text),
         "raw_response": clean_text(result.raw),
     }
 
@@ -180,7 +208,12 @@ class RequestJournal:
     test can put a fault between sending and storing the answer."""
 
     def open(self, terminal, operation, *, timeout, **fields):
-        return open_transaction(terminal, OPERATION_FOR[operation], timeout=timeout, **fields)
+        try:
+            return open_transaction(terminal, OPERATION_FOR[operation], timeout=timeout, **fields)
+        except IntegrityError as exc:
+            # tx_one_live_authorisation_per_session / tx_one_live_settlement_per_auth: the
+            # constraints are the claims; losing one means another request is live.
+            raise ClaimRefused(str(exc)) from exc
 
     def record(self, entry, result):
         return record_result(entry, result)

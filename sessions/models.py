@@ -136,8 +136,8 @@ class ChargingSession(models.Model):
     card_brand = models.CharField(max_length=16, blank=True)
     masked_pan = models.CharField(max_length=32, blank=True)
     pan_last4 = models.CharField(max_length=4, blank=True, db_index=True)
-    card_token = models.CharField(max_length=32, blank=True, db_index=True)
-    card_par = models.CharField(max_length=40, blank=True, db_index=True)
+    card_token = models.CharField(max_length=64, blank=True, db_index=True)
+    card_par = models.CharField(max_length=64, blank=True, db_index=True)
 
     class Meta:
         ordering = ["-requested_at", "-id"]
@@ -266,19 +266,24 @@ class TerminalTransaction(models.Model):
     resolution = models.CharField(max_length=300, blank=True)
 
     overall_result = models.CharField(max_length=32, blank=True)
-    stan = models.CharField(max_length=16, blank=True)
-    approval_code = models.CharField(max_length=16, blank=True)
-    terminal_timestamp = models.CharField(max_length=40, blank=True)
-    response_terminal_id = models.CharField(max_length=16, blank=True)
+    # What the terminal gives and capture/release send back, stored in full: the protocol
+    # library refuses an answer with longer identifiers (MAX_IDENTIFIER_LENGTH) rather than
+    # letting a truncated STAN address the wrong reservation.
+    stan = models.CharField(max_length=64, blank=True)
+    approval_code = models.CharField(max_length=64, blank=True)
+    terminal_timestamp = models.CharField(max_length=64, blank=True)
+    response_terminal_id = models.CharField(max_length=64, blank=True)
     card_brand = models.CharField(max_length=16, blank=True)
     masked_pan = models.CharField(max_length=32, blank=True)
-    card_token = models.CharField(max_length=32, blank=True)
-    card_par = models.CharField(max_length=40, blank=True)
+    card_token = models.CharField(max_length=64, blank=True)
+    card_par = models.CharField(max_length=64, blank=True)
     action_code = models.CharField(max_length=16, blank=True)
     return_code = models.CharField(max_length=16, blank=True)
     error_code = models.CharField(max_length=32, blank=True)
     error_text = models.CharField(max_length=300, blank=True)
     detail = models.CharField(max_length=300, blank=True)  # our own note (why unknown, etc.)
+    # Free text the terminal put in PrivateData (firmware notes, refusal reasons), verbatim.
+    terminal_text = models.TextField(blank=True)
     raw_request = models.TextField(blank=True)
     raw_response = models.TextField(blank=True)
 
@@ -336,7 +341,13 @@ class TerminalTransaction(models.Model):
         )
         answer = {"outcome": outcome, "completed_at": timezone.now(), **answer}
         reason = answer.get("error_text") or answer.get("detail") or ""
-        return self._move(to, answer, actor, f"tx.{self.operation}", reason, TxState.SENT)
+        # A RepeatLastMessage's own answer is not recovery's finding ("tx.recovery").
+        action = (
+            "tx.repeat_last_message"
+            if self.operation == Operation.RECOVERY
+            else (f"tx.{self.operation}")
+        )
+        return self._move(to, answer, actor, action, reason, TxState.SENT)
 
     def resolve_by_recovery(self, outcome: str, resolution: str, actor, **answer) -> bool:
         """Recovery proved what happened: done (the repeated answer) or never completed."""
@@ -412,6 +423,8 @@ class TerminalTransaction(models.Model):
             self.state = to
             for name, value in fields.items():
                 setattr(self, name, value)
+            if "recovery_attempts" in fields:  # an F() expression until read back
+                self.refresh_from_db(fields=["recovery_attempts"])
             if actor is not None:
                 audit.record(
                     actor,

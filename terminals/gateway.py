@@ -29,11 +29,13 @@ from typing import Any, NamedTuple, Protocol
 
 from django.core.exceptions import ImproperlyConfigured
 
+from evpay.exceptions import raise_exception
+from evpay.models import ExceptionRecord
 from terminals.models import Terminal
 from terminals.opi.client import OpiClient, OpiResult
 from terminals.opi.client import Outcome as OpiOutcome
 from terminals.opi.device_channel import RecordingDeviceHandler
-from terminals.opi.profile import Operation
+from terminals.opi.profile import FINANCIAL_OPERATIONS, Operation
 
 # The lease outlives the request timeout a little so a slow answer is still ours.
 LEASE_MARGIN_SECONDS = 30
@@ -128,12 +130,16 @@ class Lease:
         )
         client = client_for(self.terminal, on_delivery_box)
         result = client.perform(operation, entry.request_id, **(call or {}))
-        return Exchange(book.record(entry, result), result)
+        exchange = Exchange(book.record(entry, result), result)
+        report_unsupported(self.terminal, operation, result)
+        return exchange
 
     def ask(self, operation: Operation, **call) -> tuple[str, OpiResult]:
         """A service request that moves nothing and leaves no row: (its RequestID, answer)."""
         request_id = self.terminal.next_request_id()
-        return request_id, client_for(self.terminal).perform(operation, request_id, **call)
+        result = client_for(self.terminal).perform(operation, request_id, **call)
+        report_unsupported(self.terminal, operation, result)
+        return request_id, result
 
     def reprint_last_ticket(self, *, session=None, attempts: int = 3) -> bool:
         """TicketReprint until the terminal accepts it (it refuses new payments until then)."""
@@ -145,6 +151,37 @@ class Lease:
                 return False
             time.sleep(attempt + 1)  # DeviceUnavailable: give channel 1 a moment to come back
         return False
+
+
+def report_unsupported(terminal: Terminal, operation: Operation, result: OpiResult) -> None:
+    """A terminal that refuses a request type as unknown to it is misconfigured (its profile
+    names a request type its firmware does not have): one exception per terminal and request
+    type while it stays open, not one per session that runs into it."""
+    if not result.unsupported:
+        return
+    request_type = terminal.opi_profile().request_type_for(operation)
+    money = operation in FINANCIAL_OPERATIONS
+    raise_exception(
+        kind=ExceptionRecord.Kind.CONFIGURATION,
+        severity=ExceptionRecord.Severity.CRITICAL if money else ExceptionRecord.Severity.WARNING,
+        title=f"Terminal {terminal.terminal_id} refused {request_type} as unsupported: check "
+        "the request-type names in its profile",
+        what_happened=f"{terminal.name} ({terminal.terminal_id}) answers every {request_type} "
+        f"request with a refusal that names no card: {result.detail}. Nothing was done on "
+        "the terminal.",
+        suggested_actions="Find the request-type name this terminal's firmware uses for "
+        f"{operation} (try it with manage.py opi_probe --request-type NAME) and set it in the "
+        "terminal's profile (request_types). For a terminal without Diagnosis, set the "
+        "profile's status_request to login or none.",
+        dedupe_key=f"unsupported:{terminal.pk}:{request_type}"[:120],
+        subject=terminal,
+        terminal_ref=terminal.terminal_id,
+        data={
+            "operation": str(operation),
+            "request_type": request_type,
+            "overall_result": result.overall_result,
+        },
+    )
 
 
 @contextmanager

@@ -40,6 +40,9 @@ class TerminalStatus(models.TextChoices):
     LOCKED = "LOCKED", "Locked"
     INOPERABLE = "INOPERABLE", "Inoperable"
     UNKNOWN = "UNKNOWN", "Unknown"
+    # It answers, but tells no state: it refused the status request, or its profile polls it
+    # with Login because it has no Diagnosis. Not offline: offline means no answer at all.
+    REACHABLE = "REACHABLE", "Reachable, no status"
     OFFLINE = "OFFLINE", "Offline"
 
 
@@ -179,6 +182,9 @@ class PeriodClosing(models.Model):
         PENDING = "pending", "Pending"
         MATCHED = "matched", "Matched"
         MISMATCH = "mismatch", "Mismatch"
+        # The terminal answered the closing but reported no totals: nothing to compare, which
+        # is not the same as totals of zero.
+        UNVERIFIED = "unverified", "Unverified: the terminal reported no totals"
         FAILED = "failed", "Failed"
 
     public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)

@@ -7,7 +7,6 @@ requests move no money and write no request row; a reprint writes one like every
 
 from __future__ import annotations
 
-import logging
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
@@ -29,8 +28,6 @@ from terminals.models import (
 )
 from terminals.opi.client import Outcome as OpiOutcome
 from terminals.opi.profile import Operation
-
-log = logging.getLogger(__name__)
 
 _STATE_MAP = {s.value: s for s in TerminalStatus}
 
@@ -63,25 +60,40 @@ def set_status(terminal: Terminal, status: str, actor: Actor, detail: str = "") 
 
 
 def poll_status(terminal: Terminal, actor: Actor) -> str:
-    """Ask the terminal for its state (Diagnosis). Consecutive failures mark it OFFLINE."""
+    """Ask the terminal for its state: Diagnosis, or Login where its profile says it has no
+    Diagnosis, or nothing. Only polls with no answer count towards OFFLINE: a terminal that
+    answers but refuses the request is REACHABLE."""
+    probe = terminal.opi_profile().status_request
+    if probe == "none":
+        return terminal.status
+    operation = Operation.LOGIN if probe == "login" else Operation.STATUS
     try:
-        with gateway.leased(terminal, Operation.STATUS) as lease:
-            _, result = lease.ask(Operation.STATUS)
+        with gateway.leased(terminal, operation) as lease:
+            _, result = lease.ask(operation)
     except gateway.TerminalNeedsRecovery:
         return terminal.status  # reachable enough to have a request pending; recovery first
     except gateway.TerminalBusy:
         # Another request holds it: it is busy serving someone, which is not a failure.
         Terminal.objects.filter(pk=terminal.pk).update(last_seen_at=timezone.now())
         return terminal.status
-    if result.outcome == OpiOutcome.SUCCESS:
-        state = _STATE_MAP.get(str(result.terminal_state), TerminalStatus.UNKNOWN)
+    answered = result.response is not None and result.outcome != OpiOutcome.UNKNOWN
+    if answered:
+        if result.outcome == OpiOutcome.SUCCESS and operation == Operation.STATUS:
+            state, detail = _STATE_MAP.get(str(result.terminal_state), TerminalStatus.UNKNOWN), ""
+        elif result.outcome == OpiOutcome.SUCCESS:
+            state, detail = TerminalStatus.REACHABLE, " (Login)"
+        else:
+            state = TerminalStatus.REACHABLE
+            detail = (
+                f": it answered {result.overall_result or result.outcome} to "
+                f"{terminal.opi_profile().request_type_for(operation)} (a terminal without it: "
+                "set status_request to login or none in its profile)"
+            )
         Terminal.objects.filter(pk=terminal.pk).update(
             last_seen_at=timezone.now(), consecutive_failures=0
         )
-        if (
-            set_status(terminal, state, actor, "status poll")
-            and terminal.status != TerminalStatus.OFFLINE
-        ):
+        terminal.consecutive_failures = 0
+        if set_status(terminal, state, actor, f"status poll{detail}"):
             resolve_automatically(
                 f"offline:{terminal.pk}", "terminal answered again (status poll)", actor
             )
@@ -158,6 +170,19 @@ def run_closing(terminal: Terminal, actor: Actor, triggered_by: str = "schedule"
             f"{result.outcome}: {result.detail or result.error_text or result.overall_result}"
         )
         closing.save(update_fields=["state", "error"])
+        return closing
+    if result.totals is None:
+        # Closed, but no totals came with it: nothing can be compared, and no totals is not
+        # zero totals (which would "match" an empty day or flag every capture as missing).
+        closing.state = PeriodClosing.State.UNVERIFIED
+        closing.save(update_fields=["state"])
+        audit.record(
+            actor,
+            closing,
+            "closing.unverified",
+            to_state=closing.state,
+            reason="the terminal reported no totals",
+        )
         return closing
     signals.closing_reported.send(
         sender=PeriodClosing, closing=closing, totals=result.totals, actor=actor

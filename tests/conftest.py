@@ -90,4 +90,14 @@ def emu_terminal(emulator):
     emulator.set_offline(info["terminal_id"], False)
     emulator.set_condition(info["terminal_id"], "OK")
     emulator.request("DELETE", f"/terminals/{info['terminal_id']}/present")
+    emulator.set_dialect(info["terminal_id"], "ccv")
     return info
+
+
+@pytest.fixture(params=["ccv", "minimal"])
+def each_dialect(request, emulator, emu_terminal):
+    """Runs a test against the CCV-like terminal and against the "minimal" dialect (service
+    requests it lacks answered with ServiceResponse Failure, no TerminalID on channel 1,
+    20-character STANs, free text in PrivateData, a display update after the response)."""
+    emulator.set_dialect(emu_terminal["terminal_id"], request.param)
+    return request.param

@@ -58,6 +58,7 @@ STATUS_CLASSES = {
     "LOCKED": "bad",
     "INOPERABLE": "bad",
     "UNKNOWN": "",
+    "REACHABLE": "warn",
     "OFFLINE": "bad",
     # sessions, transactions, closings, job runs, exceptions
     "closed": "",
@@ -74,6 +75,7 @@ STATUS_CLASSES = {
     "pending": "warn",
     "matched": "ok",
     "mismatch": "bad",
+    "unverified": "warn",
     "ok": "ok",
     "partial": "warn",
     "running": "warn",

@@ -100,9 +100,20 @@ class SoakSimulator(Simulator):
 
 class Soak:
     def __init__(
-        self, *, sessions, terminals, fault_rate, seed, time_limit, workers, window, stdout
+        self,
+        *,
+        sessions,
+        terminals,
+        fault_rate,
+        seed,
+        time_limit,
+        workers,
+        window,
+        stdout,
+        dialect="ccv",
     ):
         self.sessions, self.terminals, self.fault_rate = sessions, terminals, fault_rate
+        self.dialect = dialect
         self.seed, self.time_limit, self.workers_n, self.window = seed, time_limit, workers, window
         self.stdout = stdout
         self.random = random.Random(seed)
@@ -177,6 +188,8 @@ class Soak:
                 prefix,
                 "--seed",
                 str(self.seed),
+                "--dialect",
+                self.dialect,
             ],
         )
         emulator.wait_for_log('"ready": true')
@@ -207,6 +220,8 @@ class Soak:
                     "workstation_id": "SOAK1",
                     "timeouts": SHORT_TIMEOUTS,
                     "connect_timeout": 2,
+                    # The minimal dialect has no Diagnosis: Login answers prove it is there.
+                    "status_request": "login" if self.dialect == "minimal" else "status",
                 },
             )
             for plug in (1, 2):
@@ -464,7 +479,6 @@ class Soak:
             action="tx.recovery", subject_type="charging.terminaltransaction"
         )
         resolved = {int(e.subject_id): e.at for e in events.exclude(to_state="unknown")}
-        # A RepeatLastMessage request's own answer is audited under the same action.
         money = TerminalTransaction.objects.filter(operation__in=MONEY_OPERATIONS)
         for tx in money.filter(pk__in=resolved, session__site=self.site):
             values.append((resolved[tx.pk] - tx.created_at).total_seconds())

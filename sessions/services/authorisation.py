@@ -5,11 +5,10 @@ from __future__ import annotations
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import IntegrityError
 from django.utils import timezone
 
 from evpay.audit import Actor
-from sessions.journal import SessionMoved
+from sessions.journal import ClaimRefused, SessionMoved
 from sessions.models import (
     OPEN_STATES,
     ChargingSession,
@@ -85,7 +84,7 @@ def authorise_session(session_pk: int, actor: Actor) -> ChargingSession | None:
                 currency=session.currency,
                 session_state=S.AUTHORISING,
             ).entry
-        except IntegrityError:
+        except ClaimRefused:
             return session  # tx_one_live_authorisation_per_session: one is already live
         except SessionMoved:
             session.refresh_from_db()

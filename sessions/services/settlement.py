@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from django.conf import settings
-from django.db import IntegrityError
 from django.utils import timezone
 
 from evpay.audit import Actor
+from sessions.journal import ClaimRefused
 from sessions.models import (
     LIVE_SETTLEMENT_OUTCOMES,
     ChargingSession,
@@ -88,7 +88,7 @@ def settle_session(session_pk: int, actor: Actor) -> ChargingSession | None:
                 original=auth,
                 limit_minor=auth.amount_minor,
             ).entry
-        except IntegrityError:
+        except ClaimRefused:
             return session  # another process claimed this settlement first
         if tx.outcome == Outcome.PRINT_LAST_TICKET:
             lease.reprint_last_ticket(session=session)

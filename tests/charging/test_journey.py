@@ -17,7 +17,7 @@ from sessions.models import (
 )
 from tests.charging.conftest import CHARGER, make_world
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("each_dialect")]
 S = SessionState
 
 

@@ -21,7 +21,7 @@ from sessions.models import (
 from terminals import gateway
 from tests.charging.conftest import CHARGER, authorised_session, make_world, settling_session
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("each_dialect")]
 S = SessionState
 
 

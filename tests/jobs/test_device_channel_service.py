@@ -3,6 +3,7 @@ device-channel service (a separate process) stores what it says in the database.
 
 import sys
 import time
+from contextlib import contextmanager
 
 import pytest
 
@@ -15,8 +16,8 @@ from tests.procs import Proc, free_port
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-@pytest.fixture
-def service_and_emulator():
+@contextmanager
+def _service_and_emulator(dialect="ccv"):
     port = free_port()
     # Heartbeats every 0.5 s, so a dropped database connection is hit within the test.
     with Proc(
@@ -35,9 +36,20 @@ def service_and_emulator():
     ) as service:
         service.wait_for_log("device channel listening")
         with EmulatorProcess(
-            count=1, channel1="pos", pos_host="127.0.0.1", pos_port=port, card_wait=2
+            count=1,
+            channel1="pos",
+            pos_host="127.0.0.1",
+            pos_port=port,
+            card_wait=2,
+            dialect=dialect,
         ) as emu:
             yield emu
+
+
+@pytest.fixture
+def service_and_emulator():
+    with _service_and_emulator() as emu:
+        yield emu
 
 
 def test_receipts_and_delivery_box_go_through_the_service(service_and_emulator):
@@ -87,3 +99,25 @@ def test_the_service_survives_its_database_connection_being_dropped(service_and_
     session = authorised_session(emu, info, connectors[0])
     assert session.state == SessionState.AUTHORISED
     assert Heartbeat.objects.filter(name="device_channel").exists()
+
+
+def test_a_terminal_that_names_itself_nowhere_on_channel_1_gets_its_output_stored():
+    """The minimal dialect sends DeviceRequests without TerminalID, with RequestIDs like
+    `<ours>-d0`, and a display update just after its final response."""
+    with _service_and_emulator("minimal") as emu:
+        info = emu.terminals[0]
+        terminal, connectors, _ = make_world(info, channel1="pos")
+        session = authorised_session(emu, info, connectors[0])
+        assert session.state == SessionState.AUTHORISED, session.close_detail  # DeliveryBox: yes
+        tx = session.transactions.get(operation=Operation.AUTHORISE)
+        targets = set(DeviceMessage.objects.filter(transaction=tx).values_list("target", flat=True))
+        assert {"DeliveryBox", "Printer", "PrinterReceipt"} <= targets
+        deadline = time.monotonic() + 5
+        late = DeviceMessage.objects.none()
+        while time.monotonic() < deadline:
+            late = DeviceMessage.objects.filter(transaction=tx, target="CustomerDisplay")
+            if any("THANK YOU" in " ".join(m.lines) for m in late):
+                break
+            time.sleep(0.1)
+        assert any("THANK YOU" in " ".join(m.lines) for m in late), "late display kept"
+        assert emu.state(info["terminal_id"])["reprint_pending"] is False

@@ -29,6 +29,12 @@ class Command(BaseCommand):
         )
         parser.add_argument("--workers", type=int, default=2, help="Celery worker processes")
         parser.add_argument("--window", type=float, default=120, help="recovery window, seconds")
+        parser.add_argument(
+            "--dialect",
+            choices=["ccv", "minimal"],
+            default="ccv",
+            help="the emulated terminals' O.P.I. dialect (terminals/emulator/README.md)",
+        )
 
     def handle(self, *args, **o):
         # Stopped by SIGTERM or SIGINT (also when started in the background, where the shell
@@ -48,6 +54,7 @@ class Command(BaseCommand):
             workers=o["workers"],
             window=o["window"],
             stdout=self.stdout,
+            dialect=o["dialect"],
         )
         try:
             figures = soak.run()
