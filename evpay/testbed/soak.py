@@ -217,7 +217,10 @@ class Soak:
                 profile={
                     "port0": info["port0"],
                     "channel1_listener": "pos",
-                    "workstation_id": "SOAK1",
+                    # One workstation id per terminal: all emulated terminals share one
+                    # address, so for a dialect without TerminalID on channel 1 the
+                    # workstation and our RequestID are what tell their requests apart.
+                    "workstation_id": f"SOAK{info['terminal_id'][-3:]}",
                     "timeouts": SHORT_TIMEOUTS,
                     "connect_timeout": 2,
                     # The minimal dialect has no Diagnosis: Login answers prove it is there.
