@@ -1,9 +1,15 @@
+from functools import update_wrapper
+
 from django.contrib import admin
 from django.contrib.auth.views import redirect_to_login
+from django.core.exceptions import PermissionDenied
 from django.shortcuts import resolve_url
+from django.views.decorators.cache import never_cache
 
 from evpay.models import AuditEvent, ExceptionRecord, Heartbeat, JobRun
 from evpay.roles import CONFIGURE_PERM
+
+NO_ADMIN_ACCESS = "The Django admin is for the admin role only."
 
 
 class EvpayAdminSite(admin.AdminSite):
@@ -25,7 +31,25 @@ class EvpayAdminSite(admin.AdminSite):
         user = request.user
         return user.is_active and (user.is_superuser or user.has_perm(CONFIGURE_PERM))
 
+    def admin_view(self, view, cacheable=False):
+        checked = super().admin_view(view, cacheable)
+
+        def inner(request, *args, **kwargs):
+            # Django sends everyone without permission to the admin login; ours (below) hands
+            # over to /login/, which sends a signed-in user straight back to `next`: a loop.
+            # Logging in again cannot help someone already signed in, so they get the 403
+            # page; anonymous users still go to the login page.
+            if request.user.is_authenticated and not self.has_permission(request):
+                raise PermissionDenied(NO_ADMIN_ACCESS)
+            return checked(request, *args, **kwargs)
+
+        if not cacheable:
+            inner = never_cache(inner)
+        return update_wrapper(inner, checked)
+
     def login(self, request, extra_context=None):
+        if request.user.is_authenticated and not self.has_permission(request):
+            raise PermissionDenied(NO_ADMIN_ACCESS)
         # One login page for the whole site, so throttling and audit apply to the admin too.
         target = request.GET.get("next") or resolve_url("admin:index")
         return redirect_to_login(target, resolve_url("login"))

@@ -149,6 +149,8 @@ class JobRun(models.Model):
         RUNNING = "running", "Running"
         OK = "ok", "OK"
         PARTIAL = "partial", "Partly failed"
+        # "Not now" (terminal busy) with another attempt scheduled: not a failure yet.
+        RETRYING = "retrying", "Retrying"
         FAILED = "failed", "Failed"
 
     kind = models.CharField(max_length=40)  # e.g. recovery_sweep, status_poll, closing

@@ -51,6 +51,8 @@ try:
     CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
     AXES_FAILURE_LIMIT = env_int("AXES_FAILURE_LIMIT", 5, minimum=1)
     AXES_COOLOFF_MINUTES = env_int("AXES_COOLOFF_MINUTES", 15, minimum=1)
+    # Django's technical 404 page instead of ours while DEBUG is on (evpay/errors.py).
+    EVPAY_TECHNICAL_404 = env_bool("EVPAY_TECHNICAL_404", False)
     # Payments (see README "Configuration").
     EVPAY_SENT_GRACE_SECONDS = env_int("EVPAY_SENT_GRACE_SECONDS", 60, minimum=1)
     EVPAY_RECOVERY_WINDOW_MINUTES = env_int("EVPAY_RECOVERY_WINDOW_MINUTES", 30, minimum=1)
@@ -103,6 +105,9 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    # After auth (404.html shows the menu to signed-in users) and CommonMiddleware (slash
+    # redirects); a no-op unless DEBUG is on.
+    "evpay.errors.ProjectNotFoundMiddleware",
     # Last, as django-axes asks, so it sees the outcome of authentication.
     "axes.middleware.AxesMiddleware",
 ]

@@ -30,6 +30,7 @@ from typing import Any, NamedTuple, Protocol
 from django.core.exceptions import ImproperlyConfigured
 
 from evpay.exceptions import raise_exception
+from evpay.jobs import TryLater
 from evpay.models import ExceptionRecord
 from terminals.models import Terminal
 from terminals.opi.client import OpiClient, OpiResult
@@ -41,8 +42,9 @@ from terminals.opi.profile import FINANCIAL_OPERATIONS, Operation
 LEASE_MARGIN_SECONDS = 30
 
 
-class TerminalBusy(Exception):
-    """The terminal is serving another request; try again later."""
+class TerminalBusy(TryLater):
+    """The terminal is serving another request; try again later (a job run shows it as
+    retrying, not failed)."""
 
 
 class TerminalNeedsRecovery(TerminalBusy):

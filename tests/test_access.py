@@ -58,12 +58,13 @@ def test_login_page_and_healthz_are_public(client):
     assert client.get("/healthz").status_code == 200
 
 
-# role -> (overview, admin index)
+# role -> (overview, admin index); signed-in users without the admin role get the 403 page
+# from the admin (a redirect to log in would loop: they are logged in already).
 MATRIX = {
-    "viewer": (200, 302),
-    "operator": (200, 302),
+    "viewer": (200, 403),
+    "operator": (200, 403),
     "admin_user": (200, 200),
-    "no_role_user": (403, 302),
+    "no_role_user": (403, 403),
 }
 
 
@@ -77,7 +78,8 @@ def test_role_matrix_for_existing_pages(request, client_for, persona):
     assert response.status_code == overview
     if overview == 403:
         assert b"Not allowed" in response.content
-    assert client.get("/admin/").status_code == admin
+    response = client.get("/admin/", follow=True)
+    assert response.status_code == admin and response.redirect_chain == []
 
 
 @pytest.mark.django_db
@@ -101,3 +103,41 @@ def test_vendored_htmx_is_served_by_django(client):
     response = client.get("/static/vendor/htmx-2.0.11/htmx.min.js")
     assert response.status_code == 200
     assert b"htmx" in b"".join(response.streaming_content)
+
+
+# pytest-django runs tests with DEBUG off; the demo (`make run`) runs with it on. The client
+# fixture builds its middleware on the first request, so the setting below applies to it.
+@pytest.mark.django_db
+@pytest.mark.parametrize("debug", [False, True])
+@pytest.mark.parametrize("persona", ["viewer", None])
+def test_unknown_urls_show_the_projects_404_page_even_with_debug_on(
+    request, settings, client_for, debug, persona
+):
+    settings.DEBUG = debug
+    client = client_for(persona and request.getfixturevalue(persona))
+    paths = ["/no-such-page/"]
+    if persona:
+        # Http404 from a view (get_object_or_404), not from URL resolution.
+        paths.append("/terminals/00000000-0000-0000-0000-000000000000/")
+    for path in paths:
+        response = client.get(path)
+        html = response.content.decode()
+        assert response.status_code == 404, path
+        assert "<h1>Not found</h1>" in html and "Using the URLconf" not in html, path
+        assert "technical_404" not in html and "DEBUG = True" not in html, path
+        assert ("Log out" in html) == (persona is not None), path
+
+
+@pytest.mark.django_db
+def test_missing_slash_still_redirects_with_debug_on(settings, client_for, viewer):
+    settings.DEBUG = True
+    response = client_for(viewer).get("/jobs")
+    assert response.status_code == 301 and response["Location"] == "/jobs/"
+
+
+@pytest.mark.django_db
+def test_evpay_technical_404_brings_back_djangos_page_for_debugging(settings, client):
+    settings.DEBUG = True
+    settings.EVPAY_TECHNICAL_404 = True
+    response = client.get("/no-such-page/")
+    assert response.status_code == 404 and b"Using the URLconf" in response.content

@@ -79,6 +79,7 @@ STATUS_CLASSES = {
     "ok": "ok",
     "partial": "warn",
     "running": "warn",
+    "retrying": "warn",
     "done": "ok",
     "30": "bad",
     "20": "warn",

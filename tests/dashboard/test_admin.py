@@ -72,8 +72,41 @@ def test_transaction_detail_is_viewable_but_not_editable(client_for, admin_user,
     assert client.post(change, {"amount_minor": 1}).status_code == 403
 
 
-def test_operators_and_viewers_cannot_use_the_admin(client_for, operator):
-    assert client_for(operator).get(url("admin:index")).status_code == 302
+ADMIN_PAGES = [
+    url("admin:index"),
+    _admin_url("terminals.Terminal"),
+    _admin_url("evpay.JobRun", "change", 1),
+    url("admin:login") + "?next=/admin/",
+    "/admin/no-such-page/",
+]
+
+
+@pytest.mark.parametrize("persona", ["operator", "viewer"])
+@pytest.mark.parametrize("page", ADMIN_PAGES)
+def test_operators_and_viewers_get_a_403_page_from_the_admin_not_a_login_loop(
+    request, client_for, persona, page
+):
+    client = client_for(request.getfixturevalue(persona))
+    # follow=True: before the fix /admin/ -> /admin/login/ -> /login/ -> /admin/ ... raised
+    # RedirectCycleError here.
+    response = client.get(page, follow=True)
+    assert response.status_code == 403 and response.redirect_chain == []
+    html = response.content.decode()
+    assert "Not allowed" in html and "The Django admin is for the admin role only." in html
+
+
+def test_anonymous_users_are_sent_from_the_admin_to_the_login_page_with_next(client):
+    response = client.get(_admin_url("terminals.Terminal"), follow=True)
+    assert response.status_code == 200
+    landed = response.redirect_chain[-1][0]
+    assert landed == "/login/?next=/admin/terminals/terminal/"
+
+
+def test_admins_still_use_the_admin(client_for, admin_user):
+    client = client_for(admin_user)
+    assert client.get(url("admin:index")).status_code == 200
+    login = client.get(url("admin:login") + "?next=/admin/terminals/", follow=True)
+    assert login.status_code == 200 and login.redirect_chain[-1][0] == "/admin/terminals/"
 
 
 def test_creating_an_api_key_shows_the_raw_key_once_and_stores_only_its_hash(

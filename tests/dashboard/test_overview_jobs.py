@@ -70,3 +70,21 @@ def test_job_runs_paginate_with_a_pinned_query_count(
     with django_assert_max_num_queries(7):
         response = client.get(url("job_runs"), {"page": 2})
     assert "Page 2 of 20" in response.content.decode()
+
+
+def test_job_runs_show_retries_as_retrying_with_a_warn_badge_and_filter_on_them(client_for, viewer):
+    f.make_job_run(
+        "closing",
+        subject="busy-subject",
+        outcome=JobRun.Outcome.RETRYING,
+        error="TerminalBusy: terminal T1 is serving another request",
+    )
+    f.make_job_run("closing", subject="failed-subject", outcome=JobRun.Outcome.FAILED, error="x")
+    client = client_for(viewer)
+    html = client.get(url("job_runs")).content.decode()
+    assert '<option value="retrying">Retrying</option>' in html
+    assert '<span class="badge warn">Retrying</span>' in html
+    assert "<summary>Why</summary><pre>TerminalBusy: terminal T1" in html
+    html = client.get(url("job_runs"), {"outcome": "retrying"}).content.decode()
+    assert "busy-subject" in html and "failed-subject" not in html
+    assert '<option value="retrying" selected>Retrying</option>' in html
