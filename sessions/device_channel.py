@@ -61,12 +61,16 @@ def request_for(request: DeviceRequest, *, late: bool = False) -> TerminalTransa
             rows = rows.filter(workstation_id=request.workstation_id)
         # The address it came from rules out every other terminal's requests (where it names
         # a terminal host at all: behind NAT or a hostname in the profile it names none).
-        hosts = Terminal.objects.filter(host=request.peer_host) if request.peer_host else None
-        if hosts is not None and hosts.exists():
+        hosts = []
+        if request.peer_host:
+            hosts = list(
+                Terminal.objects.filter(host=request.peer_host).values_list("pk", flat=True)
+            )
+        if hosts:
             rows = rows.filter(terminal__in=hosts)
         ours = _own_request_id(request.request_id)
         tx = _only(rows.filter(request_id=ours)) if ours.isdigit() else None
-        if tx is None and hosts is not None and hosts.count() == 1:
+        if tx is None and len(hosts) == 1:
             tx = rows.first()
         if tx is None and request.workstation_id and not late:
             tx = _only(rows)
