@@ -3,6 +3,7 @@
 from collections.abc import Callable
 
 from django.db import IntegrityError, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from evpay import audit
@@ -78,10 +79,25 @@ def resolve_automatically(dedupe_key: str, note: str, actor, session=None) -> in
     """Close the open exception raised under `dedupe_key` when the system itself cleared the
     cause (recovery proved the outcome, a terminal answered again), with its audit row.
     Returns rows closed; the conditional update lets only one of two racing callers audit."""
+    records = ExceptionRecord.objects.filter(dedupe_key=dedupe_key)
+    return _resolve_open(records, note, actor, session=session)
+
+
+def resolve_for_session(session, note: str, actor, *, user=None, dedupe_keys=()) -> int:
+    """Close every open exception of `session`: those shown on its page (`session_ref`) and
+    those whose dedupe key names it (`dedupe_keys`, e.g. "settle:<pk>"), each with its audit
+    row. For staff resolving the session by hand: `user` is recorded as the resolver."""
+    records = ExceptionRecord.objects.filter(
+        Q(session_ref=session.public_id) | Q(dedupe_key__in=list(dedupe_keys))
+    )
+    return _resolve_open(records, note, actor, session=session, user=user)
+
+
+def _resolve_open(records, note: str, actor, *, session=None, user=None) -> int:
     closed = 0
-    for record in ExceptionRecord.objects.filter(dedupe_key=dedupe_key, resolved_at__isnull=True):
+    for record in records.filter(resolved_at__isnull=True):
         if ExceptionRecord.objects.filter(pk=record.pk, resolved_at__isnull=True).update(
-            resolved_at=timezone.now(), resolution_note=note
+            resolved_at=timezone.now(), resolved_by=user, resolution_note=note
         ):
             audit.record(
                 actor,

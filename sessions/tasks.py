@@ -14,6 +14,7 @@ from evpay.audit import Actor
 from evpay.jobs import job_run
 from sessions import services
 from sessions.models import ChargingSession, Outcome, SessionState, TerminalTransaction, TxState
+from sessions.services.settlement import hold_for_staff
 from terminals.gateway import TerminalBusy
 from terminals.models import Terminal
 
@@ -104,7 +105,8 @@ def recovery_sweep_task() -> None:
     """Beat (every minute): the guarantee that a worker killed mid-payment loses nothing.
 
     Picks up money requests left SENT past their deadline or UNKNOWN, sessions whose
-    authorise task was lost before anything was sent, and settlements nobody is working on.
+    authorise task was lost before anything was sent, and settlements nobody is working on,
+    except those waiting for staff (a refused capture or release is not resent by itself).
     Safe to overlap with itself: every task it enqueues re-checks and claims its work.
     """
     with job_run("recovery_sweep") as run:
@@ -128,14 +130,24 @@ def recovery_sweep_task() -> None:
         )
         for pk in lost_auth:
             authorise_session_task.delay(pk)
-        settling = list(
-            ChargingSession.objects.filter(
-                state=SessionState.SETTLING, unplugged_at__lt=stale
-            ).values_list("pk", flat=True)[:500]
-        )
+        settling, waiting = [], 0
+        for session in ChargingSession.objects.filter(
+            state=SessionState.SETTLING, unplugged_at__lt=stale
+        ).select_related("terminal")[:500]:
+            # Left alone until staff act (capture now, release, resolve); hold_for_staff also
+            # makes sure they were told, should the worker that got the refusal have died.
+            if hold_for_staff(session) is not None:
+                waiting += 1
+            else:
+                settling.append(session.pk)
         for pk in settling:
             settle_session_task.delay(pk)
-        run.counts = {"recover": len(due), "authorise": len(lost_auth), "settle": len(settling)}
+        run.counts = {
+            "recover": len(due),
+            "authorise": len(lost_auth),
+            "settle": len(settling),
+            "waiting_for_staff": waiting,
+        }
 
 
 @shared_task(name="charging.session_guard", ignore_result=True)

@@ -7,7 +7,7 @@ requests move no money and write no request row; a reprint writes one like every
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from django.conf import settings
@@ -141,29 +141,181 @@ def _local_date(terminal: Terminal, at: datetime):
     return timezone.localtime(at, ZoneInfo(terminal.site.time_zone)).date()
 
 
-def run_closing(terminal: Terminal, actor: Actor, triggered_by: str = "schedule") -> PeriodClosing:
-    """ReconciliationWithClosure; the totals go to whoever reconciles them (the charging app,
-    against its captures of the period: `signals.closing_reported`)."""
-    previous = (
-        PeriodClosing.objects.filter(terminal=terminal)
-        .exclude(state=PeriodClosing.State.FAILED)
-        .order_by("-period_end")
-        .first()
+class ClosingRefused(Exception):
+    """A closing of this terminal for this business date is running or done: nothing sent."""
+
+
+def _claim_expired_before(terminal: Terminal, now: datetime) -> datetime:
+    # A claim older than its request could possibly take belongs to a worker that died.
+    seconds = (
+        gateway.timeout_for(terminal, Operation.CLOSING)
+        + gateway.LEASE_MARGIN_SECONDS
+        + settings.EVPAY_SENT_GRACE_SECONDS
     )
-    # The lease also waits for unknown money outcomes: a closing with a capture in doubt could
-    # not be reconciled.
-    with gateway.leased(terminal, Operation.CLOSING) as lease:
-        period_end = timezone.now()
-        request_id, result = lease.ask(Operation.CLOSING)
-    closing = PeriodClosing.objects.create(
+    return now - timedelta(seconds=seconds)
+
+
+def closing_of_the_day(terminal: Terminal, now: datetime | None = None) -> PeriodClosing | None:
+    """The closing of the terminal's current business date that another would duplicate: one
+    still running (a live PENDING claim), else the newest done (matched, mismatch,
+    unverified). Failed closings and claims of dead workers do not count."""
+    now = now or timezone.now()
+    day = PeriodClosing.objects.filter(
+        terminal=terminal, business_date=_local_date(terminal, now)
+    ).exclude(state=PeriodClosing.State.FAILED)
+    running = day.filter(
+        state=PeriodClosing.State.PENDING, created_at__gte=_claim_expired_before(terminal, now)
+    )
+    return (
+        running.order_by("-id").first()
+        or day.exclude(state=PeriodClosing.State.PENDING).order_by("-id").first()
+    )
+
+
+def request_closing(
+    terminal: Terminal, actor: Actor, *, rerun: bool = False, reason: str = ""
+) -> PeriodClosing | None:
+    """Staff asked for a closing now: refuse one that would duplicate the day's (running, or
+    done and not asked for again explicitly); audit an explicit re-run with its reason.
+    Returns the closing being run again (pass its pk to the task), None for the day's first.
+
+    The page's check; the task claims the closing itself (`run_closing`), which is what holds
+    when two requests cross."""
+    existing = closing_of_the_day(terminal)
+    if existing is None:
+        return None
+    day = existing.business_date.isoformat()
+    if existing.state == PeriodClosing.State.PENDING:
+        raise ClosingRefused(f"A closing for {day} is already running.")
+    if not rerun:
+        raise ClosingRefused(
+            f"The closing for {day} is already done ({existing.get_state_display()}). "
+            "To run another one, use Run again and give a reason."
+        )
+    reason = (reason or "").strip()
+    if not reason:
+        raise ClosingRefused("A reason is required to run the closing again.")
+    audit.record(
+        actor,
+        terminal,
+        "closing.rerun_requested",
+        reason=reason,
+        data={"business_date": day, "rerun_of": str(existing.public_id)},
+    )
+    return existing
+
+
+def _claim_closing(
+    terminal: Terminal, triggered_by: str, rerun_of: int | None, reason: str
+) -> tuple[PeriodClosing, PeriodClosing | None]:
+    """Write the closing's PENDING row before anything is sent: at most one per terminal and
+    business date runs, and a finished one is closed again only when named (`rerun_of`).
+
+    The Terminal row is locked while checking and claiming, so two workers (a double click,
+    the schedule and a click) cannot both find no closing and both send one."""
+    now = timezone.now()
+    with transaction.atomic():
+        Terminal.objects.select_for_update().filter(pk=terminal.pk).first()
+        _expire_dead_claims(terminal, now)
+        existing = closing_of_the_day(terminal, now)
+        if existing is not None:
+            day = existing.business_date.isoformat()
+            if existing.state == PeriodClosing.State.PENDING:
+                raise ClosingRefused(f"a closing for {day} is already running (#{existing.pk})")
+            if rerun_of != existing.pk:
+                # Also a second re-run of the same closing: it names one that is not the
+                # newest any more.
+                raise ClosingRefused(
+                    f"the closing for {day} is already done (#{existing.pk}, {existing.state})"
+                )
+            if not reason.strip():
+                raise ClosingRefused("a re-run needs a reason")
+        previous = (
+            PeriodClosing.objects.filter(terminal=terminal)
+            .exclude(state__in=[PeriodClosing.State.FAILED, PeriodClosing.State.PENDING])
+            .order_by("-period_end")
+            .first()
+        )
+        closing = PeriodClosing.objects.create(
+            terminal=terminal,
+            business_date=_local_date(terminal, now),
+            period_start=previous.period_end if previous else None,
+            period_end=now,  # until the request goes out
+            state=PeriodClosing.State.PENDING,
+            triggered_by=triggered_by[:150],
+        )
+    return closing, existing
+
+
+def _expire_dead_claims(terminal: Terminal, now: datetime) -> None:
+    stale = PeriodClosing.objects.filter(
         terminal=terminal,
-        business_date=_local_date(terminal, period_end),
-        period_start=previous.period_end if previous else None,
-        period_end=period_end,
-        triggered_by=triggered_by[:150],
-        request_id=request_id,
-        raw_response=result.raw or "",
+        state=PeriodClosing.State.PENDING,
+        created_at__lt=_claim_expired_before(terminal, now),
     )
+    for closing in stale:
+        error = (
+            "no result was recorded (the worker running it was lost); whether the terminal "
+            "closed its period is not known: compare its journal"
+        )
+        if PeriodClosing.objects.filter(pk=closing.pk, state=PeriodClosing.State.PENDING).update(
+            state=PeriodClosing.State.FAILED, error=error
+        ):
+            audit.record(
+                Actor.system(),
+                closing,
+                "closing.abandoned",
+                from_state=PeriodClosing.State.PENDING,
+                to_state=PeriodClosing.State.FAILED,
+                reason=error,
+            )
+
+
+def run_closing(
+    terminal: Terminal,
+    actor: Actor,
+    triggered_by: str = "schedule",
+    *,
+    rerun_of: int | None = None,
+    reason: str = "",
+) -> PeriodClosing:
+    """ReconciliationWithClosure; the totals go to whoever reconciles them (the charging app,
+    against its captures of the period: `signals.closing_reported`).
+
+    One closing per terminal and business date: raises ClosingRefused (nothing sent) while
+    one runs, or when one is done and this is not an explicit re-run of it (`rerun_of`, its
+    pk, with a `reason`). Raises TerminalBusy to be retried later."""
+    closing, rerun = _claim_closing(terminal, triggered_by, rerun_of, reason)
+    sent = False
+    try:
+        # The lease also waits for unknown money outcomes: a closing with a capture in doubt
+        # could not be reconciled.
+        with gateway.leased(terminal, Operation.CLOSING) as lease:
+            period_end = timezone.now()
+            sent = True
+            request_id, result = lease.ask(Operation.CLOSING)
+    except BaseException as exc:
+        if not sent:
+            # Nothing went out (terminal busy or blocked): give the claim up for the retry.
+            PeriodClosing.objects.filter(pk=closing.pk, state=PeriodClosing.State.PENDING).delete()
+        else:
+            PeriodClosing.objects.filter(pk=closing.pk, state=PeriodClosing.State.PENDING).update(
+                state=PeriodClosing.State.FAILED,
+                error=f"no answer recorded: {type(exc).__name__}: {exc}"[:2000],
+            )
+        raise
+    closing.period_end = period_end
+    closing.request_id = request_id
+    closing.raw_response = result.raw or ""
+    closing.save(update_fields=["period_end", "request_id", "raw_response"])
+    if rerun is not None:
+        audit.record(
+            actor,
+            closing,
+            "closing.rerun",
+            reason=reason.strip(),
+            data={"rerun_of": str(rerun.public_id), "triggered_by": triggered_by},
+        )
     if result.outcome != OpiOutcome.SUCCESS:
         closing.state = PeriodClosing.State.FAILED
         closing.error = (

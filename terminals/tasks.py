@@ -78,23 +78,37 @@ def run_due_closings_task() -> None:
         local = timezone.localtime(now, ZoneInfo(terminal.site.time_zone))
         if local.time() < dtime(hour, minute):
             continue
-        done = PeriodClosing.objects.filter(terminal=terminal, business_date=local.date()).exclude(
-            state=PeriodClosing.State.FAILED
-        )
-        if not done.exists():
+        # Running or done today (a failed one is tried again); run_closing checks once more
+        # under the terminal row's lock, so a click crossing this run cannot make two.
+        if services.closing_of_the_day(terminal, now) is None:
             run_closing_task.delay(terminal.pk, "schedule")
 
 
 @shared_task(bind=True, name="terminals.run_closing", ignore_result=True, max_retries=20)
-def run_closing_task(self, terminal_pk: int, triggered_by: str = "schedule") -> None:
+def run_closing_task(
+    self,
+    terminal_pk: int,
+    triggered_by: str = "schedule",
+    rerun_of: int | None = None,
+    reason: str = "",
+) -> None:
     # Not acks_late: a closing resets the terminal's totals; a re-delivery after a crash must
     # not close a second period blindly. The next due-closings run picks it up instead.
+    # `rerun_of`: staff's explicit re-run of that finished closing of the day, with `reason`.
     terminal = _terminal(terminal_pk)
     if terminal is None:
         return
     try:
         with job_run("closing", terminal.terminal_id, triggered_by) as run:
-            closing = services.run_closing(terminal, Actor.job("closing"), triggered_by)
+            try:
+                closing = services.run_closing(
+                    terminal, Actor.job("closing"), triggered_by, rerun_of=rerun_of, reason=reason
+                )
+            except services.ClosingRefused as exc:
+                # Another request runs (or ran) the day's closing: not sent, nothing to retry.
+                log.info("closing of %s not run: %s", terminal.terminal_id, exc)
+                run.counts = {"refused": str(exc)}
+                return
             run.counts = {"state": closing.state, "brands": closing.totals.count()}
             if closing.state == PeriodClosing.State.FAILED:
                 run.error = closing.error

@@ -12,6 +12,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from django.views.decorators.http import require_GET, require_POST
 
+from evpay.audit import Actor
 from evpay.money import to_decimal_string
 from evpay.roles import OPERATE_PERM, VIEW_PERM, permission_required
 from evpay.web import (
@@ -24,7 +25,7 @@ from evpay.web import (
     querystring,
     render_page,
 )
-from terminals import tasks
+from terminals import services, tasks
 from terminals.models import (
     OFFLINE_STATUSES,
     ClosingBrandTotal,
@@ -119,6 +120,8 @@ def terminal_detail(request, public_id):
             "-created_at", "-id"
         )[:20],
         "closings": terminal.closings.all()[:10],
+        # Running or done today: the page offers an explicit "Run again" instead.
+        "closing_today": services.closing_of_the_day(terminal),
         "mifare": terminal.mifare_reads.select_related("requested_by").first(),
         "can_operate": can_operate(request.user),
     }
@@ -144,10 +147,29 @@ def terminal_action(request, public_id, action):
     args = [terminal.pk]
     if action in ("closing", "brands"):
         args.append(f"user:{request.user.get_username()}")
-    # Enqueue after commit so the worker sees what this request wrote (nothing, today).
-    transaction.on_commit(lambda: task.delay(*args))
+    detail = reverse("terminals:detail", args=[terminal.public_id])
+    with transaction.atomic():
+        if action == "closing":
+            # One closing per terminal and business date: a click while one runs, or after it
+            # is done, is refused; running it again is explicit, with a reason (audited).
+            reason = request.POST.get("reason", "")
+            try:
+                rerun_of = services.request_closing(
+                    terminal,
+                    Actor.user(request.user),
+                    rerun=request.POST.get("rerun") == "1",
+                    reason=reason,
+                )
+            except services.ClosingRefused as exc:
+                messages.warning(request, str(exc))
+                return after_post(request, detail)
+            if rerun_of is not None:
+                args += [rerun_of.pk, reason.strip()]
+                message = "Period closing started again; it appears under Closings."
+        # Enqueue after commit so the worker sees what this request wrote (a re-run's audit).
+        transaction.on_commit(lambda: task.delay(*args))
     messages.success(request, message)
-    return after_post(request, reverse("terminals:detail", args=[terminal.public_id]))
+    return after_post(request, detail)
 
 
 @permission_required(OPERATE_PERM)

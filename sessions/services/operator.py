@@ -15,7 +15,7 @@ from sessions.services.journey import (
     mark_unplugged,
     transition,
 )
-from sessions.services.settlement import live_settlements
+from sessions.services.settlement import go_ahead_data, live_settlements
 
 S = SessionState
 WAIVED = {
@@ -36,10 +36,20 @@ def _require_reason(reason: str) -> str:
 
 
 def operator_capture_now(session: ChargingSession, user, reason: str) -> ChargingSession:
-    """End the session where it stands and capture what it has cost so far."""
+    """End the session where it stands and capture what it has cost so far.
+
+    After a refused capture (or too many resends) this is staff's explicit go-ahead for one
+    more request: the audit row names the attempt it overrides (settlement.go_ahead_data)."""
     reason = _require_reason(reason)
     actor = Actor.user(user)
-    audit.record(actor, session, "operator.capture_now", reason=reason, session=session)
+    audit.record(
+        actor,
+        session,
+        "operator.capture_now",
+        reason=reason,
+        session=session,
+        data=go_ahead_data(session),
+    )
     if session.state in (S.AUTHORISED, S.CHARGING, S.STOPPING, S.ENDED):
         return mark_unplugged(session, actor)
     if session.state == S.SETTLING:
@@ -49,7 +59,8 @@ def operator_capture_now(session: ChargingSession, user, reason: str) -> Chargin
 
 
 def operator_release(session: ChargingSession, user, reason: str) -> ChargingSession:
-    """Waive the cost and release the whole reservation."""
+    """Waive the cost and release the whole reservation (also after a refused capture or
+    release: the audit row is staff's go-ahead for one more request, as for capture now)."""
     reason = _require_reason(reason)
     actor = Actor.user(user)
     if session.state not in (S.AUTHORISED, S.CHARGING, S.STOPPING, S.ENDED, S.SETTLING):
@@ -65,7 +76,7 @@ def operator_release(session: ChargingSession, user, reason: str) -> ChargingSes
         "operator.release",
         reason=reason,
         session=session,
-        data={"waived_minor": session.cost_total_minor},
+        data={"waived_minor": session.cost_total_minor, **go_ahead_data(session)},
     )
     if session.state in (S.CHARGING, S.STOPPING, S.AUTHORISED):
         mark_charging_ended(session, None, actor)

@@ -9,7 +9,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from evpay.audit import Actor
-from evpay.exceptions import resolve_automatically
+from evpay.exceptions import resolve_automatically, resolve_for_session
 from sessions import enqueue as queue
 from sessions import journal
 from sessions.models import (
@@ -127,7 +127,7 @@ def _unknown_exception(tx: TerminalTransaction) -> None:
         operation_code=tx.operation,
         request_id=tx.request_id,
         terminal_id=tx.terminal.terminal_id,
-        amount=tx.amount_minor,
+        amount_minor=tx.amount_minor,
         currency=tx.currency,
         sent_at=tx.created_at,
         attempts=tx.recovery_attempts,
@@ -139,7 +139,9 @@ def resolve_manually(session: ChargingSession, user, note: str) -> ChargingSessi
     """Staff close a session after checking the money elsewhere (acquirer portal, journal).
 
     Its money requests whose outcome was never proven are settled on staff's word, which frees
-    the terminal for new payments and ends their recovery and exceptions."""
+    the terminal for new payments and ends their recovery. Every open exception of the session
+    is resolved with staff's note: once the session is closed by hand nothing will clear them
+    (a refused capture's, an expiry warning's), and open ones would read as work still to do."""
     note = note.strip()
     if not note:
         raise JourneyError("a reason is required")
@@ -168,6 +170,11 @@ def resolve_manually(session: ChargingSession, user, note: str) -> ChargingSessi
             )
         for tx in unproven:
             tx.resolve_manually(user, note, actor)
-            resolve_automatically(f"unknown:{tx.pk}", tx.resolution, actor, session=session)
+        # Raised about the session under keys that name it or its requests; most also carry
+        # its session_ref, the keys catch any that do not.
+        tx_pks = locked.transactions.values_list("pk", flat=True)
+        keys = [f"settle:{locked.pk}", f"expiry:{locked.pk}"]
+        keys += [f"{kind}:{pk}" for pk in tx_pks for kind in ("unknown", "stranded")]
+        resolve_for_session(locked, note, actor, user=user, dedupe_keys=keys)
     session.refresh_from_db()
     return session

@@ -5,7 +5,8 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from terminals.models import MifareRead, Terminal, TerminalStatus
+from evpay.models import AuditEvent
+from terminals.models import MifareRead, PeriodClosing, Terminal, TerminalStatus
 from tests.dashboard import factories as f
 from tests.dashboard.conftest import url
 
@@ -83,13 +84,20 @@ def test_terminal_list_paginates_and_keeps_its_query_count_with_300_terminals(
     assert html.count(b"hx-swap-oob") == 3
 
 
+def _no_closing_today(world):
+    yesterday = world["closing"].business_date - timedelta(days=1)
+    PeriodClosing.objects.filter(pk=world["closing"].pk).update(business_date=yesterday)
+
+
 def test_viewers_see_the_terminal_but_no_action_buttons(client_for, viewer, world):
     html = client_for(viewer).get(url("terminals:detail", world["terminal"].public_id)).content
     assert b"Refresh status" not in html and b"Read a Mifare card" not in html
     assert b"Run closing now" not in html and b"Reprint last ticket" not in html
+    assert b"Run again" not in html
 
 
 def test_operators_see_the_action_buttons(client_for, operator, world):
+    _no_closing_today(world)
     html = client_for(operator).get(url("terminals:detail", world["terminal"].public_id)).content
     for label in (
         b"Refresh status",
@@ -132,6 +140,7 @@ ACTIONS = [
 def test_operators_enqueue_terminal_actions_and_repeating_is_safe(
     client_for, operator, world, enqueued, django_capture_on_commit_callbacks, name, task, nargs
 ):
+    _no_closing_today(world)  # a second closing request is refused by the task's claim
     terminal = world["terminal"]
     client = client_for(operator)
     for _ in range(2):
@@ -223,3 +232,53 @@ def test_viewers_cannot_start_a_mifare_read(client_for, viewer, world, enqueued)
 def test_users_without_a_role_get_403_on_actions(client_for, no_role_user, world, enqueued):
     response = client_for(no_role_user).post(url("terminals:reprint", world["terminal"].public_id))
     assert response.status_code == 403
+
+
+def _messages(response) -> str:
+    return " ".join(str(m) for m in response.context["messages"])
+
+
+def test_a_closing_request_while_one_runs_is_refused(
+    client_for, operator, world, enqueued, django_capture_on_commit_callbacks
+):
+    _no_closing_today(world)
+    terminal = world["terminal"]
+    f.make_closing(terminal, state=PeriodClosing.State.PENDING)  # a worker is running it
+    client = client_for(operator)
+    page = client.get(url("terminals:detail", terminal.public_id)).content.decode()
+    assert "is running" in page and "Run closing now" not in page and "Run again" not in page
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post(url("terminals:run_closing", terminal.public_id), follow=True)
+    assert enqueued == []
+    assert "already running" in _messages(response)
+
+
+def test_a_done_closing_runs_again_only_explicitly_with_a_reason_and_is_audited(
+    client_for, operator, world, enqueued, django_capture_on_commit_callbacks
+):
+    terminal, done = world["terminal"], world["closing"]  # today's, mismatch
+    client = client_for(operator)
+    page = client.get(url("terminals:detail", terminal.public_id)).content.decode()
+    assert "Run closing now" not in page and "Run again" in page
+    assert 'name="rerun" value="1"' in page and 'name="reason" required' in page
+    closing_url = url("terminals:run_closing", terminal.public_id)
+    with django_capture_on_commit_callbacks(execute=True):
+        plain = client.post(closing_url, follow=True)
+        no_reason = client.post(closing_url, {"rerun": "1", "reason": "  "}, follow=True)
+    assert enqueued == []
+    assert "already done" in _messages(plain)
+    assert "reason is required" in _messages(no_reason)
+    assert not AuditEvent.objects.filter(action="closing.rerun_requested").exists()
+
+    reason = "terminal was swapped; close its period"
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post(closing_url, {"rerun": "1", "reason": reason}, follow=True)
+    assert enqueued == [("run_closing_task", (terminal.pk, "user:otto-operator", done.pk, reason))]
+    assert "started again" in _messages(response)
+    row = AuditEvent.objects.get(action="closing.rerun_requested")
+    assert (row.subject_type, row.subject_id) == ("terminals.terminal", str(terminal.pk))
+    assert row.actor_user == operator and row.reason == reason
+    assert row.data == {
+        "business_date": done.business_date.isoformat(),
+        "rerun_of": str(done.public_id),
+    }

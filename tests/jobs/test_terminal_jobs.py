@@ -1,6 +1,7 @@
 """Status polling, brands, closings with reconciliation, expiry guard, PrintLastTicket."""
 
 from datetime import timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
 from django.utils import timezone
@@ -9,9 +10,11 @@ from evpay.audit import Actor
 from evpay.models import AuditEvent, ExceptionRecord, JobRun
 from sessions import services
 from sessions.models import ChargingSession, CloseReason, Outcome, SessionState, TerminalTransaction
+from terminals import gateway
 from terminals import services as terminal_services
 from terminals.emulator.harness import EmulatorProcess
 from terminals.models import PeriodClosing, Terminal, TerminalStatus
+from terminals.opi.profile import Operation
 from terminals.tasks import refresh_brands_task, run_closing_task
 from tests.charging.conftest import CHARGER, authorised_session, make_world, settling_session
 
@@ -70,9 +73,11 @@ def test_period_closing_totals_match_the_emulator(emulator, emu_terminal):
     terminal, connectors, _ = make_world(emu_terminal)
     # Start a clean period: the shared emulator terminal may carry earlier tests' captures.
     run_closing_task.run(terminal.pk, "test")
+    clean = PeriodClosing.objects.get(terminal=terminal)
     _captured_session(emulator, emu_terminal, connectors, "visa_ok", 5000, 0)
     _captured_session(emulator, emu_terminal, connectors, "mc_ok", 10_000, 1)
-    run_closing_task.run(terminal.pk, "test")
+    # The same business date again: an explicit re-run.
+    run_closing_task.run(terminal.pk, "test", clean.pk, "the test's own period")
     closing = PeriodClosing.objects.filter(terminal=terminal).order_by("-id").first()
     assert closing.state == PeriodClosing.State.MATCHED, [
         t.explanation for t in closing.totals.all()
@@ -90,14 +95,95 @@ def test_period_closing_totals_match_the_emulator(emulator, emu_terminal):
 def test_a_capture_we_never_recorded_makes_a_mismatch_exception_naming_it(emulator, emu_terminal):
     terminal, connectors, _ = make_world(emu_terminal)
     run_closing_task.run(terminal.pk, "test")
+    clean = PeriodClosing.objects.get(terminal=terminal)
     _captured_session(emulator, emu_terminal, connectors)
     emulator.inject_capture(emu_terminal["terminal_id"], 1234, card="visa_ok")
-    closing = terminal_services.run_closing(terminal, JOB)
+    closing = terminal_services.run_closing(terminal, JOB, rerun_of=clean.pk, reason="test")
     assert closing.state == PeriodClosing.State.MISMATCH
     visa = closing.totals.get(brand="VISA")
     assert (visa.count_difference, visa.amount_difference_minor) == (1, 1234)
     exc = ExceptionRecord.objects.get(kind="closing_mismatch", subject_id=str(closing.pk))
     assert "12.34" in exc.what_happened and "VISA" in exc.what_happened
+
+
+DONE = (PeriodClosing.State.MATCHED, PeriodClosing.State.MISMATCH)
+
+
+def _closings_on_terminal(emulator, info) -> int:
+    return len(emulator.ledger(info["terminal_id"], kind="closing"))
+
+
+def test_one_closing_per_terminal_and_day_and_running_it_again_is_explicit(emulator, emu_terminal):
+    # Issue 16: repeated "Run closing now" ran three closings for one business date.
+    terminal, _, _ = make_world(emu_terminal)
+    before = _closings_on_terminal(emulator, emu_terminal)
+    for triggered_by in ("user:otto", "user:otto", "schedule"):
+        run_closing_task.run(terminal.pk, triggered_by)
+    first = PeriodClosing.objects.get(terminal=terminal)
+    assert first.state in DONE  # the shared terminal's period may hold earlier tests' captures
+    assert _closings_on_terminal(emulator, emu_terminal) == before + 1
+    refused = JobRun.objects.filter(kind="closing", counts__has_key="refused")
+    assert refused.count() == 2 and "already done" in refused.first().counts["refused"]
+
+    reason = "terminal totals looked wrong"
+    run_closing_task.run(terminal.pk, "user:otto", first.pk, reason)
+    # The same re-run delivered twice (a double click on Run again) closes once more only.
+    run_closing_task.run(terminal.pk, "user:otto", first.pk, reason)
+    assert PeriodClosing.objects.filter(terminal=terminal).count() == 2
+    assert _closings_on_terminal(emulator, emu_terminal) == before + 2
+    second = PeriodClosing.objects.filter(terminal=terminal).order_by("-id").first()
+    assert second.period_start == first.period_end
+    row = AuditEvent.objects.get(action="closing.rerun", subject_id=str(second.pk))
+    assert row.reason == reason and row.data["triggered_by"] == "user:otto"
+    assert row.data["rerun_of"] == str(first.public_id)
+
+
+def test_a_second_worker_cannot_start_the_closing_another_is_running(
+    emulator, emu_terminal, monkeypatch
+):
+    terminal, _, _ = make_world(emu_terminal)
+    before = _closings_on_terminal(emulator, emu_terminal)
+    ask, raced = gateway.Lease.ask, []
+
+    def ask_while_another_worker_starts(lease, operation, **call):
+        # The other worker comes in while this one's request is at the terminal.
+        if operation == Operation.CLOSING and not raced:
+            raced.append(True)
+            with pytest.raises(terminal_services.ClosingRefused, match="already running"):
+                terminal_services.run_closing(terminal, JOB, "second worker")
+        return ask(lease, operation, **call)
+
+    monkeypatch.setattr(gateway.Lease, "ask", ask_while_another_worker_starts)
+    closing = terminal_services.run_closing(terminal, JOB, "first worker")
+    assert raced and closing.state in DONE
+    assert PeriodClosing.objects.filter(terminal=terminal).count() == 1
+    assert _closings_on_terminal(emulator, emu_terminal) == before + 1
+
+
+def test_a_busy_terminal_gives_the_claim_up_and_a_dead_workers_claim_expires(
+    emulator, emu_terminal
+):
+    terminal, _, _ = make_world(emu_terminal)
+    assert terminal.try_lease("someone else", 60)
+    with pytest.raises(gateway.TerminalBusy):
+        terminal_services.run_closing(terminal, JOB)
+    assert not PeriodClosing.objects.exists(), "nothing was sent: no claim left behind"
+    terminal.release_lease("someone else")
+    # A claim whose worker died: it stops counting once its request could not be running.
+    dead = PeriodClosing.objects.create(
+        terminal=terminal,
+        business_date=timezone.localdate(timezone=ZoneInfo(terminal.site.time_zone)),
+        period_end=timezone.now(),
+        triggered_by="lost worker",
+    )
+    assert terminal_services.closing_of_the_day(terminal) == dead
+    PeriodClosing.objects.filter(pk=dead.pk).update(
+        created_at=timezone.now() - timedelta(minutes=10)
+    )
+    closing = terminal_services.run_closing(terminal, JOB)
+    dead.refresh_from_db()
+    assert dead.state == PeriodClosing.State.FAILED and "not known" in dead.error
+    assert closing.state in DONE
 
 
 def test_expiry_guard_captures_a_running_session_before_the_authorisation_lapses(
