@@ -110,6 +110,10 @@ class ExceptionRecord(models.Model):
         "auth.User", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     resolution_note = models.TextField(blank=True)
+    # Who is looking at it, so two operators do not work the same exception unknowingly.
+    assignee = models.ForeignKey(
+        "auth.User", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
 
     class Meta:
         verbose_name = "exception"

@@ -14,6 +14,12 @@ urlpatterns = [
     path("exceptions/", views.exceptions, name="exceptions"),
     path("exceptions/<uuid:public_id>/resolve/", views.exception_resolve, name="exception_resolve"),
     path("exceptions/<uuid:public_id>/retry/", views.exception_retry, name="exception_retry"),
+    path("exceptions/<uuid:public_id>/assign/", views.exception_assign, name="exception_assign"),
+    path(
+        "exceptions/<uuid:public_id>/session/<str:action>/",
+        views.exception_session_action,
+        name="exception_session_action",
+    ),
     path("jobs/", views.job_runs, name="job_runs"),
     path("login/", views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),

@@ -4,16 +4,19 @@ from django.contrib import messages
 from django.contrib.auth import views as auth_views
 from django.db import transaction
 from django.db.models import Count, F, Q, Sum
+from django.http import Http404
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
+from evpay import audit
 from evpay import exceptions as exception_service
 from evpay.models import ExceptionRecord, JobRun
 from evpay.roles import OPERATE_PERM, VIEW_PERM, permission_required
-from evpay.web import after_post, can_operate, paginate, render_page, start_of_day
-from sessions.models import OPEN_STATES, ChargingSession, SessionState
+from evpay.web import after_post, can_operate, paginate, querystring, render_page, start_of_day
+from sessions import views as session_views
+from sessions.models import OPEN_STATES, ChargingSession, SessionState, TerminalTransaction
 from terminals.models import OFFLINE_STATUSES, PeriodClosing, Terminal
 
 # --------------------------------------------------------------------------- overview
@@ -72,7 +75,7 @@ EXCEPTION_STATUSES = {"open": "Unresolved", "resolved": "Resolved", "all": "All"
 
 
 def _exception_queryset(params):
-    qs = ExceptionRecord.objects.select_related("resolved_by")
+    qs = ExceptionRecord.objects.select_related("resolved_by", "assignee")
     status = params.get("status") or "open"
     if status == "open":
         qs = qs.filter(resolved_at__isnull=True)
@@ -87,25 +90,72 @@ def _exception_queryset(params):
     return qs.order_by(F("resolved_at").desc(nulls_first=True), "-severity", "-created_at")
 
 
+# The session page's actions offered on an exception about a session (resolving the session
+# stays on its page, where the whole story is).
+QUEUE_SESSION_ACTIONS = ("capture", "release", "retry")
+TX_SUBJECT = TerminalTransaction._meta.label_lower
+
+
+def _attach_session_actions(records) -> None:
+    """Give each open exception about a session `session_actions`: the forms the session page
+    would offer for it now (same table, same availability). Two queries for the whole page."""
+    refs = {r.session_ref for r in records if r.session_ref and r.is_open}
+    sessions = {}
+    pending = set()
+    if refs:
+        sessions = {s.public_id: s for s in ChargingSession.objects.filter(public_id__in=refs)}
+        pending = set(
+            TerminalTransaction.objects.filter(
+                session__in=sessions.values(), state__in=session_views.PENDING_TX_STATES
+            ).values_list("session_id", flat=True)
+        )
+    for record in records:
+        session = sessions.get(record.session_ref)
+        record.session_actions = []
+        if session is not None and record.is_open:
+            keys = session_views.available_actions(session, session.pk in pending)
+            if record.subject_type == TX_SUBJECT:
+                keys.discard("retry")  # the row's own retry already names this request
+            record.session_actions = session_views.action_forms(
+                session,
+                keys & set(QUEUE_SESSION_ACTIONS),
+                url=lambda key, r=record: reverse(
+                    "exception_session_action", args=[r.public_id, key]
+                ),
+            )
+
+
 @permission_required(VIEW_PERM)
 @require_GET
 def exceptions(request):
     page = paginate(request, _exception_queryset(request.GET))
+    operate = can_operate(request.user)
+    if operate:
+        page.object_list = list(page.object_list)  # the rows the template will show
+        _attach_session_actions(page.object_list)
     context = {
         "page": page,
         "status": request.GET.get("status") or "open",
         "statuses": EXCEPTION_STATUSES,
         "kinds": ExceptionRecord.Kind.choices,
         "severities": ExceptionRecord.Severity.choices,
-        "can_operate": can_operate(request.user),
+        "can_operate": operate,
+        "poll_query": querystring(request, drop=()),
     }
     return render_page(request, "exceptions.html", context, partial="results")
 
 
 def _exception_row(request, record, status=200):
     record.refresh_from_db()
+    _attach_session_actions([record])
     context = {"record": record, "can_operate": True, "oob_messages": True}
     return render(request, "exceptions.html#row", context, status=status)
+
+
+def _after_row_post(request, record, status=200):
+    if request.htmx:
+        return _exception_row(request, record, status)
+    return after_post(request, reverse("exceptions"))
 
 
 @permission_required(OPERATE_PERM)
@@ -122,9 +172,7 @@ def exception_resolve(request, public_id):
         else:
             messages.info(request, "This exception was already resolved.")
         status = 200
-    if request.htmx:
-        return _exception_row(request, record, status)
-    return after_post(request, reverse("exceptions"))
+    return _after_row_post(request, record, status)
 
 
 @permission_required(OPERATE_PERM)
@@ -141,9 +189,63 @@ def exception_retry(request, public_id):
             messages.error(request, f"Cannot retry: {exc}")
         else:
             messages.success(request, "Retry enqueued; the result appears here when it finishes.")
-    if request.htmx:
-        return _exception_row(request, record)
-    return after_post(request, reverse("exceptions"))
+    return _after_row_post(request, record)
+
+
+@permission_required(OPERATE_PERM)
+@require_POST
+def exception_session_action(request, public_id, action):
+    """Capture, release or retry the exception's session from the queue: the session page's
+    action (sessions.views.perform_action: same service, guards and required reason)."""
+    if action not in QUEUE_SESSION_ACTIONS:
+        raise Http404("unknown action")
+    record = get_object_or_404(ExceptionRecord, public_id=public_id)
+    if record.session_ref is None:
+        raise Http404("this exception is not about a session")
+    session = get_object_or_404(
+        ChargingSession.objects.select_related("site", "terminal"), public_id=record.session_ref
+    )
+    if record.resolved_at is not None:
+        messages.info(request, "This exception is already resolved; act on the session's page.")
+    else:
+        session_views.perform_action(
+            request, session, action, "this list updates when the terminal answers."
+        )
+    return _after_row_post(request, record)
+
+
+@permission_required(OPERATE_PERM)
+@require_POST
+def exception_assign(request, public_id):
+    """Assign to me (to=me) or unassign (to empty): who works on it, audited."""
+    record = get_object_or_404(ExceptionRecord, public_id=public_id)
+    assignee = request.user if request.POST.get("to") == "me" else None
+    with transaction.atomic():
+        # Locked so that two operators taking it at once audit one change after the other.
+        current = ExceptionRecord.objects.select_for_update().get(pk=record.pk)
+        if current.resolved_at is not None:
+            messages.info(request, "This exception is already resolved; nobody needs to take it.")
+        elif current.assignee_id == getattr(assignee, "pk", None):
+            # A repeat (double click, two tabs): nothing changes, nothing is audited.
+            messages.info(
+                request, "It is already yours." if assignee else "It is already unassigned."
+            )
+        else:
+            before = current.assignee.get_username() if current.assignee else ""
+            after = assignee.get_username() if assignee else ""
+            current.assignee = assignee
+            current.save(update_fields=["assignee", "updated_at"])
+            audit.record(
+                audit.Actor.user(request.user),
+                current,
+                "exception.assigned" if assignee else "exception.unassigned",
+                reason=f"assigned to {after}" if assignee else f"unassigned from {before}",
+                data={"from": before, "to": after},
+            )
+            messages.success(
+                request, f"Assigned to you: {current.title}" if assignee else "Unassigned."
+            )
+    return _after_row_post(request, record)
 
 
 # --------------------------------------------------------------------------- job runs

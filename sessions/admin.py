@@ -1,6 +1,11 @@
+from decimal import Decimal
+
+from django import forms
 from django.contrib import admin, messages
 
 from evpay.admin import ReadOnlyAdmin, ReadOnlyInline
+from evpay.money import exponent, format_money, to_decimal
+from evpay.templatetags.evpay_tags import bp_percent
 from sessions.models import (
     ApiKey,
     ChargingSession,
@@ -10,23 +15,149 @@ from sessions.models import (
     TerminalTransaction,
 )
 
+# Tariff prices: the table's minor-unit field -> the form's money field shown for it.
+TARIFF_MONEY = {
+    "start_fee_minor": "start_fee",
+    "price_per_kwh_minor": "price_per_kwh",
+    "price_per_minute_minor": "price_per_minute",
+    "idle_fee_per_minute_minor": "idle_fee_per_minute",
+    "authorise_amount_minor": "authorise_amount",
+}
+
+
+def _money_field(label: str, help_text: str = "", **kwargs) -> forms.DecimalField:
+    return forms.DecimalField(
+        label=label,
+        min_value=0,
+        # The largest ISO 4217 exponent; the site's own is checked in clean().
+        decimal_places=3,
+        help_text=help_text,
+        **kwargs,
+    )
+
+
+class TariffForm(forms.ModelForm):
+    """Prices as money of the site's currency and VAT as a percentage; the table keeps integer
+    minor units and basis points (pricing works on those), converted here both ways."""
+
+    start_fee = _money_field("Start fee", "charged once per session", initial=0)
+    price_per_kwh = _money_field("Price per kWh")
+    price_per_minute = _money_field("Price per minute", "while plugged in", initial=0)
+    idle_fee_per_minute = _money_field(
+        "Idle fee per minute", "after the idle grace minutes", initial=0
+    )
+    authorise_amount = _money_field(
+        "Amount reserved at start", "reserved on the card when the session starts"
+    )
+    vat_rate = forms.DecimalField(
+        label="VAT rate (%)",
+        min_value=0,
+        max_value=100,
+        decimal_places=2,
+        initial=21,
+        help_text="included in the prices, e.g. 21 or 9.5",
+    )
+
+    class Meta:
+        model = Tariff
+        fields = [
+            "site",
+            "name",
+            "active",
+            "idle_grace_minutes",
+            "max_session_minutes",
+            "start_timeout_minutes",
+        ]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        instance = self.instance
+        currency = instance.site.currency if instance.site_id else None
+        for money_field in TARIFF_MONEY.values():
+            field = self.fields[money_field]
+            where = f"in {currency}" if currency else "in the site's currency"
+            field.help_text = ", ".join(filter(None, [f"{where}, VAT incl.", field.help_text]))
+        if instance.pk is not None:
+            for minor_field, money_field in TARIFF_MONEY.items():
+                self.initial[money_field] = to_decimal(getattr(instance, minor_field), currency)
+            # Division keeps the shortest exact form: 2100 -> 21, 950 -> 9.5, 2000 -> 20.
+            self.initial["vat_rate"] = Decimal(instance.vat_rate_bp) / 100
+
+    def clean(self):
+        cleaned = super().clean()
+        site = cleaned.get("site") or (self.instance.site if self.instance.site_id else None)
+        if site is None:
+            return cleaned  # the site's own error says what is missing
+        places = exponent(site.currency)
+        for minor_field, money_field in TARIFF_MONEY.items():
+            amount = cleaned.get(money_field)
+            if amount is None:
+                continue
+            minor = amount.scaleb(places)
+            if minor != minor.to_integral_value():
+                self.add_error(money_field, f"{site.currency} has {places} decimal(s) at most.")
+                continue
+            setattr(self.instance, minor_field, int(minor))
+        if cleaned.get("authorise_amount") == 0:
+            # The table's tariff_authorise_positive, said before the database refuses it.
+            self.add_error("authorise_amount", "The amount reserved at start must be above 0.")
+        vat = cleaned.get("vat_rate")
+        if vat is not None:
+            bp = vat.scaleb(2)
+            if bp != bp.to_integral_value():
+                self.add_error("vat_rate", "At most 2 decimals, e.g. 9.25.")
+            else:
+                self.instance.vat_rate_bp = int(bp)
+        return cleaned
+
+
+def _money_column(minor_field: str, label: str):
+    """A changelist column (a ModelAdmin method) showing a minor-unit field as money."""
+
+    @admin.display(description=label, ordering=minor_field)
+    def column(_model_admin, obj):
+        return format_money(getattr(obj, minor_field), obj.currency)
+
+    return column
+
 
 @admin.register(Tariff)
 class TariffAdmin(admin.ModelAdmin):
+    form = TariffForm
+    fields = [
+        "site",
+        "name",
+        "active",
+        *TARIFF_MONEY.values(),
+        "vat_rate",
+        "idle_grace_minutes",
+        "max_session_minutes",
+        "start_timeout_minutes",
+    ]
     list_display = [
         "name",
         "site",
         "active",
-        "start_fee_minor",
-        "price_per_kwh_minor",
-        "price_per_minute_minor",
-        "idle_fee_per_minute_minor",
-        "vat_rate_bp",
-        "authorise_amount_minor",
+        "start_fee",
+        "price_per_kwh",
+        "price_per_minute",
+        "idle_fee_per_minute",
+        "vat_rate",
+        "authorise_amount",
     ]
     list_filter = ["active", "site"]
     search_fields = ["name", "site__name"]
     list_select_related = ["site"]
+
+    start_fee = _money_column("start_fee_minor", "Start fee")
+    price_per_kwh = _money_column("price_per_kwh_minor", "Per kWh")
+    price_per_minute = _money_column("price_per_minute_minor", "Per minute")
+    idle_fee_per_minute = _money_column("idle_fee_per_minute_minor", "Idle fee / min")
+    authorise_amount = _money_column("authorise_amount_minor", "Reserved at start")
+
+    @admin.display(description="VAT", ordering="vat_rate_bp")
+    def vat_rate(self, obj):
+        return bp_percent(obj.vat_rate_bp)
 
 
 @admin.register(ChargingSession)
@@ -42,9 +173,8 @@ class ChargingSessionAdmin(ReadOnlyAdmin):
         "close_reason",
         "card_brand",
         "masked_pan",
-        "cost_total_minor",
-        "captured_amount_minor",
-        "currency",
+        "cost_total",
+        "captured_amount",
     ]
     list_filter = ["state", "close_reason", "site", "card_brand", "cost_capped"]
     search_fields = [
@@ -56,6 +186,9 @@ class ChargingSessionAdmin(ReadOnlyAdmin):
     ]
     list_select_related = ["site", "terminal"]
     date_hierarchy = "requested_at"
+
+    cost_total = _money_column("cost_total_minor", "Total")
+    captured_amount = _money_column("captured_amount_minor", "Captured")
 
 
 class DeviceMessageInline(ReadOnlyInline, admin.TabularInline):
@@ -71,8 +204,7 @@ class TerminalTransactionAdmin(ReadOnlyAdmin):
         "terminal",
         "operation",
         "request_id",
-        "amount_minor",
-        "currency",
+        "amount",
         "state",
         "outcome",
         "session",
@@ -89,6 +221,11 @@ class TerminalTransactionAdmin(ReadOnlyAdmin):
     list_select_related = ["terminal", "session"]
     date_hierarchy = "created_at"
     inlines = [DeviceMessageInline]
+
+    @admin.display(description="Amount", ordering="amount_minor")
+    def amount(self, obj):
+        # Requests that carry no money (card reads, status) have no currency.
+        return format_money(obj.amount_minor, obj.currency) if obj.currency else "—"
 
 
 @admin.register(DeviceMessage)

@@ -6,7 +6,9 @@ closing_reported`); the captures are ours, so the comparison lives here.
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
+from itertools import combinations
 
 from django.db import transaction
 from django.db.models import Count, Sum
@@ -89,21 +91,124 @@ def reconcile(closing: PeriodClosing, terminal_totals, actor: Actor) -> PeriodCl
 
 
 def _explain(row: ClosingBrandTotal, closing: PeriodClosing) -> str:
-    n, amount = row.count_difference, row.amount_difference_minor
-    money = format_money(abs(amount), row.currency)
-    if n > 0:
-        text = (
-            f"{row.brand}: the terminal counted {n} more capture(s) than we recorded, "
-            f"{money} more in total"
+    """Each side's totals, then what is certain about captures on one side only.
+
+    The terminal reports only a count and an amount per brand, never its captures one by one,
+    so which of ours it counted cannot be known; only bounds can. A net difference ("2 more
+    on our side") would be wrong whenever both sides hold captures the other lacks, so every
+    sentence here is a fact or a bound that holds whatever the counts are.
+    """
+    ours = list(
+        TerminalTransaction.objects.filter(pk__in=row.transaction_ids)
+        .order_by("id")
+        .values_list("request_id", "amount_minor")
+    )
+    m, our_total = row.our_count, row.our_amount_minor
+    n, their_total = row.terminal_count, row.terminal_amount_minor
+    amounts = [amount for _request_id, amount in ours]
+
+    def money(minor):
+        return format_money(minor, row.currency)
+
+    text = (
+        f"{row.brand}: the terminal's totals are {_captures(n)}, {money(their_total)}; "
+        f"we recorded {_captures(m)}, {money(our_total)}{_request_ids(ours)}."
+    )
+    matched_at_most = _most_in_both(m, our_total, n, their_total, amounts)
+    our_lack = m - matched_at_most  # at least this many of ours are not in its totals
+    their_lack = n - matched_at_most
+    if matched_at_most == 0:
+        # Nothing can be on both sides: each side's captures are all missing from the other.
+        if m:
+            text += " " + _none_of("our", m, money(our_total), "the terminal's totals")
+        if n:
+            text += " " + _none_of("the terminal's", n, money(their_total), "our records")
+        return text + _in_doubt(row, closing)
+    if our_lack:
+        text += (
+            f" At least {our_lack} of our {m} captures {_be(our_lack)} not in the terminal's totals"
         )
-        if n == 1:
-            text += f" (one capture of {money} we have no record of)"
-    elif n < 0:
-        text = (
-            f"{row.brand}: we recorded {-n} capture(s) the terminal did not count, {money} in total"
+        same = [f"#{r}" for r, amount in ours if amount == their_total]
+        if n == 1 and same:
+            text += f"; its one capture has the amount of our {', '.join(same[:10])}"
+        elif matched_at_most == n:
+            text += (
+                f"; if all {n} of the terminal's are among ours, our other {m - n} "
+                f"{_come(m - n)} to "
+                f"{money(our_total - their_total)}"
+            )
+        text += "."
+    if their_lack:
+        text += (
+            f" At least {their_lack} of the terminal's {n} captures {_be(their_lack)} not in "
+            "our records"
         )
+        if matched_at_most == m:
+            text += (
+                f"; if all of ours are among them, its other {n - m} {_come(n - m)} to "
+                f"{money(their_total - our_total)}"
+            )
+        text += "."
+    if m == n:
+        text += " One capture counted for a different amount on each side shows this way too."
+    return text + _in_doubt(row, closing)
+
+
+# Beyond this many ways to pick the terminal's captures from ours, only the amount range is
+# checked (the bound stays true, it is just less often sharp).
+_MAX_COMBINATIONS = 20_000
+
+
+def _most_in_both(m: int, our_total: int, n: int, their_total: int, amounts: list[int]) -> int:
+    """An upper bound on how many captures can be on both sides, given what each side says.
+
+    At most min(m, n); one fewer when the amounts rule that out: all of ours among the
+    terminal's needs its total to cover ours plus at least a minor unit per extra capture, all
+    of the terminal's among ours needs its total to be the sum of n of our amounts.
+    """
+    both = min(m, n)
+    if both == 0:
+        return 0
+    if m <= n:
+        possible = their_total == our_total if m == n else their_total - our_total >= n - m
+    elif len(amounts) != m:  # our rows moved since they were counted: claim nothing more
+        possible = True
+    elif math.comb(m, n) <= _MAX_COMBINATIONS:
+        possible = any(sum(pick) == their_total for pick in combinations(amounts, n))
     else:
-        text = f"{row.brand}: same count but amounts differ by {money}"
+        ordered = sorted(amounts)
+        possible = sum(ordered[:n]) <= their_total <= sum(ordered[-n:])
+    return both if possible else both - 1
+
+
+def _none_of(whose: str, count: int, amount: str, where: str) -> str:
+    """'None of our 3 captures (€ 9.00) is in …' / 'Our capture (€ 4.50) is not in …'."""
+    if count == 1:
+        return f"{whose[0].upper()}{whose[1:]} capture ({amount}) is not in {where}."
+    return f"None of {whose} {count} captures ({amount}) is in {where}."
+
+
+def _be(count: int) -> str:
+    return "is" if count == 1 else "are"
+
+
+def _come(count: int) -> str:
+    return "comes" if count == 1 else "come"
+
+
+def _captures(count: int) -> str:
+    return f"{count} capture" if count == 1 else f"{count} captures"
+
+
+def _request_ids(ours) -> str:
+    if not ours:
+        return ""
+    shown = ", ".join(f"#{request_id}" for request_id, _amount in ours[:10])
+    return f" ({shown}{', …' if len(ours) > 10 else ''})"
+
+
+def _in_doubt(row: ClosingBrandTotal, closing: PeriodClosing) -> str:
+    """Our captures of the period whose outcome is not a plain success: the likeliest cause."""
     doubtful = TerminalTransaction.objects.filter(
         terminal=closing.terminal,
         operation=Operation.CAPTURE,
@@ -113,7 +218,10 @@ def _explain(row: ClosingBrandTotal, closing: PeriodClosing) -> str:
     )
     if closing.period_start:
         doubtful = doubtful.filter(created_at__gt=closing.period_start)
-    ids = [f"#{tx.request_id} ({tx.outcome})" for tx in doubtful[:10]]
-    if ids:
-        text += "; captures in doubt that may explain it: " + ", ".join(ids)
-    return text
+    ids = [
+        f"#{tx.request_id} ({tx.outcome}, {format_money(tx.amount_minor, tx.currency or row.currency)})"
+        for tx in doubtful.order_by("id")[:10]
+    ]
+    if not ids:
+        return ""
+    return " Captures in doubt that may explain it: " + ", ".join(ids) + "."

@@ -1,18 +1,21 @@
 """Charging sessions: list, CSV export, detail with timeline and operator actions, receipts."""
 
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal, InvalidOperation
 
 from django.contrib import messages
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import Max, Q
 from django.http import Http404, HttpResponse
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
 from evpay.models import AuditEvent, ExceptionRecord
-from evpay.money import exponent, to_decimal_string
+from evpay.money import exponent, format_money, to_decimal_string
 from evpay.roles import OPERATE_PERM, VIEW_PERM, permission_required
 from evpay.templatetags.evpay_tags import site_localtime
 from evpay.web import (
@@ -28,7 +31,7 @@ from evpay.web import (
 )
 from sessions import receipts as receipt_rendering
 from sessions import services
-from sessions.models import ChargingSession, SessionState
+from sessions.models import ChargingSession, CloseReason, SessionState
 from terminals.models import Site, Terminal
 
 SORTS = {
@@ -183,70 +186,173 @@ def _get_session(public_id) -> ChargingSession:
 @require_GET
 def session_detail(request, public_id):
     session = _get_session(public_id)
-    if request.htmx and request.GET.get("part") == "summary":
+    part = request.GET.get("part") if request.htmx else None
+    if part == "summary":
         # The live summary asks for itself by name: an HX-Location to this URL after an
         # action is an htmx request too, and must get the whole page.
-        context = {"session": session, "site": session.site}
-        return render(request, "sessions/detail.html#summary", context)
+        return _summary(request, session)
     transactions = list(session.transactions.order_by("id").prefetch_related("device_messages"))
     receipt_messages = [m for tx in transactions for m in tx.device_messages.all() if m.is_receipt]
-    available = _available_actions(session, transactions)
+    timeline = list(AuditEvent.objects.filter(session_ref=session.public_id).order_by("at", "id"))
+    exceptions = list(ExceptionRecord.objects.filter(session_ref=session.public_id))
+    has_pending = any(tx.state in PENDING_TX_STATES for tx in transactions)
     context = {
         "session": session,
         "site": session.site,
-        "timeline": AuditEvent.objects.filter(session_ref=session.public_id).order_by("at", "id"),
+        "timeline": timeline,
         "transactions": transactions,
         "receipts": receipt_messages,
-        "exceptions": ExceptionRecord.objects.filter(session_ref=session.public_id),
+        "exceptions": exceptions,
+        "has_receipt": has_receipt(session),
+        "stamp": _stamp(
+            session,
+            max((e.pk for e in timeline), default=0),
+            [(tx.pk, tx.state, tx.outcome) for tx in transactions],
+            [(e.pk, e.resolved_at) for e in exceptions],
+        ),
+        "polling": session.is_open,
         "can_operate": can_operate(request.user),
-        "actions": [
-            {
-                "key": key,
-                "label": label,
-                "question": question,
-                "url": reverse(f"sessions:{URL_NAMES[key]}", args=[session.public_id]),
-            }
-            for key, (_fn, label, question) in ACTIONS.items()
-            if key in available
-        ],
+        "actions": action_forms(session, available_actions(session, has_pending)),
     }
+    if part == "activity":
+        return render(request, "sessions/detail.html#activity", context)
     return render(request, "sessions/detail.html", context)
 
 
-def _available_actions(session, transactions) -> set[str]:
-    """Only the actions that make sense in the session's state (the services refuse the rest)."""
+def _summary(request, session):
+    """The polled summary. It also tells the rest of the page when that is out of date: the
+    page sends the stamp of what it shows, and a different one here fires `session-changed`,
+    which makes the activity part (actions, timeline, transactions) fetch itself. So the cheap
+    poll stays cheap, and a capture's answer shows without a reload."""
+    stamp = _current_stamp(session)
+    seen = request.GET.get("seen")
+    stale = seen is not None and seen != stamp
+    context = {
+        "session": session,
+        "site": session.site,
+        # Keep polling after the session closed until the page has shown its final state.
+        "polling": session.is_open or stale,
+    }
+    response = render(request, "sessions/detail.html#summary", context)
+    if stale:
+        response["HX-Trigger"] = "session-changed"
+    return response
+
+
+def _stamp(session, last_event_id, transactions, exceptions) -> str:
+    """A short fingerprint of what the activity part shows: state, timeline, requests and
+    exceptions (a request's answer or an exception's resolution may write no timeline row)."""
+    # Sorted by pk: the page and the poll read these rows in different orders.
+    parts = repr((session.state, last_event_id, sorted(transactions), sorted(exceptions)))
+    return hashlib.blake2s(parts.encode(), digest_size=8).hexdigest()
+
+
+def _current_stamp(session) -> str:
+    last_event = AuditEvent.objects.filter(session_ref=session.public_id).aggregate(last=Max("pk"))[
+        "last"
+    ]
+    transactions = list(session.transactions.order_by("id").values_list("pk", "state", "outcome"))
+    exceptions = list(
+        ExceptionRecord.objects.filter(session_ref=session.public_id)
+        .order_by("id")
+        .values_list("pk", "resolved_at")
+    )
+    return _stamp(session, last_event or 0, transactions, exceptions)
+
+
+PENDING_TX_STATES = ("sent", "unknown")
+ENDED_STATES = (SessionState.ENDED, SessionState.SETTLING)
+
+
+def available_actions(session, has_pending: bool) -> set[str]:
+    """Only the actions that make sense in the session's state (the services refuse the rest).
+
+    has_pending: a request of the session is sent or unknown, so recovery can be retried."""
     if session.state == SessionState.CLOSED:
         return set()
     available = {"resolve"}
     if session.state != SessionState.AUTHORISING:
         available |= {"capture", "release"}
-    if any(tx.state in ("sent", "unknown") for tx in transactions):
+    if has_pending:
         available.add("retry")
     return available
 
 
-# action -> (service, button label, confirmation question); each service takes
-# (session, user, reason) and raises JourneyError when the state does not allow it.
+def _closed_as(label, session) -> str:
+    if session.close_reason == CloseReason.CAPTURED:
+        captured = format_money(session.captured_amount_minor, session.currency)
+        return f"{label}: the terminal answered; {captured} captured."
+    return f"{label}: the session is closed ({session.get_close_reason_display().lower()})."
+
+
+def _capture_done(session, _result):
+    if session.state == SessionState.CLOSED:
+        return _closed_as("Capture now", session), False
+    if session.cost_total_minor == 0:
+        return "Nothing is owed, so the reservation's release is queued", True
+    cost = format_money(session.cost_total_minor, session.currency)
+    return f"Capture of {cost} queued", True
+
+
+def _release_done(session, _result):
+    if session.state == SessionState.CLOSED:
+        return _closed_as("Release", session), False
+    return "Release queued", True
+
+
+def _retry_done(_session, pending_count):
+    return f"Recovery queued for {pending_count} request(s)", True
+
+
+def _resolve_done(_session, _result):
+    return "Resolve manually: done.", False
+
+
+@dataclass(frozen=True)
+class Action:
+    """An operator action on a session. `service` takes (session, user, reason) and raises
+    JourneyError when the state does not allow it; `done` says what really happened once it
+    returned (most only queue work for the terminal): (message, still waiting for it)."""
+
+    service: Callable
+    label: str
+    question: str
+    done: Callable
+    # Asked instead once charging is over: "end the session" would be wrong there.
+    question_when_ended: str = ""
+
+    def question_for(self, session) -> str:
+        if self.question_when_ended and session.state in ENDED_STATES:
+            return self.question_when_ended
+        return self.question
+
+
 ACTIONS = {
-    "capture": (
+    "capture": Action(
         services.operator_capture_now,
         "Capture now",
         "End the session and capture its cost now?",
+        _capture_done,
+        question_when_ended="Capture the session's cost now?",
     ),
-    "release": (
+    "release": Action(
         services.operator_release,
         "Release",
-        "Waive the cost and release the reservation?",
+        "End the session, waive its cost and release the reservation?",
+        _release_done,
+        question_when_ended="Waive the cost and release the reservation?",
     ),
-    "retry": (
+    "retry": Action(
         services.operator_retry_recovery,
         "Retry recovery",
         "Retry recovery of unknown outcomes?",
+        _retry_done,
     ),
-    "resolve": (
+    "resolve": Action(
         services.resolve_manually,
         "Resolve manually",
         "Close this session as resolved by staff?",
+        _resolve_done,
     ),
 }
 URL_NAMES = {
@@ -257,29 +363,70 @@ URL_NAMES = {
 }
 
 
+def action_forms(session, keys, url=None) -> list[dict]:
+    """What a page needs to draw the action forms for `keys`, in ACTIONS order. `url(key)`
+    gives where a form posts; the session page's own URLs by default."""
+    url = url or (lambda key: reverse(f"sessions:{URL_NAMES[key]}", args=[session.public_id]))
+    return [
+        {
+            "key": key,
+            "label": action.label,
+            "question": action.question_for(session),
+            "url": url(key),
+        }
+        for key, action in ACTIONS.items()
+        if key in keys
+    ]
+
+
+def perform_action(request, session, key: str, updates: str) -> bool:
+    """Run one of ACTIONS for the request's user with the posted reason, and say honestly what
+    happened as a message; `updates` ends it while the terminal's answer is awaited (what
+    will show it). Returns whether the service ran."""
+    action = ACTIONS[key]
+    reason = request.POST.get("reason", "").strip()
+    if not reason:
+        messages.error(request, f"{action.label}: a reason is required.")
+        return False
+    try:
+        with transaction.atomic():
+            result = action.service(session, request.user, reason)
+    except services.JourneyError as exc:
+        messages.error(request, f"{action.label} was not possible: {exc}")
+        return False
+    # Read back after the commit: with an in-process worker the answer may already be in.
+    session.refresh_from_db()
+    text, waiting = action.done(session, result)
+    messages.success(request, f"{text}; {updates}" if waiting else text)
+    return True
+
+
 @permission_required(OPERATE_PERM)
 @require_POST
 def session_action(request, public_id, action):
     if action not in ACTIONS:
         raise Http404("unknown action")
     session = _get_session(public_id)
-    detail_url = reverse("sessions:detail", args=[session.public_id])
-    reason = request.POST.get("reason", "").strip()
-    service, label, _question = ACTIONS[action]
-    if not reason:
-        messages.error(request, f"{label}: a reason is required.")
-        return after_post(request, detail_url)
-    try:
-        with transaction.atomic():
-            service(session, request.user, reason)
-    except services.JourneyError as exc:
-        messages.error(request, f"{label} was not possible: {exc}")
-    else:
-        messages.success(request, f"{label}: done.")
-    return after_post(request, detail_url)
+    perform_action(request, session, action, "this page updates when the terminal answers.")
+    return after_post(request, reverse("sessions:detail", args=[session.public_id]))
 
 
 # --------------------------------------------------------------------------- receipts
+
+
+# A receipt is proof of payment: the session closed with money captured.
+SETTLED = Q(state=SessionState.CLOSED, captured_amount_minor__gt=0)
+
+
+def has_receipt(session) -> bool:
+    return session.state == SessionState.CLOSED and session.captured_amount_minor > 0
+
+
+def _get_receipt_session(public_id) -> ChargingSession:
+    session = _get_session(public_id)
+    if not has_receipt(session):
+        raise Http404("no receipt: the session has not been settled with a capture")
+    return session
 
 
 def _receipt_context(session):
@@ -290,7 +437,7 @@ def _receipt_context(session):
 @permission_required(VIEW_PERM)
 @require_GET
 def receipt(request, public_id):
-    session = _get_session(public_id)
+    session = _get_receipt_session(public_id)
     return render(request, "sessions/receipt.html", _receipt_context(session))
 
 
@@ -303,7 +450,7 @@ def _attachment(body, content_type: str, filename: str) -> HttpResponse:
 @permission_required(VIEW_PERM)
 @require_GET
 def receipt_text(request, public_id):
-    session = _get_session(public_id)
+    session = _get_receipt_session(public_id)
     text = receipt_rendering.render_text(receipt_rendering.build_receipt(session))
     return _attachment(text, "text/plain; charset=utf-8", f"receipt-{session.public_id}.txt")
 
@@ -311,7 +458,7 @@ def receipt_text(request, public_id):
 @permission_required(VIEW_PERM)
 @require_GET
 def receipt_pdf(request, public_id):
-    session = _get_session(public_id)
+    session = _get_receipt_session(public_id)
     receipt = receipt_rendering.build_receipt(session)
     pdf = receipt_rendering.render_pdf(receipt_rendering.receipt_lines(receipt))
     return _attachment(pdf, "application/pdf", f"receipt-{session.public_id}.pdf")
@@ -321,8 +468,12 @@ def receipt_pdf(request, public_id):
 @require_GET
 def receipt_search(request):
     """Find a driver's receipt by the day, the amount paid and the card's last 4 digits."""
-    qs = ChargingSession.objects.select_related("site", "terminal", "connector").exclude(
-        masked_pan=""
+    # Only settled sessions have a receipt: one still charging or settling has paid nothing
+    # yet, and would read as "Paid € 0.00" with a receipt to print.
+    qs = (
+        ChargingSession.objects.select_related("site", "terminal", "connector")
+        .filter(SETTLED)
+        .exclude(masked_pan="")
     )
     params = request.GET
     day = parse_date(params.get("date"))

@@ -157,7 +157,7 @@ def _stranded_authorisation(session: ChargingSession, tx: TerminalTransaction) -
         data={"request_id": tx.request_id, "stan": tx.stan, "amount_minor": tx.amount_minor},
         request_id=tx.request_id,
         terminal_id=tx.terminal.terminal_id,
-        amount=tx.amount_minor,
+        amount_minor=tx.amount_minor,
         currency=tx.currency,
         masked_pan=tx.masked_pan or "?",
         stan=tx.stan or "?",

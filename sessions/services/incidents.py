@@ -1,7 +1,9 @@
 """What staff read when the charging app needs a person: one entry per exception kind.
 
 Each text is a format string over the values the raiser passes (`raise_incident`), so the
-wording lives here and the services only say which incident happened to what.
+wording lives here and the services only say which incident happened to what. Money is passed
+as `<name>_minor` with `currency` and reaches the texts as `{<name>}`, already formatted
+("€ 3.40"): staff never read minor units.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from dataclasses import dataclass
 
 from evpay.exceptions import raise_exception
 from evpay.models import ExceptionRecord
+from evpay.money import format_money
 
 Kind = ExceptionRecord.Kind
 Severity = ExceptionRecord.Severity
@@ -27,7 +30,7 @@ INCIDENTS = {
     Kind.STRANDED_AUTHORISATION: Incident(
         Severity.CRITICAL,
         "Authorisation #{request_id} on {terminal_id} approved for a closed session",
-        "{amount} {currency} was reserved on card {masked_pan} (STAN {stan}) after session "
+        "{amount} was reserved on card {masked_pan} (STAN {stan}) after session "
         "{session_id} was closed ({closed_as}).",
         "Release the reservation through the acquirer portal, or let it lapse; tell the driver "
         "if they ask about a pending amount.",
@@ -35,7 +38,7 @@ INCIDENTS = {
     Kind.UNKNOWN_OUTCOME: Incident(
         Severity.CRITICAL,
         "{operation} #{request_id} on {terminal_id}: outcome unknown",
-        "The {operation_code} request for {amount} {currency} was sent at "
+        "The {operation_code} request for {amount} was sent at "
         "{sent_at:%Y-%m-%d %H:%M:%S} and no answer proves whether the terminal did it "
         "({attempts} recovery attempts). Last note: {note}.",
         "The terminal takes no new card payments until this is settled, so that recovery can "
@@ -46,7 +49,7 @@ INCIDENTS = {
     Kind.CAPTURE_FAILED: Incident(
         Severity.CRITICAL,
         "Could not {verb} session {session_id}",
-        "Settling {amount} {currency} failed: {why}.",
+        "The {verb} of {amount} failed: {why}.",
         "Check the terminal's ledger or the acquirer portal; capture again, release, or "
         "resolve manually with a note.",
     ),
@@ -95,6 +98,7 @@ def raise_incident(
 ) -> ExceptionRecord:
     """Open (or refresh) the exception for `kind`, its texts filled from `values`."""
     incident = INCIDENTS[kind]
+    values = _with_money(values)
     return raise_exception(
         kind=kind,
         severity=incident.severity,
@@ -108,6 +112,16 @@ def raise_incident(
         data=data,
         actor=actor,
     )
+
+
+def _with_money(values: dict) -> dict:
+    """`amount_minor=340, currency="EUR"` -> also `amount="€ 3.40"` for the texts."""
+    money = {
+        name.removesuffix("_minor"): format_money(value, values["currency"])
+        for name, value in values.items()
+        if name.endswith("_minor")
+    }
+    return values | money
 
 
 def short_id(session) -> str:

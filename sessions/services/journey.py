@@ -13,6 +13,7 @@ from django.utils import timezone
 
 from evpay import audit
 from evpay.audit import Actor
+from evpay.money import format_money
 from sessions import enqueue as queue
 from sessions.models import ChargingSession, SessionState, Tariff
 from sessions.pricing import Cost, price
@@ -261,7 +262,7 @@ def to_settling(session, actor, reason, *, enqueue=True, audit_data=None, **fiel
             session,
             S.SETTLING,
             actor,
-            f"{reason}; priced {cost.total_minor}",
+            f"{reason}; priced {format_money(cost.total_minor, session.currency)}",
             audit_data=audit_data,
             **fields,
             **cost_fields(cost),

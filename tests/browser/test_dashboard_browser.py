@@ -5,6 +5,7 @@ import re
 import pytest
 from playwright.sync_api import expect
 
+from sessions.models import Operation
 from terminals.models import Terminal, TerminalStatus
 from tests.dashboard import factories as f
 
@@ -142,3 +143,128 @@ def test_a_viewer_sees_no_action_buttons_and_is_refused_when_posting_anyway(
     )
     assert response.status == 403
     screenshot(page, "terminal-detail-viewer")
+
+
+@pytest.fixture
+def quiet_settlement(monkeypatch):
+    """Capture-now queues a settlement; here nobody works the queue (the live server runs in
+    this process, so the patch reaches it) and the test plays the terminal's answer itself."""
+    from sessions import tasks
+
+    queued = []
+    monkeypatch.setattr(tasks.settle_session_task, "delay", lambda *a: queued.append(a))
+    return queued
+
+
+def _charging_session(name="Depot Utrecht"):
+    site = f.make_site(name)
+    f.make_tariff(site)
+    connector = f.make_connector(f.make_terminal(site))
+    session = f.make_session(
+        connector, state="charging", close_reason="", closed_at=None, captured_amount_minor=0
+    )
+    return session, f.make_tx(session, Operation.AUTHORISE)
+
+
+def test_capture_now_says_it_is_queued_and_the_page_shows_the_answer_when_it_comes(
+    page, login, operator, quiet_settlement, screenshot
+):
+    from sessions.models import ChargingSession
+
+    session, auth = _charging_session()
+    login(page, operator)
+    page.clock.install()  # the summary polls every 10 s: the test moves the clock on
+    page.goto(f"/sessions/{session.public_id}/")
+    page.locator("details", has_text="Capture now").locator("summary").click()
+    page.get_by_label("Reason for “capture now”").fill("driver left without unplugging")
+    page.locator("form[data-action=capture] button[type=submit]").click()
+    expect(page.locator("#messages")).to_contain_text(
+        "queued; this page updates when the terminal answers."
+    )
+    expect(page.locator("#messages")).not_to_contain_text("done")
+    expect(page.locator("#session-state")).to_have_text("Settling payment")
+    assert quiet_settlement == [(session.pk,)]
+    # Once settling, capturing again no longer means ending the session.
+    confirm = page.locator("form[data-action=capture]").get_attribute("hx-confirm")
+    assert confirm == "Capture the session's cost now?"
+
+    # The terminal answers: the capture row, the session closed.
+    session.refresh_from_db()
+    capture = f.make_tx(
+        session,
+        Operation.CAPTURE,
+        amount_minor=session.cost_total_minor,
+        original=auth,
+        limit_minor=5000,
+    )
+    ChargingSession.objects.filter(pk=session.pk).update(
+        state="closed", close_reason="captured", captured_amount_minor=session.cost_total_minor
+    )
+    page.evaluate("window.__notReloaded = true")
+    page.clock.run_for(11_000)
+    expect(page.locator("#session-state")).to_have_text("Closed")
+    expect(page.get_by_role("cell", name=f"#{capture.request_id}", exact=True)).to_be_visible()
+    expect(page.locator("section[aria-labelledby=actions-title]")).to_have_count(0)
+    expect(page.get_by_role("link", name="Receipt", exact=True)).to_be_visible()
+    assert page.evaluate("window.__notReloaded") is True
+    screenshot(page, "session-captured-live")
+
+
+def test_the_exceptions_queue_refreshes_itself_except_while_a_form_is_filled_in(
+    page, login, operator, quiet_settlement, screenshot
+):
+    f.make_exception(title="First problem")
+    login(page, operator)
+    page.clock.install()
+    page.goto("/exceptions/")
+    expect(page.get_by_text("First problem")).to_be_visible()
+
+    f.make_exception(title="Second problem")
+    page.clock.run_for(16_000)
+    expect(page.get_by_text("Second problem")).to_be_visible()
+
+    row = page.locator("tr", has_text="First problem")
+    row.get_by_label("Resolution note").fill("half typed")
+    page.locator("h1").click()  # focus leaves the form; the typed note still holds the poll
+    f.make_exception(title="Third problem")
+    page.clock.run_for(16_000)
+    page.wait_for_timeout(1_000)
+    expect(page.get_by_text("Third problem")).to_have_count(0)
+    expect(row.get_by_label("Resolution note")).to_have_value("half typed")
+
+    row.get_by_label("Resolution note").fill("")
+    page.locator("h1").click()
+    page.clock.run_for(16_000)
+    expect(page.get_by_text("Third problem")).to_be_visible()
+
+    row = page.locator("tr", has_text="First problem")
+    row.get_by_role("button", name="Assign to me").click()
+    expect(row.locator(".assignee")).to_have_text("Assigned to otto-operator")
+    expect(page.locator("#messages")).to_contain_text("Assigned to you: First problem")
+    screenshot(page, "exceptions-assigned")
+
+    # A filter replaces the results (no results inside results, so one poller, not two).
+    page.get_by_label("Show").select_option("all")
+    expect(page).to_have_url(re.compile(r"status=all"))
+    expect(page.locator("#results")).to_have_count(1)
+    assert "status=all" in page.locator("#results").get_attribute("hx-get")
+
+
+def test_an_operator_captures_from_the_exceptions_queue(
+    page, login, operator, quiet_settlement, screenshot
+):
+    session, _auth = _charging_session()
+    f.make_exception(session=session, title="Authorisation about to lapse")
+    login(page, operator)
+    page.goto("/exceptions/")
+    row = page.locator("tr", has_text="Authorisation about to lapse")
+    row.locator("details", has_text="Capture now").locator("summary").click()
+    row.get_by_label("Reason for “capture now”").fill("capture before the reservation lapses")
+    row.locator("form[data-action=capture] button[type=submit]").click()
+    expect(page.locator("#messages")).to_contain_text(
+        "queued; this list updates when the terminal answers."
+    )
+    assert quiet_settlement == [(session.pk,)]
+    session.refresh_from_db()
+    assert session.state == "settling"
+    screenshot(page, "exceptions-capture")

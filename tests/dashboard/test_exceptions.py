@@ -4,6 +4,7 @@ import pytest
 
 from evpay import exceptions as exception_service
 from evpay.models import AuditEvent, ExceptionRecord
+from sessions.models import SessionState
 from tests.dashboard import factories as f
 from tests.dashboard.conftest import url
 
@@ -134,3 +135,166 @@ def test_the_queue_paginates_with_a_pinned_query_count(
     with django_assert_max_num_queries(7):
         response = client.get(url("exceptions"), {"page": 3})
     assert "Page 3 of 10" in response.content.decode()
+
+
+# --------------------------------------------------------------------------- session actions
+
+
+def _row_action(client, record, action, reason="driver left", **headers):
+    return client.post(
+        url("exception_session_action", record.public_id, action), {"reason": reason}, **headers
+    )
+
+
+def test_the_queue_offers_the_session_pages_actions_for_an_exception_about_a_session(
+    client_for, operator, viewer, world
+):
+    from sessions.views import ACTIONS
+
+    html = client_for(operator).get(url("exceptions")).content.decode()
+    record = world["exception"]  # about the charging session
+    for key in ("capture", "release"):
+        target = url("exception_session_action", record.public_id, key)
+        assert f'action="{target}"' in html
+        assert f'hx-confirm="{ACTIONS[key].question}"' in html
+    assert url("exception_session_action", record.public_id, "resolve") not in html
+    assert 'name="reason" required' in html
+    assert b"/session/capture/" not in client_for(viewer).get(url("exceptions")).content
+
+
+def test_capture_from_the_queue_runs_the_session_service_with_the_reason(
+    client_for, operator, world, enqueued, django_capture_on_commit_callbacks
+):
+    record, session = world["exception"], world["charging"]
+    with django_capture_on_commit_callbacks(execute=True):
+        response = _row_action(client_for(operator), record, "capture", HTTP_HX_REQUEST="true")
+    html = response.content.decode()
+    assert response.status_code == 200 and "<html" not in html
+    assert f'id="exception-{record.public_id}"' in html and 'hx-swap-oob="true"' in html
+    assert "queued; this list updates when the terminal answers." in html
+    session.refresh_from_db()
+    assert session.state == SessionState.SETTLING
+    assert enqueued == [("settle_session_task", (session.pk,))]
+    event = AuditEvent.objects.get(action="operator.capture_now")
+    assert (event.reason, event.actor_label) == ("driver left", "otto-operator")
+
+
+def test_a_queue_action_needs_a_reason_and_the_services_guards_apply(
+    client_for, operator, world, enqueued
+):
+    record, session = world["exception"], world["charging"]
+    client = client_for(operator)
+    response = _row_action(client, record, "capture", reason=" ", follow=True)
+    assert "Capture now: a reason is required." in response.content.decode()
+    response = _row_action(client, record, "retry", follow=True)
+    assert "Retry recovery was not possible: no transaction" in response.content.decode()
+    session.refresh_from_db()
+    assert session.state == SessionState.CHARGING and enqueued == []
+
+
+def test_queue_actions_refuse_viewers_get_unknown_actions_and_sessionless_exceptions(
+    client_for, viewer, operator, world
+):
+    record = world["exception"]
+    assert _row_action(client_for(viewer), record, "capture").status_code == 403
+    client = client_for(operator)
+    target = url("exception_session_action", record.public_id, "capture")
+    assert client.get(target).status_code == 405
+    assert _row_action(client, record, "resolve").status_code == 404
+    assert _row_action(client, f.make_exception(), "capture").status_code == 404
+    world["charging"].refresh_from_db()
+    assert world["charging"].state == SessionState.CHARGING
+
+
+def test_a_resolved_exception_does_not_act_on_its_session(client_for, operator, world):
+    record = f.make_exception(session=world["charging"], resolved=True)
+    response = _row_action(client_for(operator), record, "capture", follow=True)
+    assert "already resolved" in response.content.decode()
+    world["charging"].refresh_from_db()
+    assert world["charging"].state == SessionState.CHARGING
+
+
+# --------------------------------------------------------------------------- assignee
+
+
+def test_assign_to_me_and_unassign_are_audited_and_a_repeat_changes_nothing(
+    client_for, operator, viewer
+):
+    record = f.make_exception(title="take me")
+    client = client_for(operator)
+    target = url("exception_assign", record.public_id)
+    assert b"Assign to me" in client.get(url("exceptions")).content
+    for _ in range(2):
+        response = client.post(target, {"to": "me"}, HTTP_HX_REQUEST="true")
+        assert response.status_code == 200
+    record.refresh_from_db()
+    assert record.assignee == operator
+    html = response.content.decode()
+    assert "Assigned to otto-operator" in html and "It is already yours." in html
+    assert "Unassign" in html and "Assign to me" not in html
+    assert "Assigned to otto-operator" in client_for(viewer).get(url("exceptions")).content.decode()
+    client = client_for(operator)
+    response = client.post(target, {"to": ""})
+    assert response.status_code == 302 and response["Location"] == url("exceptions")
+    record.refresh_from_db()
+    assert record.assignee is None
+    events = AuditEvent.objects.filter(subject_id=str(record.pk)).order_by("id")
+    assert [(e.action, e.actor_label, e.data) for e in events] == [
+        ("exception.assigned", "otto-operator", {"from": "", "to": "otto-operator"}),
+        ("exception.unassigned", "otto-operator", {"from": "otto-operator", "to": ""}),
+    ]
+
+
+def test_assigning_is_for_operators_and_open_exceptions_only(client_for, viewer, operator):
+    record = f.make_exception()
+    target = url("exception_assign", record.public_id)
+    assert client_for(viewer).post(target, {"to": "me"}).status_code == 403
+    done = f.make_exception(resolved=True)
+    client = client_for(operator)
+    assert client.get(target).status_code == 405
+    response = client.post(url("exception_assign", done.public_id), {"to": "me"}, follow=True)
+    assert "already resolved" in response.content.decode()
+    done.refresh_from_db()
+    assert done.assignee is None
+
+
+# --------------------------------------------------------------------------- auto-refresh
+
+
+def test_the_results_refresh_themselves_with_the_current_filters_unless_a_form_is_in_use(
+    client_for, viewer
+):
+    f.make_exception(title="first")
+    response = client_for(viewer).get(
+        url("exceptions"), {"status": "all", "page": "1"}, HTTP_HX_REQUEST="true"
+    )
+    html = response.content.decode()
+    assert "<html" not in html
+    poller = html.split("<table>")[0]
+    assert 'hx-get="/exceptions/?status=all&amp;page=1"' in poller
+    assert 'hx-swap="outerHTML"' in poller
+    assert "every 15s [document.visibilityState==&#x27;visible&#x27;" not in poller
+    assert "every 15s [document.visibilityState=='visible'" in poller
+    for paused_by in (
+        "form:focus-within",
+        "details[open]",
+        "input[placeholder]:not(:placeholder-shown)",
+    ):
+        assert paused_by in poller
+
+
+def test_the_queue_with_session_actions_keeps_a_pinned_query_count(
+    client_for, operator, django_assert_max_num_queries
+):
+    site = f.make_site()
+    terminal = f.make_terminal(site)
+    for i in range(60):
+        session = f.make_session(
+            f.make_connector(terminal), state="charging", close_reason="", closed_at=None
+        )
+        f.make_exception(session=session, assignee=operator if i % 2 else None)
+    client = client_for(operator)
+    with django_assert_max_num_queries(8):
+        response = client.get(url("exceptions"))
+    html = response.content.decode()
+    assert html.count('data-action="capture"') == 50 and "Assigned to otto-operator" in html

@@ -89,3 +89,25 @@ def test_receipts_need_a_role(client_for, no_role_user, world):
     client = client_for(no_role_user)
     assert client.get(url("sessions:receipt_pdf", world["closed"].public_id)).status_code == 403
     assert client.get(url("sessions:receipts")).status_code == 403
+
+
+def test_only_sessions_settled_with_a_capture_are_listed_as_receipts(client_for, viewer, world):
+    connector = world["connectors"][0]
+    settling = f.make_session(
+        connector, state="settling", close_reason="", closed_at=None, captured_amount_minor=0
+    )
+    released = f.make_session(connector, close_reason="released", captured_amount_minor=0)
+    client = client_for(viewer)
+    html = client.get(url("sessions:receipts")).content.decode()
+    assert url("sessions:receipt", world["closed"].public_id) in html
+    for unpaid in (world["charging"], settling, released):
+        assert str(unpaid.public_id) not in html
+    assert "Paid" in html and "€\u00a00.00" not in html
+    assert html.count("View</a>") == 1
+    # Their receipt pages do not pretend either.
+    for unpaid in (world["charging"], settling, released):
+        for name in ("sessions:receipt", "sessions:receipt_text", "sessions:receipt_pdf"):
+            assert client.get(url(name, unpaid.public_id)).status_code == 404
+    detail = client.get(url("sessions:detail", world["charging"].public_id)).content.decode()
+    assert url("sessions:receipt", world["charging"].public_id) not in detail
+    assert "No receipt: only a session settled with a capture has one." in detail

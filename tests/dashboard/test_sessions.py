@@ -1,16 +1,17 @@
 """Sessions list (filters, search, sort, CSV), detail (timeline, transactions), operator actions."""
 
 import csv
+import dataclasses
 import io
 from datetime import timedelta
 
 import pytest
 from django.utils import timezone
 
-from evpay.models import AuditEvent
+from evpay.models import AuditEvent, ExceptionRecord
 from sessions import services
 from sessions import views as session_views
-from sessions.models import ChargingSession, SessionState
+from sessions.models import ChargingSession, Operation, SessionState
 from tests.dashboard import factories as f
 from tests.dashboard.conftest import url
 
@@ -273,10 +274,10 @@ def test_a_journey_error_is_shown_as_a_message(client_for, operator, world):
 def test_each_action_calls_its_contract_service_with_the_user_and_reason(
     client_for, operator, world, monkeypatch, name, action, function
 ):
-    service, label, question = session_views.ACTIONS[action]
-    assert service is getattr(services, function)
+    real = session_views.ACTIONS[action]
+    assert real.service is getattr(services, function)
     calls = []
-    fake = (lambda s, u, r: calls.append((s.pk, u.pk, r)), label, question)
+    fake = dataclasses.replace(real, service=lambda s, u, r: calls.append((s.pk, u.pk, r)))
     monkeypatch.setitem(session_views.ACTIONS, action, fake)
     response = client_for(operator).post(
         url(name, world["charging"].public_id), {"reason": "why"}, HTTP_HX_REQUEST="true"
@@ -292,3 +293,160 @@ def test_session_actions_refuse_get_and_users_without_role(
     target = url("sessions:capture", world["charging"].public_id)
     assert client_for(operator).get(target).status_code == 405
     assert client_for(no_role_user).post(target, {"reason": "x"}).status_code == 403
+
+
+# --------------------------------------------------------------------------- honest feedback
+
+
+def _act(client, name, session, django_capture_on_commit_callbacks, **post):
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post(
+            url(name, session.public_id), {"reason": "driver left", **post}, follow=True
+        )
+    assert response.status_code == 200
+    return response.content.decode()
+
+
+def test_capture_now_says_the_capture_is_queued_not_done(
+    client_for, operator, world, enqueued, django_capture_on_commit_callbacks
+):
+    session = world["charging"]
+    html = _act(
+        client_for(operator), "sessions:capture", session, django_capture_on_commit_callbacks
+    )
+    session.refresh_from_db()
+    assert session.state == SessionState.SETTLING
+    assert enqueued == [("settle_session_task", (session.pk,))]
+    assert "Capture now: done." not in html
+    assert (
+        f"Capture of €\u00a0{session.cost_total_minor / 100:.2f} queued; this page updates when "
+        "the terminal answers."
+    ) in html
+
+
+def test_capture_now_reports_the_capture_when_the_answer_is_already_in(
+    client_for, operator, world, monkeypatch
+):
+    session = world["charging"]
+
+    def captured_at_once(s, user, reason):  # an in-process worker: settled before we answer
+        ChargingSession.objects.filter(pk=s.pk).update(
+            state=SessionState.CLOSED, close_reason="captured", captured_amount_minor=321
+        )
+
+    fake = dataclasses.replace(session_views.ACTIONS["capture"], service=captured_at_once)
+    monkeypatch.setitem(session_views.ACTIONS, "capture", fake)
+    response = client_for(operator).post(
+        url("sessions:capture", session.public_id), {"reason": "x"}, follow=True
+    )
+    html = response.content.decode()
+    assert "Capture now: the terminal answered; €\u00a03.21 captured." in html
+    assert "queued" not in html
+
+
+def test_release_and_retry_say_what_they_queued(
+    client_for, operator, world, enqueued, django_capture_on_commit_callbacks
+):
+    client = client_for(operator)
+    session = world["charging"]
+    f.make_tx(session, state="unknown", outcome="unknown")
+    f.make_tx(session, Operation.CARD_TOKEN, state="sent", outcome="pending")
+    html = _act(client, "sessions:retry_recovery", session, django_capture_on_commit_callbacks)
+    assert "Recovery queued for 2 request(s); this page updates when the terminal answers." in html
+    assert "Retry recovery: done." not in html
+    html = _act(client, "sessions:release", session, django_capture_on_commit_callbacks)
+    assert "Release queued; this page updates when the terminal answers." in html
+    assert "Release: done." not in html
+
+
+@pytest.mark.parametrize(
+    "state,capture,release",
+    [
+        (
+            SessionState.CHARGING,
+            "End the session and capture its cost now?",
+            "End the session, waive its cost and release the reservation?",
+        ),
+        (
+            SessionState.ENDED,
+            "Capture the session&#x27;s cost now?",
+            "Waive the cost and release the reservation?",
+        ),
+        (
+            SessionState.SETTLING,
+            "Capture the session&#x27;s cost now?",
+            "Waive the cost and release the reservation?",
+        ),
+    ],
+)
+def test_the_confirmation_fits_the_sessions_state(
+    client_for, operator, world, state, capture, release
+):
+    session = world["charging"]
+    ChargingSession.objects.filter(pk=session.pk).update(state=state)
+    html = client_for(operator).get(url("sessions:detail", session.public_id)).content.decode()
+    assert f'hx-confirm="{capture}" data-action="capture"' in html
+    assert f'hx-confirm="{release}" data-action="release"' in html
+    if state != SessionState.CHARGING:
+        assert "End the session" not in html
+
+
+def _stamp(html):
+    return html.split('id="activity-stamp" name="seen" value="')[1].split('"')[0]
+
+
+def test_the_summary_poll_says_when_the_rest_of_the_page_is_out_of_date(client_for, viewer, world):
+    client = client_for(viewer)
+    session = world["charging"]
+    # Listed most severe first, so not in id order: the stamp must not depend on that.
+    f.make_exception(session=session, severity=ExceptionRecord.Severity.CRITICAL)
+    page = client.get(url("sessions:detail", session.public_id)).content.decode()
+    assert 'hx-include="#activity-stamp"' in page
+    assert 'hx-trigger="session-changed[' in page and "from:body" in page
+    seen = _stamp(page)
+
+    def poll():
+        return client.get(
+            url("sessions:detail", session.public_id),
+            {"part": "summary", "seen": seen},
+            HTTP_HX_REQUEST="true",
+        )
+
+    assert "HX-Trigger" not in poll()
+    # The terminal answers: a request row changes, the session closes.
+    auth = f.make_tx(session, Operation.AUTHORISE)
+    assert poll()["HX-Trigger"] == "session-changed"
+    seen = _stamp(
+        client.get(
+            url("sessions:detail", session.public_id), {"part": "activity"}, HTTP_HX_REQUEST="true"
+        ).content.decode()
+    )
+    f.make_tx(session, Operation.CAPTURE, state="sent", outcome="pending", original=auth)
+    assert poll()["HX-Trigger"] == "session-changed"
+    ChargingSession.objects.filter(pk=session.pk).update(state=SessionState.CLOSED)
+    closed = poll()
+    # Closed, but the page has not shown it yet: it keeps polling until it has.
+    assert closed["HX-Trigger"] == "session-changed" and b"hx-trigger" in closed.content
+    activity = client.get(
+        url("sessions:detail", session.public_id), {"part": "activity"}, HTTP_HX_REQUEST="true"
+    ).content.decode()
+    assert "<html" not in activity and "Terminal transactions" in activity
+    seen = _stamp(activity)
+    caught_up = poll()
+    assert "HX-Trigger" not in caught_up and b"hx-trigger" not in caught_up.content
+
+
+def test_the_activity_part_redraws_the_actions_for_the_new_state(client_for, operator, world):
+    client = client_for(operator)
+    session = world["charging"]
+    activity = lambda: client.get(  # noqa: E731
+        url("sessions:detail", session.public_id), {"part": "activity"}, HTTP_HX_REQUEST="true"
+    ).content.decode()
+    before = activity()
+    assert "<html" not in before and 'data-action="capture"' in before
+    ChargingSession.objects.filter(pk=session.pk).update(
+        state=SessionState.CLOSED, close_reason="captured", captured_amount_minor=450
+    )
+    html = activity()
+    assert 'data-action="capture"' not in html and "Operator actions" not in html
+    assert url("sessions:receipt", session.public_id) in html
