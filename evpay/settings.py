@@ -63,6 +63,8 @@ try:
     EVPAY_REFUSED_STOP_THRESHOLD = env_int("EVPAY_REFUSED_STOP_THRESHOLD", 3, minimum=1)
     EVPAY_OFFLINE_AFTER_FAILURES = env_int("EVPAY_OFFLINE_AFTER_FAILURES", 3, minimum=1)
     EVPAY_CLOSING_TIME = env_str("EVPAY_CLOSING_TIME", "03:00")
+    # How far ahead of ours a charger's clock may be when it reports a moment (evpay/validation.py).
+    EVPAY_CLOCK_SKEW_SECONDS = env_int("EVPAY_CLOCK_SKEW_SECONDS", 120, minimum=0)
 except ImproperlyConfiguredEnv as exc:
     raise ImproperlyConfigured(str(exc)) from None
 

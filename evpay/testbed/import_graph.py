@@ -52,6 +52,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...], bool], ...] = (
             "evpay.env",
             "evpay.logging",
             "evpay.web",
+            "evpay.validation",
             "evpay.admin",
             "evpay.apps",
             "evpay.context_processors",
