@@ -217,7 +217,10 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"request_id": {"()": "evpay.logging.RequestIdFilter"}},
+    "filters": {
+        "request_id": {"()": "evpay.logging.RequestIdFilter"},
+        "redact": {"()": "evpay.logging.RedactSecretsFilter"},
+    },
     "formatters": {
         "plain": {
             "format": "%(asctime)s %(levelname)-7s [%(request_id)s] %(name)s: %(message)s",
@@ -228,7 +231,7 @@ LOGGING = {
             "class": "logging.StreamHandler",
             "stream": "ext://sys.stdout",
             "formatter": "plain",
-            "filters": ["request_id"],
+            "filters": ["request_id", "redact"],
         },
     },
     "root": {"handlers": ["stdout"], "level": LOG_LEVEL},

@@ -37,6 +37,17 @@ PROBLEM = "application/problem+json"
 
 
 class ApiKeyAuth(HttpBearer):
+    def __call__(self, request):
+        # Our own scheme check: django-ninja's logs the whole header value (the key itself)
+        # when the scheme is not Bearer, e.g. "Authorization: Token evp_...".
+        scheme, _, token = request.headers.get(self.header, "").partition(" ")
+        if not scheme:
+            return None
+        if scheme.lower() != self.openapi_scheme:
+            log.info("API Authorization header on %s is not 'Bearer <key>'", request.path)
+            return None
+        return self.authenticate(request, token.strip())
+
     def authenticate(self, request, token):
         key = ApiKey.authenticate(token)
         if key is not None:
