@@ -105,6 +105,9 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
+    # Before any view or query: NUL and other controls, over-long values, non-finite amounts
+    # and out-of-range dates get a 400 naming the field (after auth: the page shows the menu).
+    "evpay.validation.HostileInputMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
     # After auth (404.html shows the menu to signed-in users) and CommonMiddleware (slash

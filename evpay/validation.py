@@ -7,11 +7,18 @@ here, before a query, instead of being discovered as a 500 on every page that re
 
 from __future__ import annotations
 
+import logging
+import re
 from datetime import date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 
 from django.conf import settings
+from django.http import HttpResponseBadRequest, JsonResponse
+from django.template.loader import render_to_string
 from django.utils import timezone
+from django.utils.dateparse import parse_datetime
+
+log = logging.getLogger(__name__)
 
 # Dates staff may filter on; anything outside is a typo or an attack, not a business question.
 MIN_YEAR, MAX_YEAR = 2000, 2100
@@ -72,8 +79,6 @@ def parse_bounded_date(value) -> date | None:
 def parse_bounded_datetime(value) -> datetime | None:
     """An ISO datetime (a space stands for '+' from an unencoded query string) within the
     year bounds, with a real offset (at most +-24 h), made aware in the current zone; or None."""
-    from django.utils.dateparse import parse_datetime
-
     if not value:
         return None
     try:
@@ -85,3 +90,126 @@ def parse_bounded_datetime(value) -> datetime | None:
     if timezone.is_naive(moment):
         moment = timezone.make_aware(moment)
     return moment
+
+
+# --------------------------------------------------------------------------- hostile requests
+
+# C0 controls and DEL. PostgreSQL text cannot hold NUL at all (a 500 wherever it reaches a
+# query); the others have no business in a URL, a filter or a one-line field either.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# A form's multi-line text (a note, a reason) may carry tabs and line breaks.
+_CONTROL_IN_TEXT = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+# Longer than any filter or one-line field we have; a reason or note has room to spare.
+MAX_GET_VALUE = 1000
+MAX_POST_VALUE = 5000
+
+# Query parameters with one meaning on every staff page: the filter forms name them so.
+_AMOUNT_PARAMS = ("min", "max", "amount")
+_DATE_PARAMS = ("from", "to", "date")
+_DATETIME_PARAMS = ("since",)
+
+
+def query_error(key: str, value: str) -> str | None:
+    """Why one query parameter cannot be used, or None."""
+    if _CONTROL.search(key) or _CONTROL.search(value):
+        return "contains a control character"
+    if len(value) > MAX_GET_VALUE:
+        return f"is longer than {MAX_GET_VALUE} characters"
+    if not value.strip():
+        return None
+    # Amounts and dates that are not one at all ("x") are the page's to explain (the receipt
+    # search says "Enter an amount like 12.50"); refused here is what parses but no query can
+    # use: NaN, Infinity, 1e999999, year 9999 (+1 day overflows), year 1 (-14 h overflows).
+    if key in _AMOUNT_PARAMS and _is_decimal(value) and parse_amount(value) is None:
+        return f"is not a finite amount of at most {MAX_AMOUNT:,}"
+    if key in _DATE_PARAMS and _is_date(value) and parse_bounded_date(value) is None:
+        return f"is not a date between {MIN_YEAR}-01-01 and {MAX_YEAR}-12-31"
+    if key in _DATETIME_PARAMS and parse_bounded_datetime(value) is None:
+        return "is not a date and time like 2026-01-01T12:00:00+01:00"
+    return None
+
+
+def _is_decimal(value: str) -> bool:
+    try:
+        Decimal(value.strip().replace(",", "."))
+    except (InvalidOperation, ValueError):
+        return False
+    return True
+
+
+def _is_date(value: str) -> bool:
+    try:
+        datetime.strptime(value, "%Y-%m-%d")
+    except ValueError:
+        return False
+    return True
+
+
+def form_error(key: str, value: str) -> str | None:
+    if _CONTROL.search(key) or _CONTROL_IN_TEXT.search(value):
+        return "contains a control character"
+    if len(value) > MAX_POST_VALUE:
+        return f"is longer than {MAX_POST_VALUE} characters"
+    return None
+
+
+def request_errors(request) -> list[tuple[str, str]]:
+    """(field, why) for every part of the request no view should have to defend against."""
+    errors = []
+    if _CONTROL.search(request.path_info):
+        errors.append(("path", "contains a control character"))
+    for key, values in request.GET.lists():
+        for value in values:
+            if why := query_error(key, value):
+                errors.append((key, why))
+    if request.method == "POST" and request.content_type in (
+        "application/x-www-form-urlencoded",
+        "multipart/form-data",
+    ):
+        for key, values in request.POST.lists():
+            for value in values:
+                if why := form_error(key, value):
+                    errors.append((key, why))
+    return errors
+
+
+class HostileInputMiddleware:
+    """Refuses with 400, before any view or query, a request whose path, query or form holds a
+    control character, an over-long value or a typed filter (amount, date, cursor) that is not
+    a finite, in-range value. One place instead of a check in every view: on PostgreSQL each of
+    these was a 500 somewhere (NUL in text, NaN and 1e999999 as amounts, year 9999 + 1 day).
+    """
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        errors = request_errors(request)
+        if not errors:
+            return self.get_response(request)
+        # Field names only in the log: the values are what an attacker chose.
+        log.info(
+            "refused hostile input on %r: %s",
+            request.path_info[:200],
+            ", ".join(_printable(field) for field, _ in errors),
+        )
+        return bad_request(request, errors)
+
+
+def bad_request(request, errors):
+    described = [{"field": _printable(field), "message": why} for field, why in errors]
+    if request.path_info.startswith("/api/"):
+        body = {
+            "type": "about:blank",
+            "title": "Bad request",
+            "status": 400,
+            "detail": "; ".join(f"{e['field']}: {e['message']}" for e in described),
+            "errors": described,
+        }
+        return JsonResponse(body, status=400, content_type="application/problem+json")
+    html = render_to_string("400.html", {"errors": described}, request=request)
+    return HttpResponseBadRequest(html)
+
+
+def _printable(text: str) -> str:
+    return _CONTROL.sub("?", text)[:60]

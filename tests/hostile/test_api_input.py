@@ -136,3 +136,16 @@ def test_ended_and_unplugged_at_out_of_range_are_refused(api, action):
         body["energy_wh"] = 10
     _refused_by_name(api["post"](action, body), "at")
     assert ChargingSession.objects.get(pk=api["session"].pk).state == "charging"
+
+
+def test_a_nul_in_an_api_path_parameter_is_a_400_problem_not_a_500(api, client):
+    raw = ApiKey.issue("other-charger", api["session"].site)[1]
+    response = client.post(
+        "/api/v1/terminals/T%00X/card-read",
+        {},
+        content_type="application/json",
+        HTTP_AUTHORIZATION=f"Bearer {raw}",
+    )
+    assert response.status_code == 400
+    assert response["Content-Type"] == "application/problem+json"
+    assert response.json()["errors"][0]["field"] == "path"
