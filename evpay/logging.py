@@ -1,10 +1,13 @@
 """Request ids in every log line (set by middleware, read by a logging filter), and no
-credential in any log line (a filter on the handlers masks what a library might print)."""
+credential or card number in any log line (a filter on the handlers masks what a library
+might print)."""
 
 import contextvars
 import logging
 import re
 import uuid
+
+from evpay.pan import mask_pans
 
 _request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
@@ -36,9 +39,10 @@ _SECRETS = (
 
 
 def redact(text: str) -> str:
+    """`text` without credentials, and with card numbers masked to first six / last four."""
     for pattern, replacement in _SECRETS:
         text = pattern.sub(replacement, text)
-    return text
+    return mask_pans(text)
 
 
 class RedactSecretsFilter(logging.Filter):

@@ -17,6 +17,7 @@ from django.utils import timezone
 from evpay import audit
 from evpay.audit import Actor
 from evpay.exceptions import resolve_automatically
+from evpay.pan import mask_pans
 from terminals import gateway, signals
 from terminals.models import (
     MifareRead,
@@ -162,7 +163,7 @@ def run_closing(terminal: Terminal, actor: Actor, triggered_by: str = "schedule"
         period_end=period_end,
         triggered_by=triggered_by[:150],
         request_id=request_id,
-        raw_response=result.raw or "",
+        raw_response=mask_pans(result.raw or ""),  # no card number at rest, whatever it sent
     )
     if result.outcome != OpiOutcome.SUCCESS:
         closing.state = PeriodClosing.State.FAILED

@@ -53,6 +53,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...], bool], ...] = (
             "evpay.logging",
             "evpay.web",
             "evpay.validation",
+            "evpay.pan",
             "evpay.admin",
             "evpay.apps",
             "evpay.context_processors",
