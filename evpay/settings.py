@@ -105,11 +105,12 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
-    # Before any view or query: NUL and other controls, over-long values, non-finite amounts
-    # and out-of-range dates get a 400 naming the field (after auth: the page shows the menu).
-    "evpay.validation.HostileInputMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    # Before any view or query: NUL and other controls, over-long values, non-finite amounts
+    # and out-of-range dates get a 400 naming the field (after auth, so the page shows the
+    # menu; after htmx, so an htmx request gets the message out of band).
+    "evpay.validation.HostileInputMiddleware",
     # After auth (404.html shows the menu to signed-in users) and CommonMiddleware (slash
     # redirects); a no-op unless DEBUG is on.
     "evpay.errors.ProjectNotFoundMiddleware",

@@ -13,7 +13,8 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 
 from django.conf import settings
-from django.http import HttpResponseBadRequest, JsonResponse
+from django.contrib import messages
+from django.http import HttpResponse, HttpResponseBadRequest, JsonResponse
 from django.template.loader import render_to_string
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
@@ -207,6 +208,14 @@ def bad_request(request, errors):
             "errors": described,
         }
         return JsonResponse(body, status=400, content_type="application/problem+json")
+    if getattr(request, "htmx", False):
+        # htmx swaps nothing on a 4xx, so the click would seem to do nothing: answer with the
+        # message only (out of band), and leave the page as it is.
+        text = "; ".join(f"{e['field']} {e['message']}" for e in described)
+        messages.error(request, f"Not accepted: {text}.")
+        response = HttpResponse(render_to_string("includes/messages_oob.html", request=request))
+        response["HX-Reswap"] = "none"
+        return response
     html = render_to_string("400.html", {"errors": described}, request=request)
     return HttpResponseBadRequest(html)
 

@@ -266,3 +266,20 @@ def test_a_refused_value_gets_a_400_page_naming_the_field_and_why(client, admin_
     assert "<strong>q</strong> contains a control character" in html
     # Not an amount at all is the page's own form error, as before.
     assert client.get("/receipts/", {"amount": "x"}).status_code == 200
+
+
+def test_an_htmx_request_with_a_refused_value_gets_the_message_out_of_band(
+    client,
+    operator,
+    world,  # noqa: F811
+):
+    client.force_login(operator, backend="django.contrib.auth.backends.ModelBackend")
+    record = world["exception"]
+    response = client.post(
+        f"/exceptions/{record.public_id}/resolve/", {"note": "done\x00"}, HTTP_HX_REQUEST="true"
+    )
+    assert response["HX-Reswap"] == "none"
+    html = response.content.decode()
+    assert 'hx-swap-oob="true"' in html and "note contains a control character" in html
+    record.refresh_from_db()
+    assert record.resolved_at is None
