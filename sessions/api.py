@@ -331,7 +331,8 @@ def idempotent(view):
 
 # --------------------------------------------------------------------------- endpoints
 
-RESPONSES = {401: dict, 403: dict, 404: dict, 409: dict, 422: dict}
+# 400: control characters in the path or an over-long value (evpay.validation middleware).
+RESPONSES = {400: dict, 401: dict, 403: dict, 404: dict, 409: dict, 422: dict}
 
 
 @api.post("/sessions", response={202: SessionOut, **RESPONSES}, summary="Start a session")
