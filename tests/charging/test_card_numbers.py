@@ -103,3 +103,38 @@ def test_a_terminal_sending_the_full_pan_leaves_no_card_number_in_the_database_o
     assert not leaks, f"full card number stored in {sorted(set(leaks))}"
     written = stream.getvalue()
     assert "terminal said CardPAN=" in written and PAN not in written.replace(" ", "")
+
+
+@pytest.mark.django_db
+def test_mask_stored_pans_masks_rows_from_before_and_is_safe_to_repeat():
+    from django.core.management import call_command
+
+    from tests.dashboard import factories as f
+
+    connector = f.make_connector(f.make_terminal())
+    session = f.make_session(connector, masked_pan=PAN)
+    tx = f.make_tx(session, masked_pan=PAN, raw_response=f'<Authorisation CardPAN="{PAN}"/>')
+    f.make_receipt(tx, lines=("CCV", f"CARD {PAN}", "TOTAL EUR 4,50"))
+    out = io.StringIO()
+    call_command("mask_stored_pans", "--dry-run", stdout=out)
+    assert "charging.ChargingSession: 1 row(s)" in out.getvalue()
+    assert any(PAN in text for _, text in _text_values())
+    call_command("mask_stored_pans", stdout=io.StringIO())
+    assert not any(PAN in text for _, text in _text_values())
+    session.refresh_from_db()
+    assert session.masked_pan == PAN[:6] + "******" + PAN[-4:]
+    again = io.StringIO()
+    call_command("mask_stored_pans", stdout=again)
+    assert "charging.DeviceMessage: 0 row(s)" in again.getvalue()
+
+
+@pytest.mark.django_db
+def test_a_card_number_typed_into_a_reason_is_masked_in_the_audit_trail():
+    from evpay import audit
+    from evpay.audit import Actor
+    from evpay.models import AuditEvent
+    from tests.dashboard import factories as f
+
+    session = f.make_session(f.make_connector(f.make_terminal()))
+    audit.record(Actor.system("test"), session, "note", reason=f"customer card {PAN}")
+    assert AuditEvent.objects.get().reason == f"customer card {PAN[:6]}******{PAN[-4:]}"
