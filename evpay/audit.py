@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from evpay.models import AuditEvent
+from evpay.pan import mask_pans
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,7 @@ def record(
         action=action,
         from_state=from_state or "",
         to_state=to_state or "",
-        reason=reason[:2000],
+        # A reason may quote a terminal or be typed by staff: no card number in it at rest.
+        reason=mask_pans(reason[:2000]),
         data=data or {},
     )

@@ -63,6 +63,8 @@ try:
     EVPAY_REFUSED_STOP_THRESHOLD = env_int("EVPAY_REFUSED_STOP_THRESHOLD", 3, minimum=1)
     EVPAY_OFFLINE_AFTER_FAILURES = env_int("EVPAY_OFFLINE_AFTER_FAILURES", 3, minimum=1)
     EVPAY_CLOSING_TIME = env_str("EVPAY_CLOSING_TIME", "03:00")
+    # How far ahead of ours a charger's clock may be when it reports a moment (evpay/validation.py).
+    EVPAY_CLOCK_SKEW_SECONDS = env_int("EVPAY_CLOCK_SKEW_SECONDS", 120, minimum=0)
 except ImproperlyConfiguredEnv as exc:
     raise ImproperlyConfigured(str(exc)) from None
 
@@ -105,6 +107,10 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    # Before any view or query: NUL and other controls, over-long values, non-finite amounts
+    # and out-of-range dates get a 400 naming the field (after auth, so the page shows the
+    # menu; after htmx, so an htmx request gets the message out of band).
+    "evpay.validation.HostileInputMiddleware",
     # After auth (404.html shows the menu to signed-in users) and CommonMiddleware (slash
     # redirects); a no-op unless DEBUG is on.
     "evpay.errors.ProjectNotFoundMiddleware",
@@ -215,7 +221,10 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"request_id": {"()": "evpay.logging.RequestIdFilter"}},
+    "filters": {
+        "request_id": {"()": "evpay.logging.RequestIdFilter"},
+        "redact": {"()": "evpay.logging.RedactSecretsFilter"},
+    },
     "formatters": {
         "plain": {
             "format": "%(asctime)s %(levelname)-7s [%(request_id)s] %(name)s: %(message)s",
@@ -226,7 +235,7 @@ LOGGING = {
             "class": "logging.StreamHandler",
             "stream": "ext://sys.stdout",
             "formatter": "plain",
-            "filters": ["request_id"],
+            "filters": ["request_id", "redact"],
         },
     },
     "root": {"handlers": ["stdout"], "level": LOG_LEVEL},

@@ -2,6 +2,8 @@
 
 from django.contrib import messages
 from django.contrib.auth import views as auth_views
+from django.contrib.auth.forms import AuthenticationForm
+from django.core.validators import MaxLengthValidator
 from django.db import transaction
 from django.db.models import Count, F, Q, Sum
 from django.http import Http404
@@ -275,9 +277,21 @@ def job_runs(request):
 # --------------------------------------------------------------------------- auth
 
 
+class LoginForm(AuthenticationForm):
+    """Django's form sets the username's max_length without a validator, so a username of
+    any length reached authenticate() and django-axes' failed-attempt row (varchar 255): a
+    500 on PostgreSQL. Too long is now a form error, before any attempt is recorded."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        field = self.fields["username"]
+        field.validators.append(MaxLengthValidator(field.max_length))
+
+
 class LoginView(auth_views.LoginView):
     template_name = "registration/login.html"
     redirect_authenticated_user = True
+    authentication_form = LoginForm
 
 
 def permission_denied(request, exception=None):

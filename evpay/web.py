@@ -11,6 +11,7 @@ from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
 
 from evpay.roles import OPERATE_PERM
+from evpay.validation import parse_bounded_date
 
 PAGE_SIZE = 50
 
@@ -73,12 +74,9 @@ def querystring(request, drop=("page",), **changes) -> str:
 
 
 def parse_date(value: str | None):
-    if not value:
-        return None
-    try:
-        return datetime.strptime(value, "%Y-%m-%d").date()
-    except ValueError:
-        return None
+    """A filter date, or None; only years 2000-2100, so `date + 1 day` and `start_of_day - 14 h`
+    cannot overflow (HostileInputMiddleware already answers 400 for others on the staff pages)."""
+    return parse_bounded_date(value)
 
 
 def parse_uuid(value) -> uuid.UUID | None:

@@ -23,9 +23,11 @@ from django.utils import timezone
 from ninja import Field, NinjaAPI, Schema, Status
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 from ninja.security import HttpBearer
+from pydantic import AwareDatetime
 
 from evpay.audit import Actor
 from evpay.money import to_decimal_string
+from evpay.validation import moment_error
 from sessions import enqueue, services
 from sessions.models import ApiKey, ChargingSession, IdempotencyRecord, SessionState
 from terminals.models import Connector, Terminal
@@ -35,6 +37,17 @@ PROBLEM = "application/problem+json"
 
 
 class ApiKeyAuth(HttpBearer):
+    def __call__(self, request):
+        # Our own scheme check: django-ninja's logs the whole header value (the key itself)
+        # when the scheme is not Bearer, e.g. "Authorization: Token evp_...".
+        scheme, _, token = request.headers.get(self.header, "").partition(" ")
+        if not scheme:
+            return None
+        if scheme.lower() != self.openapi_scheme:
+            log.info("API Authorization header on %s is not 'Bearer <key>'", request.path)
+            return None
+        return self.authenticate(request, token.strip())
+
     def authenticate(self, request, token):
         key = ApiKey.authenticate(token)
         if key is not None:
@@ -129,18 +142,23 @@ class StartIn(Schema):
     )
 
 
+# Integers are strict: JSON `true` is not 1 Wh, "1000" is not a number. Moments must carry
+# their offset; their range against the session is checked in `_act` (it needs the row).
+ENERGY_WH = {"ge": 0, "le": 10_000_000, "strict": True}
+
+
 class MeterIn(Schema):
-    energy_wh: int = Field(..., ge=0, le=10_000_000, description="meter reading since start, Wh")
-    at: datetime | None = Field(None, description="when it was read (default: now)")
+    energy_wh: int = Field(..., **ENERGY_WH, description="meter reading since start, Wh")
+    at: AwareDatetime | None = Field(None, description="when it was read (default: now)")
 
 
 class EndedIn(Schema):
-    energy_wh: int = Field(..., ge=0, le=10_000_000, description="final energy, Wh")
-    at: datetime | None = None
+    energy_wh: int = Field(..., **ENERGY_WH, description="final energy, Wh")
+    at: AwareDatetime | None = None
 
 
 class AtIn(Schema):
-    at: datetime | None = None
+    at: AwareDatetime | None = None
 
 
 class StopIn(Schema):
@@ -313,7 +331,8 @@ def idempotent(view):
 
 # --------------------------------------------------------------------------- endpoints
 
-RESPONSES = {401: dict, 403: dict, 404: dict, 409: dict, 422: dict}
+# 400: control characters in the path or an over-long value (evpay.validation middleware).
+RESPONSES = {400: dict, 401: dict, 403: dict, 404: dict, 409: dict, 422: dict}
 
 
 @api.post("/sessions", response={202: SessionOut, **RESPONSES}, summary="Start a session")
@@ -337,8 +356,21 @@ def read(request, session_id: UUID):
     return session_out(_session_for(request, session_id))
 
 
-def _act(request, session_id, action):
+def _check_at(session: ChargingSession, at, after: str) -> None:
+    """Refuse (422, nothing written) a reported moment outside the session's life: before the
+    session was requested (or before charging started, for `after="charging"`) or later than
+    now plus the clock skew. An unbounded one makes the row unreadable or overflows pricing."""
+    not_before = session.requested_at
+    if after == "charging" and session.charging_started_at:
+        not_before = max(not_before, session.charging_started_at)
+    error = moment_error(at, not_before)
+    if error:
+        raise ValidationError([{"loc": ("body", "payload", "at"), "msg": f"at {error}"}])
+
+
+def _act(request, session_id, action, *, at=None, after="requested"):
     session = _session_for(request, session_id)
+    _check_at(session, at, after)
     action(session, _actor(request))
     session.refresh_from_db()
     return Status(200, session_out(session))
@@ -351,6 +383,8 @@ def meter(request, session_id: UUID, payload: MeterIn):
         request,
         session_id,
         lambda s, a: services.record_meter(s, payload.energy_wh, a, at=payload.at),
+        at=payload.at,
+        after="charging",
     )
 
 
@@ -358,7 +392,9 @@ def meter(request, session_id: UUID, payload: MeterIn):
 @idempotent
 def charging_started(request, session_id: UUID, payload: AtIn | None = None):
     at = payload.at if payload else None
-    return _act(request, session_id, lambda s, a: services.mark_charging_started(s, a, at=at))
+    return _act(
+        request, session_id, lambda s, a: services.mark_charging_started(s, a, at=at), at=at
+    )
 
 
 @api.post("/sessions/{session_id}/charging-ended", response={200: SessionOut, **RESPONSES})
@@ -368,6 +404,8 @@ def charging_ended(request, session_id: UUID, payload: EndedIn):
         request,
         session_id,
         lambda s, a: services.mark_charging_ended(s, payload.energy_wh, a, at=payload.at),
+        at=payload.at,
+        after="charging",
     )
 
 
@@ -375,7 +413,13 @@ def charging_ended(request, session_id: UUID, payload: EndedIn):
 @idempotent
 def unplugged(request, session_id: UUID, payload: AtIn | None = None):
     at = payload.at if payload else None
-    return _act(request, session_id, lambda s, a: services.mark_unplugged(s, a, at=at))
+    return _act(
+        request,
+        session_id,
+        lambda s, a: services.mark_unplugged(s, a, at=at),
+        at=at,
+        after="charging",
+    )
 
 
 @api.post("/sessions/{session_id}/stop", response={200: SessionOut, **RESPONSES})

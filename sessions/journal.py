@@ -19,6 +19,7 @@ from django.utils import timezone
 
 from evpay import audit
 from evpay.audit import Actor
+from evpay.pan import mask_pans
 from sessions.models import (
     MONEY_OPERATIONS,
     DeviceMessage,
@@ -156,9 +157,15 @@ def record_result(tx: TerminalTransaction, result: OpiResult) -> TerminalTransac
     return tx
 
 
-def clean_text(value: str | None, limit: int | None = None) -> str:
-    """Terminal text as storable text: PostgreSQL refuses NUL characters, garbage has them."""
+def clean_text(value: str | None, limit: int | None = None, *, identifier: bool = False) -> str:
+    """Terminal text as storable text: PostgreSQL refuses NUL characters, garbage has them.
+
+    Card numbers are masked (first six, last four) whatever the terminal sent: no full PAN at
+    rest. `identifier`: a value we match on (card token, STAN), kept exactly as sent.
+    """
     text = (value or "").replace("\x00", "\\x00")
+    if not identifier:
+        text = mask_pans(text)
     return text[:limit] if limit else text
 
 
@@ -167,14 +174,14 @@ def response_fields(result: OpiResult) -> dict:
     return {
         "overall_result": clean_text(result.overall_result, 32),
         # Identifiers in full: the protocol library refuses longer ones (MAX_IDENTIFIER_LENGTH).
-        "stan": clean_text(result.stan),
-        "approval_code": clean_text(result.approval_code),
+        "stan": clean_text(result.stan, identifier=True),
+        "approval_code": clean_text(result.approval_code, identifier=True),
         "terminal_timestamp": clean_text(result.timestamp),
-        "response_terminal_id": clean_text(result.terminal_id),
+        "response_terminal_id": clean_text(result.terminal_id, identifier=True),
         "card_brand": clean_text(result.card_circuit, 16),
         "masked_pan": clean_text(result.card_pan, 32),
-        "card_token": clean_text(result.card_token),
-        "card_par": clean_text(result.par),
+        "card_token": clean_text(result.card_token, identifier=True),
+        "card_par": clean_text(result.par, identifier=True),
         "action_code": clean_text(result.action_code, 16),
         "return_code": clean_text(result.return_code, 16),
         "error_code": clean_text(result.error_code, 32),

@@ -17,6 +17,7 @@ from django.utils import timezone
 from evpay import audit
 from evpay.audit import Actor
 from evpay.exceptions import resolve_automatically
+from evpay.pan import mask_pans
 from terminals import gateway, signals
 from terminals.models import (
     MifareRead,
@@ -306,7 +307,7 @@ def run_closing(
         raise
     closing.period_end = period_end
     closing.request_id = request_id
-    closing.raw_response = result.raw or ""
+    closing.raw_response = mask_pans(result.raw or "")  # no card number at rest, whatever it sent
     closing.save(update_fields=["period_end", "request_id", "raw_response"])
     if rerun is not None:
         audit.record(

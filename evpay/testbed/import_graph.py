@@ -52,6 +52,8 @@ LAYERS: tuple[tuple[str, tuple[str, ...], bool], ...] = (
             "evpay.env",
             "evpay.logging",
             "evpay.web",
+            "evpay.validation",
+            "evpay.pan",
             "evpay.admin",
             "evpay.apps",
             "evpay.context_processors",

@@ -31,6 +31,9 @@ class FaultKind(enum.StrEnum):
     # Close the connection as soon as it is accepted (before reading, unless an operation filter
     # makes it wait for the request type).
     OFFLINE = "offline"
+    # Answer normally, but with the card's full PAN in CardPAN and on the receipts instead of
+    # the masked one: the firmware or configuration error a back-office must not store.
+    FULL_PAN = "full_pan"
 
 
 #: Friendly operation names accepted beside the OPI RequestType.

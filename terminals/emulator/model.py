@@ -50,6 +50,7 @@ class Reply:
     brands: list[tuple[str, str]] = field(default_factory=list)  # GetCardCircuits
     totals: list[dict[str, object]] = field(default_factory=list)  # Reconciliation
     period: int = 0
+    full_pan: bool = False  # the FULL_PAN fault: CardPAN carries the whole card number
 
 
 @dataclass(slots=True)

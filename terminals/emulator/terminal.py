@@ -144,6 +144,7 @@ class EmulatedTerminal:
         self._cards: deque[Card] = deque()
         self._wakeup = asyncio.Event()
         self._open: OpenRequest | None = None
+        self._full_pan = False  # the FULL_PAN fault, for the request being answered
         self._channel1_log: deque[dict[str, Any]] = deque(maxlen=200)
         self._hanging: set[asyncio.StreamWriter] = set()
         # Strong references to the fire-and-forget closing displays (a task only weakly
@@ -287,6 +288,7 @@ class EmulatedTerminal:
             return False
 
         fault = self.faults.take(request.request_type)
+        full_pan = False
         if fault is not None:
             log.info("%s: fault %s on %s", self.terminal_id, fault.kind, request.request_type)
             if fault.kind in (FaultKind.DROP_BEFORE_COMMIT, FaultKind.OFFLINE):
@@ -302,6 +304,9 @@ class EmulatedTerminal:
                 return False
             if fault.kind is FaultKind.SLOW and not fault.commits:
                 await asyncio.sleep(fault.delay)  # slow to start: the POS may give up first
+                fault = None
+            if fault is not None and fault.kind is FaultKind.FULL_PAN:
+                full_pan = True
                 fault = None
 
         # Firmware without the request type refuses it outright: before Busy, Abort or any
@@ -322,13 +327,16 @@ class EmulatedTerminal:
         if opened:
             self._open = open_request
         try:
+            self._full_pan = full_pan  # read by the receipts this request prints
             reply, repeated = await self._process(open_request)
+            reply.full_pan = reply.full_pan or full_pan
             answer = self._encode(request, reply, repeated)
             answered = await self._answer(answer, fault, reader, writer, open_request)
             if answered and self.dialect.closing_display and request.root == CARD_SERVICE_REQUEST:
                 self._in_background(self._closing_display(request))
             return answered
         finally:
+            self._full_pan = False
             if opened and self._open is open_request:
                 self._open = None
 
@@ -799,7 +807,7 @@ class EmulatedTerminal:
             f"TERMINAL {self.terminal_id}",
             RECEIPT_TITLES[kind],
             card.brand if card else "",
-            f"CARD {card.masked_pan}" if card else "",
+            f"CARD {card.pan if self._full_pan else card.masked_pan}" if card else "",
             f"AMOUNT {minor_to_text(reply.amount_minor, reply.currency)}",
             f"STAN {reply.stan}",
             f"AUTH CODE {reply.approval_code}",

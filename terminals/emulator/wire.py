@@ -150,7 +150,11 @@ def encode_reply(
             authorisation=m.Authorisation(
                 approval_code=reply.approval_code or None,
                 card_circuit=card.brand if card is not None and card.brand else None,
-                card_pan=card.masked_pan if card is not None and card.pan else None,
+                card_pan=(
+                    (card.pan if reply.full_pan else card.masked_pan)
+                    if card is not None and card.pan
+                    else None
+                ),
                 timestamp=reply.timestamp or None,
                 action_code=reply.action_code or ("000" if reply.result == "Success" else None),
             ),
