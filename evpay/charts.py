@@ -50,10 +50,12 @@ def _label_step(n: int) -> int:
     return 1 if n <= 10 else (n + 9) // 10
 
 
-def bars(values: list[float], labels: list[str], data: list[dict] | None = None) -> dict:
-    """Bars scaled to the largest value (a zero-only series draws flat, zero-height bars)."""
+def bars(
+    values: list[float], labels: list[str], data: list[dict] | None = None, scale=None
+) -> dict:
+    """Bars scaled to `scale` or the largest value (all zeros draw flat, zero-height bars)."""
     n = len(values)
-    top = max(values, default=0) or 1
+    top = scale or max(values, default=0) or 1
     step = _label_step(n)
     out = []
     for i, value in enumerate(values):
@@ -129,6 +131,13 @@ def strip(intervals: list[tuple[datetime, datetime, str]], start: datetime, end:
         width = STRIP_WIDTH * (b - a).total_seconds() / span
         out.append({"x": round(x, 2), "width": round(width, 2), "key": key, "start": a, "end": b})
     return out
+
+
+def duration_text(seconds: float) -> str:
+    """'3 h 05 min', '12 min', '0 min': durations in the figures' text alternatives."""
+    minutes = int(round(seconds / 60))
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min"
 
 
 def hour_ticks(start: datetime, end: datetime, every: int = 3) -> list[dict]:
