@@ -25,7 +25,7 @@ from evpay.web import (
     querystring,
     render_page,
 )
-from terminals import services, tasks, uptime
+from terminals import closing_calendar, services, tasks, uptime
 from terminals.models import (
     OFFLINE_STATUSES,
     ClosingBrandTotal,
@@ -291,6 +291,8 @@ def closing_list(request):
         "states": PeriodClosing.State.choices,
         "csv_query": querystring(request, format="csv"),
     }
+    if not request.htmx:  # the filter's fragment is the table only
+        context["calendar"] = closing_calendar.month_calendars(request.GET)
     return render_page(request, "terminals/closings.html", context, partial="results")
 
 
