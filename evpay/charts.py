@@ -9,8 +9,9 @@ import calendar
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
-# The bar charts' viewBox: one slot per day, so 30 days stay readable when scaled to a phone.
-SLOT = 24
+# The bar charts' viewBox: a fixed width shared by the days, so a week's bars are not giants
+# on a phone and a month's still fit; its text scales with it.
+WIDTH = 480
 BAR_HEIGHT = 120
 TOP = 14  # room for the value printed above the tallest bar
 AXIS = 16  # room for the day labels under the bars
@@ -19,6 +20,7 @@ AXIS = 16  # room for the day labels under the bars
 @dataclass
 class Bar:
     x: float
+    cx: float  # the middle, for the texts
     y: float
     width: float
     height: float
@@ -38,6 +40,7 @@ class Segment:
 @dataclass
 class StackedBar:
     x: float
+    cx: float
     width: float
     segments: list[Segment]
     total: int
@@ -57,14 +60,16 @@ def bars(
     n = len(values)
     top = scale or max(values, default=0) or 1
     step = _label_step(n)
+    slot = WIDTH / max(n, 1)
     out = []
     for i, value in enumerate(values):
         height = BAR_HEIGHT * value / top
         out.append(
             Bar(
-                x=i * SLOT + 3,
+                x=round(i * slot + slot * 0.15, 2),
+                cx=round((i + 0.5) * slot, 2),
                 y=round(TOP + BAR_HEIGHT - height, 2),
-                width=SLOT - 6,
+                width=round(slot * 0.7, 2),
                 height=round(height, 2),
                 value=value,
                 label=labels[i] if i % step == 0 else "",
@@ -73,7 +78,7 @@ def bars(
         )
     return {
         "bars": out,
-        "width": max(n, 1) * SLOT,
+        "width": WIDTH,
         "height": TOP + BAR_HEIGHT + AXIS,
         "baseline": TOP + BAR_HEIGHT,
         "label_y": TOP + BAR_HEIGHT + AXIS - 4,
@@ -86,6 +91,7 @@ def stacked_shares(
     """Bars of equal height split into the shares of `keys` (bottom first); empty days empty."""
     n = len(parts)
     step = _label_step(n)
+    slot = WIDTH / max(n, 1)
     out = []
     for i, counts in enumerate(parts):
         total = sum(counts.get(k, 0) for k in keys)
@@ -98,8 +104,9 @@ def stacked_shares(
             segments.append(Segment(y=round(y, 2), height=round(height, 2), key=key, value=value))
         out.append(
             StackedBar(
-                x=i * SLOT + 3,
-                width=SLOT - 6,
+                x=round(i * slot + slot * 0.15, 2),
+                cx=round((i + 0.5) * slot, 2),
+                width=round(slot * 0.7, 2),
                 segments=segments,
                 total=total,
                 label=labels[i] if i % step == 0 else "",
@@ -108,7 +115,7 @@ def stacked_shares(
         )
     return {
         "bars": out,
-        "width": max(n, 1) * SLOT,
+        "width": WIDTH,
         "height": TOP + BAR_HEIGHT + AXIS,
         "baseline": TOP + BAR_HEIGHT,
         "top": TOP,
@@ -116,7 +123,7 @@ def stacked_shares(
     }
 
 
-STRIP_WIDTH = 960  # 40 units an hour over a day
+STRIP_WIDTH = 480  # 20 units an hour over a day
 
 
 def strip(intervals: list[tuple[datetime, datetime, str]], start: datetime, end: datetime):
