@@ -128,14 +128,14 @@ STRIP_WIDTH = 480  # 20 units an hour over a day
 
 def strip(intervals: list[tuple[datetime, datetime, str]], start: datetime, end: datetime):
     """Intervals clipped to [start, end) as x/width in a STRIP_WIDTH-wide viewBox."""
-    span = (end - start).total_seconds()
+    t0, span = start.timestamp(), end.timestamp() - start.timestamp()  # real seconds
     out = []
     for a, b, key in intervals:
         a, b = max(a, start), min(b, end)
         if b <= a:
             continue
-        x = STRIP_WIDTH * (a - start).total_seconds() / span
-        width = STRIP_WIDTH * (b - a).total_seconds() / span
+        x = STRIP_WIDTH * (a.timestamp() - t0) / span
+        width = STRIP_WIDTH * (b.timestamp() - a.timestamp()) / span
         out.append({"x": round(x, 2), "width": round(width, 2), "key": key, "start": a, "end": b})
     return out
 
@@ -149,14 +149,14 @@ def duration_text(seconds: float) -> str:
 
 def hour_ticks(start: datetime, end: datetime, every: int = 3) -> list[dict]:
     """Ticks on whole local hours (start must be aware in the zone the labels should read)."""
-    span = (end - start).total_seconds()
+    span = end.timestamp() - start.timestamp()  # real seconds, also across a DST change
     first = start.replace(minute=0, second=0, microsecond=0)
     if first < start:
         first += timedelta(hours=1)
     ticks, at = [], first
     while at < end:
         if at.hour % every == 0:
-            x = STRIP_WIDTH * (at - start).total_seconds() / span
+            x = STRIP_WIDTH * (at.timestamp() - start.timestamp()) / span
             ticks.append({"x": round(x, 2), "label": at.strftime("%H:%M")})
         at += timedelta(hours=1)
     return ticks

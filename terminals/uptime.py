@@ -6,7 +6,7 @@ Two queries whatever the history's length: the changes since the start of the ol
 shown, and the last change before it (the status the window starts in).
 """
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from django.utils import timezone
@@ -76,14 +76,15 @@ def status_intervals(terminal: Terminal, start: datetime, end: datetime):
 def _seconds_by_category(intervals, start, end) -> dict[str, float]:
     out = dict.fromkeys(CATEGORY_LABELS, 0.0)
     for a, b, key in intervals:
-        a, b = max(a, start), min(b, end)
+        a, b = max(a, start).astimezone(UTC), min(b, end).astimezone(UTC)
         if b > a:
             out[key] += (b - a).total_seconds()
     return out
 
 
 def _period(intervals, label, start, end, now) -> dict:
-    end = min(end, now)
+    # In UTC: two times in one zone subtract as wall clocks, and a DST day is not 24 hours.
+    start, end = start.astimezone(UTC), min(end, now).astimezone(UTC)
     span = (end - start).total_seconds()
     seconds = _seconds_by_category(intervals, start, end)
     up = sum(seconds[k] for k in UP)

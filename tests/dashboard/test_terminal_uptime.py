@@ -103,3 +103,16 @@ def test_the_terminal_page_costs_the_same_queries_for_a_long_history(client_for,
         html = client.get(page).content.decode()
     assert len(many) == len(few)
     assert html.count('class="seg offline"') >= 30
+
+
+def test_a_day_that_springs_forward_is_23_hours_long():
+    terminal = f.make_terminal(f.make_site(time_zone="Europe/Amsterdam"))
+    tz = ZoneInfo("Europe/Amsterdam")
+    change(terminal, datetime(2026, 3, 1, tzinfo=tz), S.UNKNOWN, S.READY)
+    # Up from midnight to noon on 29 March: 11 real hours (02:00 became 03:00) of 23.
+    change(terminal, datetime(2026, 3, 29, 12, 0, tzinfo=tz), S.READY, S.OFFLINE)
+    change(terminal, datetime(2026, 3, 30, 0, 0, tzinfo=tz), S.OFFLINE, S.READY)
+    figures = uptime.terminal_uptime(terminal, now=datetime(2026, 3, 30, 12, 0, tzinfo=tz))
+    days = {d["day"].isoformat(): d["percent"] for d in figures["days"]}
+    assert days["2026-03-28"] == 100.0
+    assert days["2026-03-29"] == round(100 * 11 / 23, 1)
