@@ -68,7 +68,7 @@ def overview_context() -> dict:
 @require_GET
 def overview(request):
     context = overview_context()
-    if not request.htmx:  # the live poll refreshes the counters only, not the figures
+    if not request.htmx or request.htmx.boosted:  # the live poll: counters only
         context["figures"] = payment_figures(request.GET.get("range", ""))
     return render_page(request, "overview.html", context, partial="live")
 

@@ -291,7 +291,7 @@ def closing_list(request):
         "states": PeriodClosing.State.choices,
         "csv_query": querystring(request, format="csv"),
     }
-    if not request.htmx:  # the filter's fragment is the table only
+    if not request.htmx or request.htmx.boosted:  # the filter fragment: the table only
         context["calendar"] = closing_calendar.month_calendars(request.GET)
     return render_page(request, "terminals/closings.html", context, partial="results")
 
