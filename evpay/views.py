@@ -12,11 +12,12 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
-from evpay import audit
+from evpay import audit, charts
 from evpay import exceptions as exception_service
 from evpay.models import ExceptionRecord, JobRun
 from evpay.roles import OPERATE_PERM, VIEW_PERM, permission_required
 from evpay.web import after_post, can_operate, paginate, querystring, render_page, start_of_day
+from sessions import stats as session_stats
 from sessions import views as session_views
 from sessions.models import OPEN_STATES, ChargingSession, SessionState, TerminalTransaction
 from terminals.models import OFFLINE_STATUSES, PeriodClosing, Terminal
@@ -68,7 +69,20 @@ def overview_context() -> dict:
 @permission_required(VIEW_PERM)
 @require_GET
 def overview(request):
-    return render_page(request, "overview.html", overview_context(), partial="live")
+    context = overview_context()
+    if not request.htmx or request.htmx.boosted:  # the live poll: counters only
+        context["figures"] = payment_figures(request.GET.get("range", ""))
+    return render_page(request, "overview.html", context, partial="live")
+
+
+def payment_figures(preset: str) -> dict:
+    """The overview's charts for a date preset, in days of the operator's default zone
+    (settings.TIME_ZONE): the zone the sessions list's from/to filters use, so a bar's
+    link lists that bar's sessions even when sites are in several zones."""
+    tz = timezone.get_current_timezone()
+    key, first, last = charts.preset_days(preset, timezone.localdate())
+    figures = session_stats.daily_payments(first, last, tz)
+    return figures | {"preset": key, "presets": charts.PRESETS, "time_zone": str(tz)}
 
 
 # --------------------------------------------------------------------------- exceptions

@@ -25,7 +25,7 @@ from evpay.web import (
     querystring,
     render_page,
 )
-from terminals import services, tasks
+from terminals import closing_calendar, services, tasks, uptime
 from terminals.models import (
     OFFLINE_STATUSES,
     ClosingBrandTotal,
@@ -124,6 +124,7 @@ def terminal_detail(request, public_id):
         "closing_today": services.closing_of_the_day(terminal),
         "mifare": terminal.mifare_reads.select_related("requested_by").first(),
         "can_operate": can_operate(request.user),
+        "uptime": uptime.terminal_uptime(terminal),
     }
     return render(request, "terminals/detail.html", context)
 
@@ -290,6 +291,8 @@ def closing_list(request):
         "states": PeriodClosing.State.choices,
         "csv_query": querystring(request, format="csv"),
     }
+    if not request.htmx or request.htmx.boosted:  # the filter fragment: the table only
+        context["calendar"] = closing_calendar.month_calendars(request.GET)
     return render_page(request, "terminals/closings.html", context, partial="results")
 
 

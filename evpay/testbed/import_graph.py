@@ -64,6 +64,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...], bool], ...] = (
             "evpay.wsgi",
             "evpay.asgi",
             "evpay.health",
+            "evpay.charts",  # pure SVG geometry for the pages of every app
         ),
         False,
     ),

@@ -1,0 +1,148 @@
+"""A terminal's status over time, from its status history (TerminalStatusChange, written by
+services.set_status on every status poll that changes it): the last 24 hours as a strip and
+the share of time it was up per day and per month, in the site's time zone.
+
+Two queries whatever the history's length: the changes since the start of the oldest month
+shown, and the last change before it (the status the window starts in).
+"""
+
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from django.utils import timezone
+
+from evpay import charts
+from evpay.web import start_of_day
+from terminals.models import Terminal, TerminalStatus
+
+ONLINE, BUSY, NOT_READY, OFFLINE, UNKNOWN = "online", "busy", "not_ready", "offline", "unknown"
+CATEGORY_LABELS = {
+    ONLINE: "Online",
+    BUSY: "Busy",
+    NOT_READY: "Not ready (logged out, locked, inoperable, reprint)",
+    OFFLINE: "Offline",
+    UNKNOWN: "Unknown",
+}
+CATEGORY = {
+    TerminalStatus.IDLE: ONLINE,
+    TerminalStatus.READY: ONLINE,
+    # It answers but tells no state: reachable, so it counts as online.
+    TerminalStatus.REACHABLE: ONLINE,
+    TerminalStatus.BUSY: BUSY,
+    TerminalStatus.REPRINT_TICKET: NOT_READY,
+    TerminalStatus.LOGGED_OUT: NOT_READY,
+    TerminalStatus.LOCKED: NOT_READY,
+    TerminalStatus.INOPERABLE: NOT_READY,
+    TerminalStatus.OFFLINE: OFFLINE,
+    TerminalStatus.UNKNOWN: UNKNOWN,
+}
+# "Up" is able to take a payment now or after the one in progress.
+UP = frozenset({ONLINE, BUSY})
+MONTHS = 3
+DAYS = 7
+
+
+def category(status: str) -> str:
+    return CATEGORY.get(status, UNKNOWN)
+
+
+def status_intervals(terminal: Terminal, start: datetime, end: datetime):
+    """[(from, to, category)] covering [start, end) from the status history."""
+    changes = list(
+        terminal.status_changes.filter(at__gt=start, at__lt=end)
+        .order_by("at", "id")
+        .values_list("at", "from_status", "to_status")
+    )
+    before = (
+        terminal.status_changes.filter(at__lte=start)
+        .order_by("-at", "-id")
+        .values_list("to_status", flat=True)
+        .first()
+    )
+    if before is not None:
+        status = before
+    elif changes:
+        status = changes[0][1]  # what it was before its first recorded change
+    else:
+        status = terminal.status  # no history at all: the status it has held throughout
+    intervals, since = [], start
+    for at, _from, to in changes:
+        intervals.append((since, at, category(status)))
+        since, status = at, to
+    intervals.append((since, end, category(status)))
+    return [i for i in intervals if i[1] > i[0]]
+
+
+def _seconds_by_category(intervals, start, end) -> dict[str, float]:
+    out = dict.fromkeys(CATEGORY_LABELS, 0.0)
+    for a, b, key in intervals:
+        a, b = max(a, start).astimezone(UTC), min(b, end).astimezone(UTC)
+        if b > a:
+            out[key] += (b - a).total_seconds()
+    return out
+
+
+def _period(intervals, label, start, end, now) -> dict:
+    # In UTC: two times in one zone subtract as wall clocks, and a DST day is not 24 hours.
+    start, end = start.astimezone(UTC), min(end, now).astimezone(UTC)
+    span = (end - start).total_seconds()
+    seconds = _seconds_by_category(intervals, start, end)
+    up = sum(seconds[k] for k in UP)
+    percent = round(100 * up / span, 1) if span > 0 else None
+    return {
+        "label": label,
+        "percent": percent,
+        "text": f"{label}: up {percent:.1f}% of the time"
+        + (f" (offline {charts.duration_text(seconds[OFFLINE])})" if seconds[OFFLINE] else "")
+        if percent is not None
+        else f"{label}: no time yet",
+    }
+
+
+def terminal_uptime(terminal: Terminal, now: datetime | None = None) -> dict:
+    now = now or timezone.now()
+    tz = ZoneInfo(terminal.site.time_zone)
+    today = timezone.localdate(now, tz)
+    first_month = charts.shift_month(today, -(MONTHS - 1))
+    window_start = min(start_of_day(first_month, tz), now - timedelta(hours=24))
+    intervals = status_intervals(terminal, window_start, now)
+
+    strip_start = now - timedelta(hours=24)
+    segments = charts.strip(intervals, strip_start, now)
+    for seg in segments:
+        a, b = seg["start"].astimezone(tz), seg["end"].astimezone(tz)
+        seg["text"] = f"{CATEGORY_LABELS[seg['key']].split(' (')[0]} {a:%H:%M}–{b:%H:%M}"
+    totals = _seconds_by_category(intervals, strip_start, now)
+    summary = ", ".join(
+        f"{CATEGORY_LABELS[k].split(' (')[0].lower()} {charts.duration_text(v)}"
+        for k, v in totals.items()
+        if v
+    )
+
+    days = []
+    for i in range(DAYS - 1, -1, -1):
+        day = today - timedelta(days=i)
+        start = start_of_day(day, tz)
+        days.append(_period(intervals, f"{day:%a %Y-%m-%d}", start, start + timedelta(days=1), now))
+        days[-1]["day"] = day
+    day_chart = charts.bars(
+        [d["percent"] or 0 for d in days], [f"{d['day']:%a}" for d in days], days, scale=100
+    )
+    months = []
+    for i in range(MONTHS - 1, -1, -1):
+        month = charts.shift_month(today, -i)
+        start = start_of_day(month, tz)
+        end = start_of_day(charts.shift_month(month, 1), tz)
+        months.append(_period(intervals, f"{month:%B %Y}", start, end, now))
+    return {
+        "time_zone": str(tz),
+        "strip": segments,
+        "strip_width": charts.STRIP_WIDTH,
+        "ticks": charts.hour_ticks(strip_start.astimezone(tz), now.astimezone(tz)),
+        "strip_summary": summary,
+        "strip_start": strip_start,
+        "days": days,
+        "day_chart": day_chart,
+        "months": months,
+        "legend": list(CATEGORY_LABELS.items()),
+    }
