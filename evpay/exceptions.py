@@ -8,6 +8,7 @@ from django.utils import timezone
 
 from evpay import audit
 from evpay.models import ExceptionRecord
+from evpay.pan import mask_pans
 
 
 def raise_exception(
@@ -58,10 +59,11 @@ def raise_exception(
 
 def resolve_exception(record: ExceptionRecord, user, note: str) -> bool:
     """Mark resolved; returns False if it was already resolved (safe to call twice)."""
-    if not note.strip():
+    note = mask_pans(note.strip())  # staff paste card numbers from the acquirer portal
+    if not note:
         raise ValueError("a resolution note is required")
     done = ExceptionRecord.objects.filter(pk=record.pk, resolved_at__isnull=True).update(
-        resolved_at=timezone.now(), resolved_by=user, resolution_note=note.strip()
+        resolved_at=timezone.now(), resolved_by=user, resolution_note=note
     )
     if done:
         audit.record(
@@ -70,7 +72,7 @@ def resolve_exception(record: ExceptionRecord, user, note: str) -> bool:
             "exception.resolved",
             from_state="open",
             to_state="resolved",
-            reason=note.strip(),
+            reason=note,
         )
     return bool(done)
 
@@ -94,6 +96,7 @@ def resolve_for_session(session, note: str, actor, *, user=None, dedupe_keys=())
 
 
 def _resolve_open(records, note: str, actor, *, session=None, user=None) -> int:
+    note = mask_pans(note)
     closed = 0
     for record in records.filter(resolved_at__isnull=True):
         if ExceptionRecord.objects.filter(pk=record.pk, resolved_at__isnull=True).update(

@@ -10,6 +10,7 @@ from django.utils import timezone
 
 from evpay.audit import Actor
 from evpay.exceptions import resolve_automatically, resolve_for_session
+from evpay.pan import mask_pans
 from sessions import enqueue as queue
 from sessions import journal
 from sessions.models import (
@@ -142,7 +143,7 @@ def resolve_manually(session: ChargingSession, user, note: str) -> ChargingSessi
     the terminal for new payments and ends their recovery. Every open exception of the session
     is resolved with staff's note: once the session is closed by hand nothing will clear them
     (a refused capture's, an expiry warning's), and open ones would read as work still to do."""
-    note = note.strip()
+    note = mask_pans(note.strip())  # the note is stored on the requests and exceptions too
     if not note:
         raise JourneyError("a reason is required")
     actor = Actor.user(user)

@@ -66,6 +66,17 @@ def test_operators_resolve_with_a_note_and_a_repeat_is_safe(client_for, operator
     )
 
 
+def test_a_card_number_in_a_resolution_note_is_masked_before_it_is_stored(client_for, operator):
+    # Staff paste from the acquirer portal; the note is kept on the exception and in the audit.
+    record = f.make_exception(title="needs a person")
+    note = "portal shows 4111 1111 1111 1111 captured"
+    client_for(operator).post(url("exception_resolve", record.public_id), {"note": note})
+    record.refresh_from_db()
+    assert record.resolution_note == "portal shows 4111 11** **** 1111 captured"
+    event = AuditEvent.objects.get(action="exception.resolved", subject_id=str(record.pk))
+    assert "4111 1111 1111 1111" not in event.reason
+
+
 def test_resolving_needs_a_note(client_for, operator):
     record = f.make_exception()
     response = client_for(operator).post(
