@@ -48,3 +48,36 @@ def test_check_deploy_is_clean_in_a_production_like_environment():
     )
     assert result.returncode == 0, result.stderr + result.stdout
     assert "no issues" in result.stdout
+
+
+def _python(code, env_overrides):
+    env = {k: v for k, v in os.environ.items() if k not in {"DEBUG", "DJANGO_ALLOW_ASYNC_UNSAFE"}}
+    env.update(env_overrides)
+    return subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
+
+
+def test_the_web_process_refuses_to_start_without_collected_static_files(tmp_path):
+    # Issue 18 item 7: with DEBUG off every page was a 500 until collectstatic had run.
+    production = {
+        "DEBUG": "0",
+        "SECRET_KEY": "a-long-random-production-secret-" + "x7Kp2" * 10,
+        "ALLOWED_HOSTS": "testserver",
+        "EVPAY_VAR_DIR": str(tmp_path),
+    }
+    page = (
+        "import evpay.wsgi\n"
+        "from django.test import Client\n"
+        "r = Client().get('/login/', secure=True)\n"
+        "print(r.status_code, 'static/css/evpay.' in r.content.decode())\n"
+    )
+    before = _python(page, production)
+    assert before.returncode != 0
+    assert "static files are not collected" in before.stderr
+    assert "collectstatic --noinput" in before.stderr
+    collected = _manage("collectstatic", "--noinput", "-v0", env_overrides=production)
+    assert collected.returncode == 0, collected.stderr
+    after = _python(page, production)
+    assert after.returncode == 0, after.stderr
+    assert after.stdout.split() == ["200", "True"]
