@@ -65,6 +65,10 @@ try:
     EVPAY_CLOSING_TIME = env_str("EVPAY_CLOSING_TIME", "03:00")
     # How far ahead of ours a charger's clock may be when it reports a moment (evpay/validation.py).
     EVPAY_CLOCK_SKEW_SECONDS = env_int("EVPAY_CLOCK_SKEW_SECONDS", 120, minimum=0)
+    # Where the device-channel service listens: the terminals' network only, never every
+    # interface by default (anyone reaching the port could talk to it).
+    EVPAY_DEVICE_CHANNEL_HOST = env_str("EVPAY_DEVICE_CHANNEL_HOST", "127.0.0.1")
+    EVPAY_DEVICE_CHANNEL_PORT = env_int("EVPAY_DEVICE_CHANNEL_PORT", 4102, minimum=1)
 except ImproperlyConfiguredEnv as exc:
     raise ImproperlyConfigured(str(exc)) from None
 

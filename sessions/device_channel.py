@@ -9,11 +9,16 @@ stored against it; DeliveryBox is decided from the database exactly as the worke
 
 from __future__ import annotations
 
+import functools
+import ipaddress
 import logging
 import re
+import socket
+import time
 from datetime import timedelta
 
-from django.db import close_old_connections
+from django.db import IntegrityError, close_old_connections, transaction
+from django.db.models import Max
 from django.utils import timezone
 
 from sessions.journal import clean_text
@@ -79,6 +84,63 @@ def request_for(request: DeviceRequest, *, late: bool = False) -> TerminalTransa
     return tx
 
 
+def source_allowed(terminal: Terminal, peer_host: str | None) -> bool:
+    """Whether a channel-1 message from `peer_host` may speak for `terminal`: its profile's
+    `channel1_sources` (addresses, networks, host names), else the terminal's own host."""
+    try:
+        peer = ipaddress.ip_address(peer_host or "")
+    except ValueError:
+        return False
+    if peer.version == 6 and peer.ipv4_mapped:
+        peer = peer.ipv4_mapped
+    for source in terminal.opi_profile().channel1_sources or [terminal.host]:
+        try:
+            if peer in ipaddress.ip_network(source, strict=False):
+                return True
+        except ValueError:  # a host name
+            if str(peer) in _addresses(source, int(time.monotonic() // _RESOLVE_SECONDS)):
+                return True
+    return False
+
+
+# Host names in profiles are looked up again after this long (a terminal's DHCP lease moves).
+_RESOLVE_SECONDS = 300
+
+
+@functools.lru_cache(maxsize=512)
+def _addresses(name: str, _period: int) -> frozenset[str]:
+    try:
+        infos = socket.getaddrinfo(name, None, proto=socket.IPPROTO_TCP)
+    except OSError:
+        return frozenset()
+    return frozenset(str(ipaddress.ip_address(info[4][0].split("%")[0])) for info in infos)
+
+
+def accepted_request_for(request: DeviceRequest, *, late: bool = False):
+    """`request_for`, refused unless the message comes from that terminal's address and names
+    the request's workstation (when it names one): a forged DeviceRequest from elsewhere on the
+    network never reaches a receipt or answers a DeliveryBox."""
+    tx = request_for(request, late=late)
+    if tx is None:
+        return None
+    if not source_allowed(tx.terminal, request.peer_host):
+        _refused(request, tx, f"it came from {request.peer_host or 'an unknown address'}")
+        return None
+    if request.workstation_id and tx.workstation_id and request.workstation_id != tx.workstation_id:
+        _refused(request, tx, f"it names workstation {request.workstation_id!r}")
+        return None
+    return tx
+
+
+def _refused(request: DeviceRequest, tx: TerminalTransaction, why: str) -> None:
+    log.warning(
+        "channel 1: %s message for terminal %s refused: %s, not the terminal's own",
+        clean_text(request.request_type or "?", 32),
+        tx.terminal.terminal_id,
+        clean_text(why, 120),
+    )
+
+
 def _within_grace(tx: TerminalTransaction) -> bool:
     grace = timedelta(seconds=tx.terminal.opi_profile().channel1_grace_seconds)
     return tx.completed_at is not None and tx.completed_at >= timezone.now() - grace
@@ -98,7 +160,7 @@ class DatabaseDeviceHandler(RecordingDeviceHandler):
             close_old_connections()
 
     def store_output(self, request: DeviceRequest, output: Output) -> bool:
-        tx = request_for(request) or request_for(request, late=True)
+        tx = accepted_request_for(request) or accepted_request_for(request, late=True)
         lines = [clean_text(line.text) for line in output.lines]
         if tx is None:
             log.warning(
@@ -110,16 +172,32 @@ class DatabaseDeviceHandler(RecordingDeviceHandler):
             )
             # A display text with nothing open is harmless; a receipt we cannot keep is not.
             return output.target not in RECEIPT_TARGETS
-        DeviceMessage.objects.create(
-            transaction=tx,
-            seq=tx.device_messages.count(),
-            target=clean_text(output.target, 32),
-            lines=lines,
-        )
+        _store_message(tx, clean_text(output.target, 32), lines)
         return True
 
     def _delivery_allowed(self, request: DeviceRequest) -> bool:
-        tx = request_for(request)
+        tx = accepted_request_for(request)
         if tx is None or tx.operation != Operation.AUTHORISE or tx.session_id is None:
             return False
         return delivery_check(tx.session_id)(request)
+
+
+def _store_message(tx: TerminalTransaction, target: str, lines: list[str]) -> None:
+    """The next message of `tx`, its sequence number taken under the request row's lock: two
+    messages at once (two connections of one terminal) must not both take `count()` and have
+    the second, the real receipt, refused on the unique constraint."""
+    for attempt in range(3):
+        try:
+            with transaction.atomic():
+                TerminalTransaction.objects.select_for_update().filter(pk=tx.pk).first()
+                last = tx.device_messages.aggregate(last=Max("seq"))["last"]
+                DeviceMessage.objects.create(
+                    transaction=tx,
+                    seq=0 if last is None else last + 1,
+                    target=target,
+                    lines=lines,
+                )
+            return
+        except IntegrityError:  # SQLite takes no row locks: take the next number and retry
+            if attempt == 2:
+                raise

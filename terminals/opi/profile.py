@@ -134,6 +134,10 @@ class TerminalProfile:
     # final response; closing at once would reset that connection.
     channel1_grace_seconds: float = 1.0
     status_request: str = "status"
+    # Where this terminal's channel-1 messages may come from when we listen: addresses or
+    # networks ("10.1.2.0/28"). Empty: the terminal's own host only. Anything else is refused,
+    # so a peer that can reach the port cannot write on another terminal's receipts.
+    channel1_sources: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self._validate()
@@ -171,6 +175,15 @@ class TerminalProfile:
                 f"not {grace!r}",
             )
         self.channel1_grace_seconds = float(grace)
+        if not isinstance(self.channel1_sources, list) or not all(
+            isinstance(source, str) and source.strip() for source in self.channel1_sources
+        ):
+            raise ProfileError(
+                "channel1_sources", "must be a list of addresses, networks or host names"
+            )
+        for source in self.channel1_sources:
+            if any(c.isspace() or ord(c) < 32 for c in source):
+                raise ProfileError("channel1_sources", f"{source!r} is not an address")
         if self.status_request not in STATUS_REQUESTS:
             raise ProfileError(
                 "status_request",

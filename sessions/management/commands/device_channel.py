@@ -5,6 +5,7 @@ import signal
 import socket
 import threading
 
+from django.conf import settings
 from django.core.management.base import BaseCommand
 from django.db import DatabaseError, connection
 from django.utils import timezone
@@ -22,8 +23,12 @@ class Command(BaseCommand):
     requires_system_checks = []
 
     def add_arguments(self, parser):
-        parser.add_argument("--host", default="0.0.0.0")
-        parser.add_argument("--port", type=int, default=4102)
+        parser.add_argument(
+            "--host",
+            default=settings.EVPAY_DEVICE_CHANNEL_HOST,
+            help="interface to listen on (EVPAY_DEVICE_CHANNEL_HOST; the terminals' network)",
+        )
+        parser.add_argument("--port", type=int, default=settings.EVPAY_DEVICE_CHANNEL_PORT)
         parser.add_argument(
             "--heartbeat", type=float, default=15, help="seconds between heartbeats"
         )
