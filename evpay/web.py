@@ -2,7 +2,7 @@
 
 import csv
 import uuid
-from datetime import datetime, time
+from datetime import date, datetime, time, timedelta
 
 from django.core.paginator import Paginator
 from django.http import HttpResponse, StreamingHttpResponse
@@ -81,6 +81,31 @@ def parse_date(value: str | None):
         return None
 
 
+def date_param(params, key: str, errors: dict) -> date | None:
+    """A YYYY-MM-DD filter value; anything else puts a message for the field in `errors` and
+    gives None, so the list is not filtered by it (rather than silently showing every row)."""
+    value = (params.get(key) or "").strip()
+    if not value:
+        return None
+    day = parse_date(value)
+    # The last day has no "next day" to end the range at.
+    if day is None or day == date.max:
+        errors[key] = f"“{value}” is not a date (use YYYY-MM-DD); not filtering by this date."
+        return None
+    return day
+
+
+def check_date_range(errors: dict, first: date | None, last: date | None, key: str = "to"):
+    if first and last and first > last:
+        errors[key] = "This is before the “from” date, so nothing can match."
+
+
+def error_slots(errors: dict, fields: dict[str, str]) -> list[tuple[str, str]]:
+    """(element id, message) for every filter field, empty when it is fine. A list fragment
+    sends them out of band so the messages in the filter bar (outside the fragment) update."""
+    return [(f"{field_id}-error", errors.get(name, "")) for name, field_id in fields.items()]
+
+
 def parse_uuid(value) -> uuid.UUID | None:
     """A UUID from a query parameter, or None when it is not one (filters then match nothing)."""
     try:
@@ -91,6 +116,11 @@ def parse_uuid(value) -> uuid.UUID | None:
 
 def start_of_day(day, tz=None):
     return timezone.make_aware(datetime.combine(day, time.min), tz)
+
+
+def end_of_day(day, tz=None):
+    """The start of the next day: the exclusive end of `day`."""
+    return start_of_day(day + timedelta(days=1), tz)
 
 
 def can_operate(user) -> bool:

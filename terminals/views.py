@@ -15,12 +15,15 @@ from django.views.decorators.http import require_GET, require_POST
 from evpay.audit import Actor
 from evpay.money import to_decimal_string
 from evpay.roles import OPERATE_PERM, VIEW_PERM, permission_required
+from evpay.templatetags.evpay_tags import brand_name
 from evpay.web import (
     after_post,
     can_operate,
+    check_date_range,
     csv_response,
+    date_param,
+    error_slots,
     paginate,
-    parse_date,
     parse_uuid,
     querystring,
     render_page,
@@ -87,7 +90,8 @@ def terminal_list(request):
             "params": querystring(request, drop=("page", "since")),
         }
         return render(request, "terminals/list.html#changes", context)
-    brands = TerminalBrand.objects.order_by("code").values_list("code", flat=True).distinct()
+    codes = TerminalBrand.objects.order_by("code").values_list("code", flat=True).distinct()
+    brands = sorted(((c, brand_name(c)) for c in codes), key=lambda choice: choice[1].lower())
     context = {
         "page": paginate(request, qs),
         "sites": Site.objects.only("public_id", "name"),
@@ -213,7 +217,11 @@ def mifare_status(request, read_id):
 # --------------------------------------------------------------------------- closings
 
 
-def _closing_queryset(params):
+CLOSING_FILTER_FIELDS = {"from": "f-from", "to": "f-to"}
+
+
+def _closing_queryset(params, errors: dict):
+    """The filtered closings; a filter value that is not valid puts its message in `errors`."""
     qs = PeriodClosing.objects.select_related("terminal__site")
     terminal = params.get("terminal")
     if terminal:
@@ -223,7 +231,8 @@ def _closing_queryset(params):
         qs = qs.filter(terminal__site__public_id=site) if parse_uuid(site) else qs.none()
     if params.get("state") in PeriodClosing.State.values:
         qs = qs.filter(state=params["state"])
-    date_from, date_to = parse_date(params.get("from")), parse_date(params.get("to"))
+    date_from, date_to = date_param(params, "from", errors), date_param(params, "to", errors)
+    check_date_range(errors, date_from, date_to)
     if date_from:
         qs = qs.filter(business_date__gte=date_from)
     if date_to:
@@ -271,7 +280,8 @@ def _closing_csv_rows(totals):
 @permission_required(VIEW_PERM)
 @require_GET
 def closing_list(request):
-    qs = _closing_queryset(request.GET)
+    errors: dict[str, str] = {}
+    qs = _closing_queryset(request.GET, errors)
     if request.GET.get("format") == "csv":
         totals = (
             ClosingBrandTotal.objects.filter(closing__in=qs.values("pk"))
@@ -288,6 +298,8 @@ def closing_list(request):
             "public_id", "name", "terminal_id", "site__name"
         ),
         "states": PeriodClosing.State.choices,
+        "errors": errors,
+        "error_slots": error_slots(errors, CLOSING_FILTER_FIELDS),
         "csv_query": querystring(request, format="csv"),
     }
     return render_page(request, "terminals/closings.html", context, partial="results")

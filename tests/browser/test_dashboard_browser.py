@@ -268,3 +268,24 @@ def test_an_operator_captures_from_the_exceptions_queue(
     session.refresh_from_db()
     assert session.state == "settling"
     screenshot(page, "exceptions-capture")
+
+
+def test_a_bad_filter_value_is_named_on_its_field_and_cleared_when_fixed(page, login, viewer):
+    site = f.make_site("Depot Utrecht")
+    connector = f.make_connector(f.make_terminal(site))
+    f.make_session(connector, card_brand="ECMC", cost_total_minor=450)
+    f.make_session(connector, card_brand="VISA", cost_total_minor=1999)
+    login(page, viewer)
+    page.goto("/sessions/")
+    page.get_by_label("Total at least").fill("abc")
+    page.get_by_role("button", name="Filter").click()
+    expect(page.locator("#f-min-error")).to_have_text(
+        "“abc” is not an amount (like 12.50); not filtering by minimum total."
+    )
+    expect(page.locator("#results tbody tr")).to_have_count(2)
+    page.get_by_label("Total at least").fill("5")
+    page.get_by_role("button", name="Filter").click()
+    expect(page.locator("#f-min-error")).to_have_text("")
+    expect(page.locator("#results tbody tr")).to_have_count(1)
+    page.get_by_label("Card brand").select_option(label="Mastercard")
+    expect(page.locator("#results")).to_contain_text("No sessions match.")

@@ -28,6 +28,12 @@ def test_closing_list_filters_by_terminal_and_state(client_for, viewer, world):
     assert "Other IM30 <small>" not in html and f"{world['terminal'].name} <small>" in html
 
 
+def test_a_bad_closing_date_is_named_on_the_field_and_not_used(client_for, viewer, world):
+    html = client_for(viewer).get(url("terminals:closings"), {"to": "2026-13-45"}).content.decode()
+    assert "“2026-13-45” is not a date (use YYYY-MM-DD); not filtering by this date." in html
+    assert f"{world['terminal'].name} <small>" in html
+
+
 def test_closing_csv_export_follows_the_filters(client_for, viewer, world):
     other = f.make_terminal(world["site"], name="Other IM30")
     f.make_closing(

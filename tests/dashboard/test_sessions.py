@@ -3,7 +3,8 @@
 import csv
 import dataclasses
 import io
-from datetime import timedelta
+import zoneinfo
+from datetime import datetime, time, timedelta
 
 import pytest
 from django.utils import timezone
@@ -75,9 +76,100 @@ def test_session_list_filters(client_for, viewer, fleet):
     assert _tokens(client, brand="visa") == {"tok-one", "tok-three"}
     assert _tokens(client, min="4.50", max="19.98") == {"tok-one"}
     assert _tokens(client, min="1") == {"tok-one", "tok-two", "tok-three"}
-    assert _tokens(client, min="abc") == set()
     assert _tokens(client, **{"from": str(today - timedelta(days=2))}) == {"tok-two", "tok-three"}
     assert _tokens(client, to=str(today - timedelta(days=2))) == {"tok-one"}
+
+
+def _list(client, **params):
+    return client.get(url("sessions:list"), params).content.decode()
+
+
+@pytest.mark.parametrize("bad", ["2026-13-45", "02-12-2026", "9999-12-31"])
+def test_a_bad_date_says_so_on_the_field_and_does_not_filter_by_it(client_for, viewer, fleet, bad):
+    client = client_for(viewer)
+    html = _list(client, **{"from": bad, "state": "charging"})
+    assert f"“{bad}” is not a date (use YYYY-MM-DD); not filtering by this date." in html
+    assert 'aria-invalid="true"' in html
+    # The other filters still apply.
+    assert _tokens(client, **{"from": bad, "state": "charging"}) == {"tok-three"}
+
+
+def test_a_bad_amount_says_so_and_the_list_is_not_filtered_by_it(client_for, viewer, fleet):
+    client = client_for(viewer)
+    html = _list(client, min="abc")
+    assert "“abc” is not an amount (like 12.50); not filtering by minimum total." in html
+    assert _tokens(client, min="abc") == {"tok-one", "tok-two", "tok-three"}
+    assert _tokens(client, min="abc", max="4.50") == {"tok-one", "tok-three"}
+
+
+def test_from_after_to_is_pointed_out(client_for, viewer, fleet):
+    html = _list(client_for(viewer), **{"from": "2026-02-10", "to": "2026-02-01"})
+    assert "before the “from” date, so nothing can match" in html
+
+
+def test_the_fragment_updates_the_field_messages_out_of_band(client_for, viewer, fleet):
+    client = client_for(viewer)
+    response = client.get(url("sessions:list"), {"to": "02-12-2026"}, HTTP_HX_REQUEST="true")
+    html = response.content.decode()
+    assert '<small id="f-to-error" class="error" hx-swap-oob="true">' in html
+    assert "not filtering by this date" in html
+    # A field that is fine gets its old message cleared.
+    assert '<small id="f-from-error" class="error" hx-swap-oob="true"></small>' in html
+
+
+def test_brands_are_a_choice_of_names_and_names_work_in_links(client_for, viewer, fleet):
+    client = client_for(viewer)
+    html = _list(client)
+    assert '<option value="ECMC">Mastercard</option>' in html
+    assert '<option value="MAES">Maestro</option>' in html
+    assert ">ECMC " not in html  # the list shows the name, not the code
+    assert _tokens(client, brand="ECMC") == {"tok-two"}
+    assert _tokens(client, brand="Mastercard") == {"tok-two"}
+    html = _list(client, brand="Mastercardd")
+    assert "Unknown card brand “Mastercardd”; not filtering by brand." in html
+    assert _tokens(client, brand="Mastercardd") == {"tok-one", "tok-two", "tok-three"}
+
+
+def test_the_outcome_filter_picks_sessions_by_how_they_closed(client_for, viewer, fleet):
+    client = client_for(viewer)
+    s1, _s2, _s3 = fleet["sessions"]
+    ChargingSession.objects.filter(pk=s1.pk).update(close_reason="released")
+    assert _tokens(client, outcome="released") == {"tok-one"}
+    assert _tokens(client, outcome="captured") == {"tok-two"}
+    assert _tokens(client, outcome="failed") == set()
+    assert "Reservation released" in _list(client)
+    html = _list(client, outcome="nope")
+    assert "Unknown outcome “nope”; not filtering by outcome." in html
+
+
+def test_date_presets_use_each_sites_local_day(client_for, viewer, fleet):
+    client = client_for(viewer)
+    s1, s2, s3 = fleet["sessions"]
+    assert _tokens(client, period="today") == {"tok-three"}
+    assert _tokens(client, period="yesterday") == {"tok-two"}
+    assert _tokens(client, period="last7") == {"tok-one", "tok-two", "tok-three"}
+    # 00:30 local time in Amsterdam is still the previous day in UTC: the site's day counts.
+    amsterdam = zoneinfo.ZoneInfo("Europe/Amsterdam")
+    today = timezone.localtime(timezone.now(), amsterdam).date()
+    just_after_midnight = datetime.combine(today, time(0, 30), amsterdam)
+    ChargingSession.objects.filter(pk=s2.pk).update(requested_at=just_after_midnight)
+    assert "tok-two" in _tokens(client, period="today")
+    assert "tok-two" in _tokens(client, **{"from": str(today), "to": str(today)})
+    assert "Unknown period" in _list(client, period="decade")
+
+
+def test_search_by_bin_or_masked_card_number(client_for, viewer, fleet):
+    client = client_for(viewer)
+    s1, s2, _s3 = fleet["sessions"]
+    ChargingSession.objects.filter(pk=s1.pk).update(masked_pan="541333******0434", pan_last4="0434")
+    ChargingSession.objects.filter(pk=s2.pk).update(masked_pan="520473******0019", pan_last4="0019")
+    assert _tokens(client, q="541333") == {"tok-one"}
+    assert _tokens(client, q="541333******0434") == {"tok-one"}
+    assert _tokens(client, q="541333…0434") == {"tok-one"}
+    assert _tokens(client, q="5204 73** **** 0019") == {"tok-two"}
+    assert _tokens(client, q="…0019") == {"tok-two"}
+    assert _tokens(client, q="0434") == {"tok-one"}
+    assert _tokens(client, q="999999") == set()
 
 
 def test_session_search_by_id_token_and_last_four(client_for, viewer, fleet):
