@@ -1,5 +1,6 @@
 """Terminal fleet pages: list with live badges, detail with actions, period closings."""
 
+import hashlib
 from datetime import timedelta
 
 from django.contrib import messages
@@ -13,10 +14,12 @@ from django.utils.dateparse import parse_datetime
 from django.views.decorators.http import require_GET, require_POST
 
 from evpay.audit import Actor
+from evpay.models import JobRun
 from evpay.money import to_decimal_string
 from evpay.roles import OPERATE_PERM, VIEW_PERM, permission_required
 from evpay.templatetags.evpay_tags import brand_name
 from evpay.web import (
+    PAGE_SIZE,
     after_post,
     can_operate,
     check_date_range,
@@ -83,11 +86,24 @@ def terminal_list(request):
             return HttpResponse("bad cursor", status=400)
         if timezone.is_naive(cursor):
             cursor = timezone.make_aware(cursor)
-        changed = qs.filter(status_changed_at__gt=cursor)[:200]
+        # Only the rows of the page being looked at (it sends its page number): "last seen"
+        # moves on every status poll, so the whole fleet would otherwise come back each time.
+        try:
+            number = max(int(request.GET.get("page", 1)), 1)
+        except ValueError:
+            number = 1
+        # Sliced rather than paginated: the poll needs no count.
+        rows = qs[(number - 1) * PAGE_SIZE : number * PAGE_SIZE]
+        changed = [
+            t
+            for t in rows
+            if (t.status_changed_at and t.status_changed_at > cursor)
+            or (t.last_seen_at and t.last_seen_at > cursor)
+        ]
         context = {
             "changed": changed,
             "cursor": _cursor(),
-            "params": querystring(request, drop=("page", "since")),
+            "params": querystring(request, drop=("since",)),
         }
         return render(request, "terminals/list.html#changes", context)
     codes = TerminalBrand.objects.order_by("code").values_list("code", flat=True).distinct()
@@ -98,7 +114,7 @@ def terminal_list(request):
         "statuses": [("online", "Online (any)"), *TerminalStatus.choices],
         "brands": brands,
         "cursor": _cursor(),
-        "params": querystring(request, drop=("page", "since")),
+        "params": querystring(request, drop=("since",)),
     }
     return render_page(request, "terminals/list.html", context, partial="results")
 
@@ -107,27 +123,72 @@ def _get_terminal(public_id) -> Terminal:
     return get_object_or_404(Terminal.objects.select_related("site"), public_id=public_id)
 
 
+# The jobs whose results the terminal page's panels show (JobRun.kind, subject: terminal id).
+PANEL_JOBS = ("brands", "closing")
+
+
+def _panels_stamp(terminal) -> str:
+    """A short fingerprint of what the brands and closings panels show: the brand refresh,
+    the latest runs of their jobs (a failed run changes nothing else) and the latest closings."""
+    runs = list(
+        JobRun.objects.filter(subject=terminal.terminal_id, kind__in=PANEL_JOBS)
+        .order_by("-pk")
+        .values_list("pk", "outcome")[:10]
+    )
+    closings = list(terminal.closings.order_by("-pk").values_list("pk", "state")[:10])
+    parts = repr((terminal.brands_refreshed_at, runs, closings))
+    return hashlib.blake2s(parts.encode(), digest_size=8).hexdigest()
+
+
+def _status(request, terminal):
+    """The polled status. Like the session page's summary it also says when the panels are
+    out of date: the page sends the stamp of what they show, and a different one here fires
+    `terminal-changed`, which makes them fetch themselves. So brands and closings show
+    a job's result when it finishes, without a reload, and the 5 s poll stays cheap."""
+    response = render(request, "terminals/detail.html#status", {"terminal": terminal})
+    seen = request.GET.get("seen")
+    if seen is not None and seen != _panels_stamp(terminal):
+        response["HX-Trigger"] = "terminal-changed"
+    return response
+
+
+def _latest_runs(terminal) -> dict:
+    """kind -> the latest JobRun of the panel jobs, to say "running" or why it failed."""
+    latest = {}
+    runs = JobRun.objects.filter(subject=terminal.terminal_id, kind__in=PANEL_JOBS)
+    for run in runs.order_by("-pk")[:10]:
+        latest.setdefault(run.kind, run)
+    return latest
+
+
 @permission_required(VIEW_PERM)
 @require_GET
 def terminal_detail(request, public_id):
     terminal = _get_terminal(public_id)
-    if request.htmx and request.GET.get("part") == "status":
-        return render(request, "terminals/detail.html#status", {"terminal": terminal})
+    part = request.GET.get("part") if request.htmx else None
+    if part == "status":
+        return _status(request, terminal)
     context = {
         "terminal": terminal,
         "site": terminal.site,
-        "history": terminal.status_changes.all()[:20],
         "brands": terminal.brands.all(),
+        "closings": terminal.closings.all()[:10],
+        # Running or done today: the page offers an explicit "Run again" instead.
+        "closing_today": services.closing_of_the_day(terminal),
+        "runs": _latest_runs(terminal),
+        "stamp": _panels_stamp(terminal),
+        "can_operate": can_operate(request.user),
+    }
+    if part == "panels":
+        return render(request, "terminals/detail.html#panels", context)
+    context |= {
+        "history": terminal.status_changes.all()[:20],
         "connectors": terminal.connectors.all(),
         # The charging app's request rows, through their foreign key to the terminal.
         "transactions": terminal.transactions.select_related("session").order_by(
             "-created_at", "-id"
         )[:20],
-        "closings": terminal.closings.all()[:10],
-        # Running or done today: the page offers an explicit "Run again" instead.
-        "closing_today": services.closing_of_the_day(terminal),
         "mifare": terminal.mifare_reads.select_related("requested_by").first(),
-        "can_operate": can_operate(request.user),
     }
     return render(request, "terminals/detail.html", context)
 

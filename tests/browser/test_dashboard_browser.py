@@ -289,3 +289,35 @@ def test_a_bad_filter_value_is_named_on_its_field_and_cleared_when_fixed(page, l
     expect(page.locator("#results tbody tr")).to_have_count(1)
     page.get_by_label("Card brand").select_option(label="Mastercard")
     expect(page.locator("#results")).to_contain_text("No sessions match.")
+
+
+def test_the_terminal_panels_show_a_finished_job_without_a_reload(page, login, operator):
+    from django.utils import timezone
+
+    from terminals.models import TerminalBrand
+
+    site = f.make_site("Depot Utrecht")
+    terminal = f.make_terminal(site, name="IM30 Gate", brands=("VISA",))
+    login(page, operator)
+    page.goto("/terminals/")
+    row = page.locator(f"#terminal-{terminal.public_id}")
+    expect(row).to_contain_text("Visa")
+    page.evaluate("window.__notReloaded = true")
+    # A status poll in the worker: only "last seen" moves; the list shows it live.
+    seen_at = timezone.now()
+    Terminal.objects.filter(pk=terminal.pk).update(last_seen_at=seen_at)
+    expect(row.locator("td").nth(5)).not_to_have_text("—", timeout=12_000)
+
+    page.get_by_role("link", name="IM30 Gate").click()
+    panel = page.locator("#brands-panel")
+    expect(panel).to_contain_text("Visa")
+    page.evaluate("window.__notReloaded = true")
+    # What the worker's brand refresh writes when it finishes.
+    f.make_job_run("brands", subject=terminal.terminal_id, outcome="ok")
+    TerminalBrand.objects.create(terminal=terminal, code="MAES", display_name="Maestro")
+    Terminal.objects.filter(pk=terminal.pk).update(brands_refreshed_at=timezone.now())
+    expect(panel).to_contain_text("Maestro", timeout=12_000)
+    f.make_closing(terminal, state="pending")
+    expect(page.locator("#closing-running")).to_be_visible(timeout=12_000)
+    expect(page.locator("#closings-panel")).to_contain_text("Pending")
+    assert page.evaluate("window.__notReloaded") is True
