@@ -31,7 +31,7 @@ from evpay.web import (
     querystring,
     render_page,
 )
-from terminals import services, tasks
+from terminals import gateway, services, tasks
 from terminals.models import (
     OFFLINE_STATUSES,
     ClosingBrandTotal,
@@ -42,6 +42,7 @@ from terminals.models import (
     TerminalBrand,
     TerminalStatus,
 )
+from terminals.opi.profile import Operation, ProfileError
 
 # A row changed this long before the cursor is sent again: a status written just before a
 # poll but committed just after it would otherwise be missed. Re-sending a row is harmless.
@@ -188,8 +189,7 @@ def terminal_detail(request, public_id):
         "transactions": terminal.transactions.select_related("session").order_by(
             "-created_at", "-id"
         )[:20],
-        "mifare": terminal.mifare_reads.select_related("requested_by").first(),
-    }
+    } | _mifare_context(terminal, terminal.mifare_reads.select_related("requested_by").first())
     return render(request, "terminals/detail.html", context)
 
 
@@ -237,6 +237,15 @@ def terminal_action(request, public_id, action):
     return after_post(request, detail)
 
 
+def _mifare_context(terminal, read) -> dict:
+    """The Mifare panel says how long the terminal waits for a card: its profile's timeout."""
+    try:
+        wait = round(gateway.timeout_for(terminal, Operation.MIFARE_UID))
+    except ProfileError:
+        wait = None  # the read fails with the profile's message; no number to promise
+    return {"mifare": read, "terminal": terminal, "mifare_wait": wait}
+
+
 @permission_required(OPERATE_PERM)
 @require_POST
 def mifare_start(request, public_id):
@@ -256,9 +265,7 @@ def mifare_start(request, public_id):
             read = MifareRead.objects.create(terminal=terminal, requested_by=request.user)
             transaction.on_commit(lambda: tasks.read_mifare_task.delay(read.pk))
     if request.htmx:
-        return render(
-            request, "terminals/detail.html#mifare", {"mifare": read, "terminal": terminal}
-        )
+        return render(request, "terminals/detail.html#mifare", _mifare_context(terminal, read))
     messages.info(request, "Present the card at the terminal.")
     return after_post(request, reverse("terminals:detail", args=[terminal.public_id]))
 
@@ -267,7 +274,7 @@ def mifare_start(request, public_id):
 @require_GET
 def mifare_status(request, read_id):
     read = get_object_or_404(MifareRead.objects.select_related("terminal"), public_id=read_id)
-    context = {"mifare": read, "terminal": read.terminal}
+    context = _mifare_context(read.terminal, read)
     if not request.htmx:
         return render(request, "terminals/mifare.html", context)
     # 286 tells htmx to swap this last answer and stop polling.

@@ -281,6 +281,25 @@ def test_a_mifare_read_creates_a_row_enqueues_the_task_and_a_repeat_reuses_it(
     assert MifareRead.objects.count() == 1 and len(enqueued) == 1
 
 
+def test_the_mifare_panel_says_how_long_the_terminal_waits_for_a_card(
+    client_for, operator, world, enqueued
+):
+    terminal = world["terminal"]
+    client = client_for(operator)
+    started = client.post(url("terminals:mifare_start", terminal.public_id), HTTP_HX_REQUEST="true")
+    assert "Waiting up to 180 s for a card" in started.content.decode()  # the default
+    Terminal.objects.filter(pk=terminal.pk).update(
+        profile={"port0": 4100, "port1": 4102, "timeouts": {"mifare_uid": 45}}
+    )
+    read = MifareRead.objects.get()
+    status = client.get(url("terminals:mifare_status", read.public_id), HTTP_HX_REQUEST="true")
+    assert "Waiting up to 45 s for a card" in status.content.decode()
+    page = client.get(url("terminals:detail", terminal.public_id)).content.decode()
+    assert "Waiting up to 45 s for a card" in page
+    plain = client.get(url("terminals:mifare_status", read.public_id)).content.decode()
+    assert "Waiting up to 45 s for a card" in plain
+
+
 def test_the_mifare_poll_continues_while_pending_and_stops_with_286_showing_the_uid(
     client_for, viewer, world
 ):
