@@ -2,6 +2,7 @@
 
 import csv
 import uuid
+from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 
 from django.core.paginator import Paginator
@@ -48,12 +49,59 @@ class _Echo:
         return value
 
 
-def csv_response(filename: str, header: list[str], rows) -> StreamingHttpResponse:
+@dataclass(frozen=True)
+class CsvFlavour:
+    """How an export writes times and numbers. "utc" is for machines (ISO 8601 in UTC, as
+    before); "local" gives each row's times in its site's zone with the offset in the value;
+    "excel-nl" is what Dutch Excel opens as numbers and dates on a double click: `;` between
+    fields, a decimal comma, local times without the "T" and a UTF-8 byte order mark."""
+
+    key: str
+    suffix: str
+    delimiter: str = ","
+    decimal_comma: bool = False
+    local: bool = False
+    bom: bool = False
+
+    def time(self, value, zone) -> str:
+        if not value:
+            return ""
+        if not self.local:
+            return value.isoformat()
+        local = timezone.localtime(value, zone)
+        if self.decimal_comma:  # Excel: a plain date-time; the offset gets its own column
+            return local.strftime("%Y-%m-%d %H:%M:%S")
+        return local.isoformat()
+
+    def offset(self, value, zone) -> str:
+        """The UTC offset of a local time, as +01:00 (empty in UTC exports)."""
+        if not value or not self.local:
+            return ""
+        return timezone.localtime(value, zone).isoformat()[-6:]
+
+    def number(self, text: str) -> str:
+        return text.replace(".", ",") if self.decimal_comma else text
+
+
+CSV_FLAVOURS = {
+    "csv": CsvFlavour("csv", ""),
+    "csv-local": CsvFlavour("csv-local", "-local", local=True),
+    "csv-excel-nl": CsvFlavour(
+        "csv-excel-nl", "-excel-nl", delimiter=";", decimal_comma=True, local=True, bom=True
+    ),
+}
+
+
+def csv_response(
+    filename: str, header: list[str], rows, flavour: CsvFlavour | None = None
+) -> StreamingHttpResponse:
     """Stream a CSV (rows is any iterable, e.g. a queryset .iterator())."""
-    writer = csv.writer(_Echo())
+    flavour = flavour or CSV_FLAVOURS["csv"]
+    writer = csv.writer(_Echo(), delimiter=flavour.delimiter)
 
     def lines():
-        yield writer.writerow(header)
+        # Excel reads a file without the mark as the local code page, garbling "€" and "é".
+        yield ("\ufeff" if flavour.bom else "") + writer.writerow(header)
         for row in rows:
             yield writer.writerow(row)
 

@@ -21,6 +21,7 @@ from evpay.money import exponent, format_money, to_decimal_string
 from evpay.roles import OPERATE_PERM, VIEW_PERM, permission_required
 from evpay.templatetags.evpay_tags import BRAND_NAMES, site_localtime, site_zone
 from evpay.web import (
+    CSV_FLAVOURS,
     after_post,
     can_operate,
     check_date_range,
@@ -243,12 +244,25 @@ CSV_HEADER = [
 ]
 
 
-def _csv_rows(sessions):
+def csv_header(flavour) -> list[str]:
+    if not flavour.local:
+        return CSV_HEADER
+    # Say in the header which clock the times are on; Excel gets the offset as a column.
+    header = [
+        {"requested_at": "requested_at_site_time", "closed_at": "closed_at_site_time"}.get(h, h)
+        for h in CSV_HEADER
+    ]
+    return [*header, "utc_offset", "time_zone"] if flavour.decimal_comma else [*header, "time_zone"]
+
+
+def _csv_rows(sessions, flavour=CSV_FLAVOURS["csv"]):
+    number = flavour.number
     for s in sessions:
         c = s.currency
-        yield [
+        zone = site_zone(s.site)
+        row = [
             s.public_id,
-            s.requested_at.isoformat(),
+            flavour.time(s.requested_at, zone),
             s.site.name,
             s.terminal.terminal_id,
             s.connector.evse_id,
@@ -256,14 +270,19 @@ def _csv_rows(sessions):
             s.close_reason,
             s.card_brand,
             s.masked_pan,
-            f"{s.energy_wh / 1000:.3f}",
+            number(f"{s.energy_wh / 1000:.3f}"),
             c,
-            to_decimal_string(s.authorised_amount_minor, c),
-            to_decimal_string(s.cost_total_minor, c),
-            to_decimal_string(s.cost_vat_minor, c),
-            to_decimal_string(s.captured_amount_minor, c),
-            s.closed_at.isoformat() if s.closed_at else "",
+            number(to_decimal_string(s.authorised_amount_minor, c)),
+            number(to_decimal_string(s.cost_total_minor, c)),
+            number(to_decimal_string(s.cost_vat_minor, c)),
+            number(to_decimal_string(s.captured_amount_minor, c)),
+            flavour.time(s.closed_at, zone),
         ]
+        if flavour.decimal_comma:
+            row.append(flavour.offset(s.requested_at, zone))
+        if flavour.local:
+            row.append(s.site.time_zone)
+        yield row
 
 
 @permission_required(VIEW_PERM)
@@ -271,8 +290,14 @@ def _csv_rows(sessions):
 def session_list(request):
     brands = brand_choices()
     qs, sort, errors = session_queryset(request.GET, brands)
-    if request.GET.get("format") == "csv":
-        return csv_response("sessions.csv", CSV_HEADER, _csv_rows(qs.iterator(chunk_size=500)))
+    flavour = CSV_FLAVOURS.get(request.GET.get("format", ""))
+    if flavour:
+        return csv_response(
+            f"sessions{flavour.suffix}.csv",
+            csv_header(flavour),
+            _csv_rows(qs.iterator(chunk_size=500), flavour),
+            flavour,
+        )
     sort_links = {}
     for key in SORTS:
         # Clicking the current column flips it; others start descending.
@@ -294,7 +319,9 @@ def session_list(request):
         "error_slots": error_slots(errors, SESSION_FILTER_FIELDS),
         "sites": Site.objects.only("public_id", "name"),
         "terminals": Terminal.objects.only("public_id", "name", "terminal_id").order_by("name"),
-        "csv_query": querystring(request, format="csv"),
+        "csv_queries": {
+            key.replace("-", "_"): querystring(request, format=key) for key in CSV_FLAVOURS
+        },
     }
     return render_page(request, "sessions/list.html", context, partial="results")
 

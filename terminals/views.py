@@ -19,6 +19,7 @@ from evpay.money import to_decimal_string
 from evpay.roles import OPERATE_PERM, VIEW_PERM, permission_required
 from evpay.templatetags.evpay_tags import brand_name
 from evpay.web import (
+    CSV_FLAVOURS,
     PAGE_SIZE,
     after_post,
     can_operate,
@@ -325,7 +326,8 @@ CLOSING_CSV_HEADER = [
 ]
 
 
-def _closing_csv_rows(totals):
+def _closing_csv_rows(totals, flavour=CSV_FLAVOURS["csv"]):
+    number = flavour.number
     for t in totals:
         closing = t.closing
         yield [
@@ -337,12 +339,21 @@ def _closing_csv_rows(totals):
             t.brand,
             t.currency,
             t.terminal_count,
-            to_decimal_string(t.terminal_amount_minor, t.currency),
+            number(to_decimal_string(t.terminal_amount_minor, t.currency)),
             t.our_count,
-            to_decimal_string(t.our_amount_minor, t.currency),
-            to_decimal_string(t.amount_difference_minor, t.currency),
+            number(to_decimal_string(t.our_amount_minor, t.currency)),
+            number(to_decimal_string(t.amount_difference_minor, t.currency)),
             "yes" if t.matches else "no",
         ]
+
+
+# Closings carry business dates, no times: a plain CSV and the Dutch Excel one.
+CLOSING_CSV_FORMATS = ("csv", "csv-excel-nl")
+
+
+def _closing_csv_flavour(request):
+    key = request.GET.get("format", "")
+    return CSV_FLAVOURS[key] if key in CLOSING_CSV_FORMATS else None
 
 
 @permission_required(VIEW_PERM)
@@ -350,14 +361,18 @@ def _closing_csv_rows(totals):
 def closing_list(request):
     errors: dict[str, str] = {}
     qs = _closing_queryset(request.GET, errors)
-    if request.GET.get("format") == "csv":
+    flavour = _closing_csv_flavour(request)
+    if flavour:
         totals = (
             ClosingBrandTotal.objects.filter(closing__in=qs.values("pk"))
             .select_related("closing__terminal__site")
             .order_by("-closing__business_date", "closing__terminal__terminal_id", "brand")
         )
         return csv_response(
-            "closings.csv", CLOSING_CSV_HEADER, _closing_csv_rows(totals.iterator())
+            f"closings{flavour.suffix}.csv",
+            CLOSING_CSV_HEADER,
+            _closing_csv_rows(totals.iterator(), flavour),
+            flavour,
         )
     page = paginate(request, qs.prefetch_related("totals"))
     context = {
@@ -369,6 +384,7 @@ def closing_list(request):
         "errors": errors,
         "error_slots": error_slots(errors, CLOSING_FILTER_FIELDS),
         "csv_query": querystring(request, format="csv"),
+        "excel_query": querystring(request, format="csv-excel-nl"),
     }
     return render_page(request, "terminals/closings.html", context, partial="results")
 
@@ -380,13 +396,15 @@ def closing_detail(request, public_id):
         PeriodClosing.objects.select_related("terminal__site"), public_id=public_id
     )
     totals = list(closing.totals.all())
-    if request.GET.get("format") == "csv":
+    flavour = _closing_csv_flavour(request)
+    if flavour:
         for t in totals:
             t.closing = closing
         return csv_response(
-            f"closing-{closing.terminal.terminal_id}-{closing.business_date}.csv",
+            f"closing-{closing.terminal.terminal_id}-{closing.business_date}{flavour.suffix}.csv",
             CLOSING_CSV_HEADER,
-            _closing_csv_rows(totals),
+            _closing_csv_rows(totals, flavour),
+            flavour,
         )
     brand = request.GET.get("brand")
     drill = None

@@ -210,6 +210,59 @@ def test_csv_export_streams_the_filtered_list(client_for, viewer, fleet):
     assert by_currency == {"EUR": "4.50", "GBP": "1.20"}
 
 
+def _csv_text(response) -> str:
+    return b"".join(response.streaming_content).decode("utf-8")
+
+
+def test_the_utc_export_stays_as_it_was_for_machines(client_for, viewer, fleet):
+    s1 = fleet["sessions"][0]
+    response = client_for(viewer).get(url("sessions:list"), {"format": "csv"})
+    text = _csv_text(response)
+    assert not text.startswith("\ufeff")
+    rows = list(csv.reader(io.StringIO(text)))
+    assert rows[0][1] == "requested_at" and "time_zone" not in rows[0]
+    row = next(r for r in rows if r[0] == str(s1.public_id))
+    assert row[1] == s1.requested_at.isoformat() and row[1].endswith("+00:00")
+
+
+def test_the_local_export_gives_site_times_with_their_offset(client_for, viewer, fleet):
+    s1, _s2, s3 = fleet["sessions"]
+    response = client_for(viewer).get(url("sessions:list"), {"format": "csv-local"})
+    assert response["Content-Disposition"] == 'attachment; filename="sessions-local.csv"'
+    rows = list(csv.reader(io.StringIO(_csv_text(response))))
+    header = rows[0]
+    assert header[1] == "requested_at_site_time" and header[-1] == "time_zone"
+    by_id = {r[0]: dict(zip(header, r, strict=True)) for r in rows[1:]}
+    amsterdam = by_id[str(s1.public_id)]
+    local = timezone.localtime(s1.requested_at, zoneinfo.ZoneInfo("Europe/Amsterdam"))
+    assert amsterdam["requested_at_site_time"] == local.isoformat()
+    assert amsterdam["requested_at_site_time"][-6:] in ("+01:00", "+02:00")
+    assert amsterdam["time_zone"] == "Europe/Amsterdam" and amsterdam["total"] == "4.50"
+    assert by_id[str(s3.public_id)]["time_zone"] == "Europe/London"
+
+
+def test_the_dutch_excel_export_uses_semicolons_decimal_commas_and_a_bom(client_for, viewer, fleet):
+    s2 = fleet["sessions"][1]
+    response = client_for(viewer).get(url("sessions:list"), {"format": "csv-excel-nl"})
+    text = _csv_text(response)
+    assert text.startswith("\ufeffsession;requested_at_site_time;")
+    rows = list(csv.reader(io.StringIO(text.lstrip("\ufeff")), delimiter=";"))
+    header = rows[0]
+    assert header[-2:] == ["utc_offset", "time_zone"]
+    row = dict(zip(header, next(r for r in rows if r[0] == str(s2.public_id)), strict=True))
+    local = timezone.localtime(s2.requested_at, zoneinfo.ZoneInfo("Europe/Amsterdam"))
+    assert row["requested_at_site_time"] == local.strftime("%Y-%m-%d %H:%M:%S")
+    assert row["utc_offset"] == local.isoformat()[-6:]
+    assert row["total"] == "19,99" and row["energy_kwh"] == "10,000"
+
+
+def test_the_list_links_all_three_exports_with_its_filters(client_for, viewer, fleet):
+    html = _list(client_for(viewer), state="closed")
+    assert "?state=closed&amp;format=csv-local" in html
+    assert "?state=closed&amp;format=csv-excel-nl" in html
+    assert "?state=closed&amp;format=csv" in html
+
+
 def test_session_list_with_2000_sessions_keeps_a_fixed_query_count(
     client_for, viewer, django_assert_max_num_queries
 ):
