@@ -16,6 +16,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
+from evpay import audit
 from evpay.models import AuditEvent, ExceptionRecord
 from evpay.money import exponent, format_money, to_decimal_string
 from evpay.roles import OPERATE_PERM, VIEW_PERM, permission_required
@@ -37,7 +38,14 @@ from evpay.web import (
 )
 from sessions import receipts as receipt_rendering
 from sessions import services
-from sessions.models import ChargingSession, CloseReason, SessionState
+from sessions.models import (
+    ChargingSession,
+    CloseReason,
+    Outcome,
+    SessionState,
+    TerminalTransaction,
+    TxState,
+)
 from terminals.models import Site, Terminal, TerminalBrand
 
 SORTS = {
@@ -345,6 +353,11 @@ def session_detail(request, public_id):
     transactions = list(session.transactions.order_by("id").prefetch_related("device_messages"))
     receipt_messages = [m for tx in transactions for m in tx.device_messages.all() if m.is_receipt]
     timeline = list(AuditEvent.objects.filter(session_ref=session.public_id).order_by("at", "id"))
+    for event in timeline:
+        event.label = audit.action_label(event.action, event.to_state)
+        event.from_label = STATE_LABELS.get(event.from_state, event.from_state)
+        event.to_label = STATE_LABELS.get(event.to_state, event.to_state)
+    _explain_wallet_stops(session, timeline)
     exceptions = list(ExceptionRecord.objects.filter(session_ref=session.public_id))
     has_pending = any(tx.state in PENDING_TX_STATES for tx in transactions)
     context = {
@@ -368,6 +381,36 @@ def session_detail(request, public_id):
     if part == "activity":
         return render(request, "sessions/detail.html#activity", context)
     return render(request, "sessions/detail.html", context)
+
+
+def _explain_wallet_stops(session, timeline) -> None:
+    """A stop by card whose card number differs from the paying card's gets `event.note`.
+
+    A phone wallet pays with a device account number, not the card's own: the same card then
+    reads as other digits at the stop. stop_by_card matched it on the terminal's card token
+    or the payment account reference, so it is the same card, which the note says."""
+    reads = {
+        event.pk: event.data["card_read_tx"]
+        for event in timeline
+        if isinstance(event.data, dict) and event.data.get("card_read_tx")
+    }
+    if not reads or not session.masked_pan:
+        return
+    by_pk = TerminalTransaction.objects.filter(pk__in=set(reads.values())).in_bulk()
+    for event in timeline:
+        read = by_pk.get(reads.get(event.pk))
+        if read is None or not read.masked_pan or read.masked_pan == session.masked_pan:
+            continue
+        matched = (
+            "card token"
+            if read.card_token and read.card_token == session.card_token
+            else "payment account reference"
+        )
+        event.note = (
+            f"Card {read.masked_pan} differs from the paying card {session.masked_pan}: a phone "
+            f"wallet pays with a device account number, so the digits differ, but the {matched} "
+            "matched. It is the same card."
+        )
 
 
 def _summary(request, session):
@@ -410,6 +453,9 @@ def _current_stamp(session) -> str:
     )
     return _stamp(session, last_event or 0, transactions, exceptions)
 
+
+# The from/to of a timeline row: a session's state, or a request's state or outcome.
+STATE_LABELS = {**dict(TxState.choices), **dict(Outcome.choices), **dict(SessionState.choices)}
 
 PENDING_TX_STATES = ("sent", "unknown")
 ENDED_STATES = (SessionState.ENDED, SessionState.SETTLING)

@@ -3,6 +3,7 @@
 import csv
 import dataclasses
 import io
+import re
 import zoneinfo
 from datetime import datetime, time, timedelta
 
@@ -12,7 +13,13 @@ from django.utils import timezone
 from evpay.models import AuditEvent, ExceptionRecord
 from sessions import services
 from sessions import views as session_views
-from sessions.models import ChargingSession, Operation, SessionState
+from sessions.models import (
+    ChargingSession,
+    DeviceMessage,
+    Operation,
+    SessionState,
+    TerminalTransaction,
+)
 from tests.dashboard import factories as f
 from tests.dashboard.conftest import url
 
@@ -294,6 +301,85 @@ def test_session_detail_shows_timeline_transactions_breakdown_and_receipt(
     assert "€\u00a04.50" in html and "€\u00a00.78" in html and "21%" in html
     assert "TOTAL EUR 4,50" in html
     assert "Depot Utrecht" in html
+
+
+def _detail_html(client, session) -> str:
+    return client.get(url("sessions:detail", session.public_id)).content.decode()
+
+
+def test_the_timeline_speaks_in_words_not_audit_codes(client_for, viewer, world):
+    session = world["closed"]
+    f.make_audit(session, "session.state", from_state="charging", to_state="ended")
+    f.make_audit(session, "tx.capture", from_state="pending", to_state="success")
+    f.make_audit(session, "charger.meter_jump")  # not in the table: still words
+    html = _detail_html(client_for(viewer), session)
+    assert '<strong title="session.state">Charging ended</strong>' in html
+    assert "(Charging → Charging ended, plugged in)" in html
+    assert '<strong title="tx.capture">Terminal answered the capture</strong>' in html
+    assert "(Pending → Approved / success)" in html
+    assert '<strong title="charger.meter_jump">Charger: meter jump</strong>' in html
+    assert "<strong>tx.capture</strong>" not in html
+
+
+def test_receipt_copies_and_brands_have_their_everyday_names(client_for, viewer, world):
+    session = world["closed"]
+    f.make_receipt(world["capture"], seq=2)
+    DeviceMessage.objects.filter(transaction=world["capture"], seq=2).update(
+        target="PrinterReceipt"
+    )
+    ChargingSession.objects.filter(pk=session.pk).update(card_brand="ECMC")
+    html = _detail_html(client_for(viewer), session)
+    assert "<small>Merchant copy ·" in html and "<small>Cardholder copy ·" in html
+    assert "<small>Printer ·" not in html
+    assert "<dd>Mastercard " in html
+    receipt = client_for(viewer).get(url("sessions:receipt", session.public_id)).content
+    assert b"Mastercard" in receipt and b"ECMC" not in receipt
+
+
+def test_authorisation_expiry_is_shown_only_while_the_session_is_open(client_for, viewer, world):
+    client = client_for(viewer)
+    assert "Authorisation expires" not in _detail_html(client, world["closed"])
+    assert "Authorisation expires" in _detail_html(client, world["charging"])
+
+
+def test_placeholders_are_hints_not_values_that_look_filled_in(client_for, viewer, world):
+    client = client_for(viewer)
+    for name in ("sessions:list", "sessions:receipts"):
+        html = client.get(url(name)).content.decode()
+        placeholders = re.findall(r'<input[^>]*placeholder="([^"]*)"', html)
+        assert placeholders and all(p.startswith("e.g. ") for p in placeholders), placeholders
+    # The card's last 4 digits get a hint too, so the empty box says what goes in it.
+    assert 'placeholder="e.g. 4321"' in client.get(url("sessions:receipts")).content.decode()
+
+
+def test_a_phone_wallet_stop_explains_why_the_card_numbers_differ(client_for, viewer, world):
+    session = world["charging"]
+    ChargingSession.objects.filter(pk=session.pk).update(
+        masked_pan="541333******0434", card_brand="ECMC", card_token="mc-tok"
+    )
+    read = f.make_tx(
+        session,
+        Operation.CARD_TOKEN,
+        masked_pan="520473******0019",
+        card_token="mc-tok",
+        amount_minor=0,
+    )
+    f.make_audit(
+        session,
+        "session.state",
+        from_state="charging",
+        to_state="stopping",
+        reason="stopped by card 520473******0019",
+        data={"card_read_tx": read.pk},
+    )
+    html = _detail_html(client_for(viewer), session)
+    assert (
+        "Card 520473******0019 differs from the paying card 541333******0434: a phone wallet "
+        "pays with a device account number, so the digits differ, but the card token matched."
+    ) in html
+    # A stop with the same card needs no explanation.
+    TerminalTransaction.objects.filter(pk=read.pk).update(masked_pan="541333******0434")
+    assert "phone wallet" not in _detail_html(client_for(viewer), session)
 
 
 def test_the_detail_summary_is_a_fragment_of_the_same_url_and_polls_only_while_open(
