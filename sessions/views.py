@@ -323,6 +323,8 @@ def session_list(request):
         "outcomes": CloseReason.choices,
         "periods": PERIOD_CHOICES,
         "brands": brands,
+        # A link saying brand=Mastercard shows as chosen in the select (whose values are codes).
+        "brand_current": _brand_code(request.GET.get("brand", ""), brands) or "",
         "errors": errors,
         "error_slots": error_slots(errors, SESSION_FILTER_FIELDS),
         "sites": Site.objects.only("public_id", "name"),

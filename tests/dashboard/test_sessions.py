@@ -132,6 +132,7 @@ def test_brands_are_a_choice_of_names_and_names_work_in_links(client_for, viewer
     assert ">ECMC " not in html  # the list shows the name, not the code
     assert _tokens(client, brand="ECMC") == {"tok-two"}
     assert _tokens(client, brand="Mastercard") == {"tok-two"}
+    assert '<option value="ECMC" selected>Mastercard</option>' in _list(client, brand="mastercard")
     html = _list(client, brand="Mastercardd")
     assert "Unknown card brand “Mastercardd”; not filtering by brand." in html
     assert _tokens(client, brand="Mastercardd") == {"tok-one", "tok-two", "tok-three"}
