@@ -270,7 +270,9 @@ def test_an_operator_captures_from_the_exceptions_queue(
     screenshot(page, "exceptions-capture")
 
 
-def test_a_bad_filter_value_is_named_on_its_field_and_cleared_when_fixed(page, login, viewer):
+def test_a_bad_filter_value_is_named_on_its_field_and_cleared_when_fixed(
+    page, login, viewer, screenshot
+):
     site = f.make_site("Depot Utrecht")
     connector = f.make_connector(f.make_terminal(site))
     f.make_session(connector, card_brand="ECMC", cost_total_minor=450)
@@ -283,6 +285,7 @@ def test_a_bad_filter_value_is_named_on_its_field_and_cleared_when_fixed(page, l
         "“abc” is not an amount (like 12.50); not filtering by minimum total."
     )
     expect(page.locator("#results tbody tr")).to_have_count(2)
+    screenshot(page, "sessions-filter-message")
     page.get_by_label("Total at least").fill("5")
     page.get_by_role("button", name="Filter").click()
     expect(page.locator("#f-min-error")).to_have_text("")
@@ -291,7 +294,9 @@ def test_a_bad_filter_value_is_named_on_its_field_and_cleared_when_fixed(page, l
     expect(page.locator("#results")).to_contain_text("No sessions match.")
 
 
-def test_the_terminal_panels_show_a_finished_job_without_a_reload(page, login, operator):
+def test_the_terminal_panels_show_a_finished_job_without_a_reload(
+    page, login, operator, screenshot
+):
     from django.utils import timezone
 
     from terminals.models import TerminalBrand
@@ -321,3 +326,4 @@ def test_the_terminal_panels_show_a_finished_job_without_a_reload(page, login, o
     expect(page.locator("#closing-running")).to_be_visible(timeout=12_000)
     expect(page.locator("#closings-panel")).to_contain_text("Pending")
     assert page.evaluate("window.__notReloaded") is True
+    screenshot(page, "terminal-panels-refreshed")
