@@ -65,7 +65,8 @@ def _amount_q(field: str, lookup: str, value: str, currencies) -> Q | None:
         amount = Decimal(value.strip().replace(",", "."))
     except (InvalidOperation, AttributeError):
         return None
-    if not amount.is_finite():
+    # Beyond any charge (and what an integer column holds): "1e99" is a typo, not a filter.
+    if not amount.is_finite() or abs(amount) >= 10**9:
         return None
     q = Q()
     for currency in currencies:

@@ -107,6 +107,8 @@ def test_a_bad_amount_says_so_and_the_list_is_not_filtered_by_it(client_for, vie
     assert "“abc” is not an amount (like 12.50); not filtering by minimum total." in html
     assert _tokens(client, min="abc") == {"tok-one", "tok-two", "tok-three"}
     assert _tokens(client, min="abc", max="4.50") == {"tok-one", "tok-three"}
+    assert _tokens(client, max="1e99") == {"tok-one", "tok-two", "tok-three"}
+    assert "“1e99” is not an amount" in _list(client, max="1e99")
 
 
 def test_from_after_to_is_pointed_out(client_for, viewer, fleet):
