@@ -64,3 +64,66 @@ def record(
         reason=mask_pans(reason[:2000]),
         data=data or {},
     )
+
+
+# What staff read for an audit action on a timeline. The codes stay in the database and the
+# admin (they are what code and queries match on); an action missing here still reads as
+# words (see action_label), so adding one never shows a raw code.
+ACTION_LABELS: dict[str, str] = {
+    "session.created": "Session requested",
+    "session.started": "Session started",
+    "session.closed": "Session closed",
+    "session.resolved_manually": "Resolved manually by staff",
+    "tx.authorise": "Terminal answered the authorisation",
+    "tx.card_token": "Terminal read the card",
+    "tx.capture": "Terminal answered the capture",
+    "tx.release": "Terminal answered the release of the reservation",
+    "tx.reprint": "Terminal answered the ticket reprint",
+    "tx.recovery": "Recovery checked the outcome with the terminal",
+    "tx.repeat_last_message": "Terminal repeated its last answer",
+    "tx.late_answer": "Terminal answered after we stopped waiting",
+    "tx.resolved_manually": "Terminal request resolved by staff",
+    "stop.refused": "Stop by card refused",
+    "guard.expiry": "Authorisation close to expiring",
+    "operator.capture_now": "Staff asked to capture now",
+    "operator.release": "Staff asked to release the reservation",
+    "operator.retry_recovery": "Staff asked to retry recovery",
+    "exception.raised": "Exception raised",
+    "exception.resolved": "Exception resolved",
+    "exception.assigned": "Exception assigned",
+    "exception.unassigned": "Exception unassigned",
+    "exception.retry": "Exception: recovery retried",
+    "terminal.status": "Terminal status changed",
+    "terminal.brands": "Card brands refreshed",
+    "terminal.reprint": "Ticket reprint",
+    "terminal.mifare": "Mifare card read",
+    "closing.reconciled": "Closing reconciled",
+    "closing.unverified": "Closing could not be verified",
+    "closing.abandoned": "Closing abandoned",
+    "closing.rerun_requested": "Closing asked to run again",
+    "closing.rerun": "Closing ran again",
+}
+
+# "session.state" rows are named by the state the session moved to.
+SESSION_STATE_LABELS: dict[str, str] = {
+    "authorising": "Waiting for the card",
+    "authorised": "Card authorised",
+    "charging": "Charging started",
+    "stopping": "Stop requested",
+    "ended": "Charging ended",
+    "settling": "Settling the payment",
+    "closed": "Session closed",
+}
+
+
+def action_label(action: str, to_state: str = "") -> str:
+    """A readable label for an audit action: from the tables above, else its code in words
+    ("foo.bar_baz" -> "Foo: bar baz")."""
+    if action == "session.state":
+        return SESSION_STATE_LABELS.get(to_state, "Session state changed")
+    if action in ACTION_LABELS:
+        return ACTION_LABELS[action]
+    subject, _, verb = action.partition(".")
+    words = subject.replace("_", " ").strip().capitalize()
+    verb = verb.replace("_", " ").replace(".", " ").strip()
+    return f"{words}: {verb}" if verb else words or "Event"

@@ -2,7 +2,8 @@
 
 import csv
 import uuid
-from datetime import datetime, time
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta
 
 from django.core.paginator import Paginator
 from django.http import HttpResponse, StreamingHttpResponse
@@ -49,12 +50,59 @@ class _Echo:
         return value
 
 
-def csv_response(filename: str, header: list[str], rows) -> StreamingHttpResponse:
+@dataclass(frozen=True)
+class CsvFlavour:
+    """How an export writes times and numbers. "utc" is for machines (ISO 8601 in UTC, as
+    before); "local" gives each row's times in its site's zone with the offset in the value;
+    "excel-nl" is what Dutch Excel opens as numbers and dates on a double click: `;` between
+    fields, a decimal comma, local times without the "T" and a UTF-8 byte order mark."""
+
+    key: str
+    suffix: str
+    delimiter: str = ","
+    decimal_comma: bool = False
+    local: bool = False
+    bom: bool = False
+
+    def time(self, value, zone) -> str:
+        if not value:
+            return ""
+        if not self.local:
+            return value.isoformat()
+        local = timezone.localtime(value, zone)
+        if self.decimal_comma:  # Excel: a plain date-time; the offset gets its own column
+            return local.strftime("%Y-%m-%d %H:%M:%S")
+        return local.isoformat()
+
+    def offset(self, value, zone) -> str:
+        """The UTC offset of a local time, as +01:00 (empty in UTC exports)."""
+        if not value or not self.local:
+            return ""
+        return timezone.localtime(value, zone).isoformat()[-6:]
+
+    def number(self, text: str) -> str:
+        return text.replace(".", ",") if self.decimal_comma else text
+
+
+CSV_FLAVOURS = {
+    "csv": CsvFlavour("csv", ""),
+    "csv-local": CsvFlavour("csv-local", "-local", local=True),
+    "csv-excel-nl": CsvFlavour(
+        "csv-excel-nl", "-excel-nl", delimiter=";", decimal_comma=True, local=True, bom=True
+    ),
+}
+
+
+def csv_response(
+    filename: str, header: list[str], rows, flavour: CsvFlavour | None = None
+) -> StreamingHttpResponse:
     """Stream a CSV (rows is any iterable, e.g. a queryset .iterator())."""
-    writer = csv.writer(_Echo())
+    flavour = flavour or CSV_FLAVOURS["csv"]
+    writer = csv.writer(_Echo(), delimiter=flavour.delimiter)
 
     def lines():
-        yield writer.writerow(header)
+        # Excel reads a file without the mark as the local code page, garbling "€" and "é".
+        yield ("\ufeff" if flavour.bom else "") + writer.writerow(header)
         for row in rows:
             yield writer.writerow(row)
 
@@ -79,6 +127,31 @@ def parse_date(value: str | None):
     return parse_bounded_date(value)
 
 
+def date_param(params, key: str, errors: dict) -> date | None:
+    """A YYYY-MM-DD filter value; anything else puts a message for the field in `errors` and
+    gives None, so the list is not filtered by it (rather than silently showing every row)."""
+    value = (params.get(key) or "").strip()
+    if not value:
+        return None
+    day = parse_date(value)
+    # The last day has no "next day" to end the range at.
+    if day is None or day == date.max:
+        errors[key] = f"“{value}” is not a date (use YYYY-MM-DD); not filtering by this date."
+        return None
+    return day
+
+
+def check_date_range(errors: dict, first: date | None, last: date | None, key: str = "to"):
+    if first and last and first > last:
+        errors[key] = "This is before the “from” date, so nothing can match."
+
+
+def error_slots(errors: dict, fields: dict[str, str]) -> list[tuple[str, str]]:
+    """(element id, message) for every filter field, empty when it is fine. A list fragment
+    sends them out of band so the messages in the filter bar (outside the fragment) update."""
+    return [(f"{field_id}-error", errors.get(name, "")) for name, field_id in fields.items()]
+
+
 def parse_uuid(value) -> uuid.UUID | None:
     """A UUID from a query parameter, or None when it is not one (filters then match nothing)."""
     try:
@@ -89,6 +162,11 @@ def parse_uuid(value) -> uuid.UUID | None:
 
 def start_of_day(day, tz=None):
     return timezone.make_aware(datetime.combine(day, time.min), tz)
+
+
+def end_of_day(day, tz=None):
+    """The start of the next day: the exclusive end of `day`."""
+    return start_of_day(day + timedelta(days=1), tz)
 
 
 def can_operate(user) -> bool:

@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from evpay import audit
 from terminals.models import Connector, Site, Terminal
-from terminals.opi.messages import RECEIPT_TARGETS
+from terminals.opi.messages import RECEIPT_TARGETS, OutDeviceTarget
 
 
 class Tariff(models.Model):
@@ -462,6 +462,20 @@ class DeviceMessage(models.Model):
     @property
     def is_receipt(self) -> bool:
         return self.target in RECEIPT_TARGETS
+
+    # O.P.I. device names for what staff call the two receipt copies.
+    TARGET_LABELS = {
+        OutDeviceTarget.PRINTER: "Merchant copy",
+        OutDeviceTarget.PRINTER_RECEIPT: "Cardholder copy",
+        OutDeviceTarget.CASHIER_DISPLAY: "Cashier display",
+        OutDeviceTarget.CUSTOMER_DISPLAY: "Customer display",
+        OutDeviceTarget.JOURNAL_PRINTER: "Journal copy",
+        OutDeviceTarget.E_JOURNAL: "Electronic journal",
+    }
+
+    @property
+    def target_label(self) -> str:
+        return self.TARGET_LABELS.get(self.target, self.target)
 
 
 class ApiKey(models.Model):

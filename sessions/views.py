@@ -1,6 +1,7 @@
 """Charging sessions: list, CSV export, detail with timeline and operator actions, receipts."""
 
 import hashlib
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -12,18 +13,24 @@ from django.db.models import Max, Q
 from django.http import Http404, HttpResponse
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
+from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
+from evpay import audit
 from evpay.models import AuditEvent, ExceptionRecord
 from evpay.money import exponent, format_money, to_decimal_string
 from evpay.roles import OPERATE_PERM, VIEW_PERM, permission_required
-from evpay.templatetags.evpay_tags import site_localtime
+from evpay.templatetags.evpay_tags import BRAND_NAMES, site_localtime, site_zone
 from evpay.web import (
+    CSV_FLAVOURS,
     after_post,
     can_operate,
+    check_date_range,
     csv_response,
+    date_param,
+    end_of_day,
+    error_slots,
     paginate,
-    parse_date,
     parse_uuid,
     querystring,
     render_page,
@@ -31,8 +38,15 @@ from evpay.web import (
 )
 from sessions import receipts as receipt_rendering
 from sessions import services
-from sessions.models import ChargingSession, CloseReason, SessionState
-from terminals.models import Site, Terminal
+from sessions.models import (
+    ChargingSession,
+    CloseReason,
+    Outcome,
+    SessionState,
+    TerminalTransaction,
+    TxState,
+)
+from terminals.models import Site, Terminal, TerminalBrand
 
 SORTS = {
     "requested": "requested_at",
@@ -48,8 +62,11 @@ DEFAULT_SORT = "-requested"
 def _amount_q(field: str, lookup: str, value: str, currencies) -> Q | None:
     """A decimal amount in major units, matched per currency (exponents differ)."""
     try:
-        amount = Decimal(value.replace(",", "."))
+        amount = Decimal(value.strip().replace(",", "."))
     except (InvalidOperation, AttributeError):
+        return None
+    # Beyond any charge (and what an integer column holds): "1e99" is a typo, not a filter.
+    if not amount.is_finite() or abs(amount) >= 10**9:
         return None
     q = Q()
     for currency in currencies:
@@ -62,39 +79,150 @@ def _currencies() -> list[str]:
     return sorted(set(Site.objects.values_list("currency", flat=True))) or ["EUR"]
 
 
-def session_queryset(params):
-    """The filtered, sorted list; shared by the page, its fragment and the CSV export."""
+def brand_choices() -> list[tuple[str, str]]:
+    """(code, name) for the brand filter: the brands terminals reported, and the known ones."""
+    names = dict(BRAND_NAMES)
+    for code, display_name in TerminalBrand.objects.values_list("code", "display_name").distinct():
+        names.setdefault(code, display_name or code)
+    return sorted(names.items(), key=lambda item: item[1].lower())
+
+
+def _brand_code(value: str, choices) -> str | None:
+    """The code for a brand filter value: a code or a name, in any case (old links and
+    hand-typed URLs say "Mastercard" or "visa"); None when it is neither."""
+    wanted = value.strip().lower()
+    for code, name in choices:
+        if wanted in (code.lower(), name.lower()):
+            return code
+    return None
+
+
+# Date presets of the session list, as (first day, last day) of a site's local today.
+PERIODS = {
+    "today": ("Today", lambda today: (today, today)),
+    "yesterday": (
+        "Yesterday",
+        lambda today: (today - timedelta(days=1), today - timedelta(days=1)),
+    ),
+    "last7": ("Last 7 days", lambda today: (today - timedelta(days=6), today)),
+    "month": ("This month", lambda today: (today.replace(day=1), today)),
+}
+PERIOD_CHOICES = [(key, label) for key, (label, _range) in PERIODS.items()]
+
+
+def _local_days_q(field: str, zones, day_range) -> Q:
+    """`field` within local days of each session's site: day_range(today) gives (first, last),
+    either None, for today in that site's time zone. A session's day is its site's day."""
+    q = Q()
+    now = timezone.now()
+    for name in zones:
+        zone = site_zone(name)
+        first, last = day_range(timezone.localtime(now, zone).date())
+        part = Q(site__time_zone=name)
+        if first:
+            part &= Q(**{f"{field}__gte": start_of_day(first, zone)})
+        if last:
+            part &= Q(**{f"{field}__lt": end_of_day(last, zone)})
+        q |= part
+    return q
+
+
+def _pan_q(q: str) -> Q | None:
+    """A card search by digits: the last 4, the BIN (first 6) or a masked PAN as the terminal
+    gives it ("541333******0434", "541333…0434", "5413 33** **** 0434"). None: not digits."""
+    compact = q.replace(" ", "")
+    if compact.isdigit():
+        if len(compact) == 4:
+            return Q(pan_last4=compact)
+        if len(compact) == 6:
+            return Q(masked_pan__startswith=compact)
+        return Q(masked_pan__contains=compact)
+    match = MASKED_PAN.fullmatch(compact)
+    if match is None:
+        return None
+    first, last = match.groups()
+    pan = Q()
+    if first:
+        pan &= Q(masked_pan__startswith=first)
+    if last:
+        pan &= Q(masked_pan__endswith=last)
+    return pan
+
+
+MASKED_PAN = re.compile(r"(\d*)(?:[*xX•…]|\.\.\.)+(\d*)")
+
+# The session list's filter fields and the ids of their inputs (for the messages).
+SESSION_FILTER_FIELDS = {
+    "brand": "f-brand",
+    "outcome": "f-outcome",
+    "period": "f-period",
+    "from": "f-from",
+    "to": "f-to",
+    "min": "f-min",
+    "max": "f-max",
+}
+
+
+def session_queryset(params, brands=None):
+    """The filtered, sorted list; shared by the page, its fragment and the CSV export.
+
+    Returns (queryset, sort, errors): errors maps a filter field to a message saying why it
+    was not applied; the other filters still are."""
+    errors: dict[str, str] = {}
     qs = ChargingSession.objects.select_related("site", "terminal", "connector")
     state = params.get("state")
     if state == "open":
         qs = qs.exclude(state=SessionState.CLOSED)
     elif state in SessionState.values:
         qs = qs.filter(state=state)
+    outcome = params.get("outcome")
+    if outcome:
+        if outcome in CloseReason.values:
+            qs = qs.filter(close_reason=outcome)
+        else:
+            errors["outcome"] = f"Unknown outcome “{outcome}”; not filtering by outcome."
     for key, lookup in (("site", "site__public_id"), ("terminal", "terminal__public_id")):
         if params.get(key):
             value = parse_uuid(params[key])
             qs = qs.filter(**{lookup: value}) if value else qs.none()
-    date_from, date_to = parse_date(params.get("from")), parse_date(params.get("to"))
-    if date_from:
-        qs = qs.filter(requested_at__gte=start_of_day(date_from))
-    if date_to:
-        qs = qs.filter(requested_at__lt=start_of_day(date_to + timedelta(days=1)))
-    brand = (params.get("brand") or "").strip().upper()
+    date_from, date_to = date_param(params, "from", errors), date_param(params, "to", errors)
+    check_date_range(errors, date_from, date_to)
+    period = params.get("period")
+    if period and period not in PERIODS:
+        errors["period"] = f"Unknown period “{period}”; not filtering by period."
+        period = None
+    if date_from or date_to or period:
+        zones = list(Site.objects.values_list("time_zone", flat=True).distinct())
+        if date_from or date_to:
+            qs = qs.filter(_local_days_q("requested_at", zones, lambda _t: (date_from, date_to)))
+        if period:
+            qs = qs.filter(_local_days_q("requested_at", zones, PERIODS[period][1]))
+    brand = (params.get("brand") or "").strip()
     if brand:
-        qs = qs.filter(card_brand=brand)
+        code = _brand_code(brand, brands if brands is not None else brand_choices())
+        if code:
+            qs = qs.filter(card_brand=code)
+        else:
+            errors["brand"] = f"Unknown card brand “{brand}”; not filtering by brand."
     currencies = None
-    for key, lookup in (("min", "gte"), ("max", "lte")):
-        if params.get(key):
+    for key, lookup, name in (("min", "gte", "minimum"), ("max", "lte", "maximum")):
+        if (params.get(key) or "").strip():
             currencies = currencies or _currencies()
             q = _amount_q("cost_total_minor", lookup, params[key], currencies)
-            qs = qs.filter(q) if q is not None else qs.none()
+            if q is None:
+                errors[key] = (
+                    f"“{params[key]}” is not an amount (like 12.50); not filtering by {name} total."
+                )
+            else:
+                qs = qs.filter(q)
     q = (params.get("q") or "").strip()
     if q:
         as_uuid = parse_uuid(q)
+        pan = _pan_q(q)
         if as_uuid:
             qs = qs.filter(public_id=as_uuid)
-        elif q.isdigit() and len(q) == 4:
-            qs = qs.filter(pan_last4=q)
+        elif pan is not None:
+            qs = qs.filter(pan)
         else:
             qs = qs.filter(card_token=q)
     sort = params.get("sort") or DEFAULT_SORT
@@ -102,7 +230,7 @@ def session_queryset(params):
     if field is None:
         sort, field = DEFAULT_SORT, SORTS[DEFAULT_SORT.lstrip("-")]
     direction = "-" if sort.startswith("-") else ""
-    return qs.order_by(f"{direction}{field}", f"{direction}id"), sort
+    return qs.order_by(f"{direction}{field}", f"{direction}id"), sort, errors
 
 
 CSV_HEADER = [
@@ -125,12 +253,25 @@ CSV_HEADER = [
 ]
 
 
-def _csv_rows(sessions):
+def csv_header(flavour) -> list[str]:
+    if not flavour.local:
+        return CSV_HEADER
+    # Say in the header which clock the times are on; Excel gets the offset as a column.
+    header = [
+        {"requested_at": "requested_at_site_time", "closed_at": "closed_at_site_time"}.get(h, h)
+        for h in CSV_HEADER
+    ]
+    return [*header, "utc_offset", "time_zone"] if flavour.decimal_comma else [*header, "time_zone"]
+
+
+def _csv_rows(sessions, flavour=CSV_FLAVOURS["csv"]):
+    number = flavour.number
     for s in sessions:
         c = s.currency
-        yield [
+        zone = site_zone(s.site)
+        row = [
             s.public_id,
-            s.requested_at.isoformat(),
+            flavour.time(s.requested_at, zone),
             s.site.name,
             s.terminal.terminal_id,
             s.connector.evse_id,
@@ -138,22 +279,34 @@ def _csv_rows(sessions):
             s.close_reason,
             s.card_brand,
             s.masked_pan,
-            f"{s.energy_wh / 1000:.3f}",
+            number(f"{s.energy_wh / 1000:.3f}"),
             c,
-            to_decimal_string(s.authorised_amount_minor, c),
-            to_decimal_string(s.cost_total_minor, c),
-            to_decimal_string(s.cost_vat_minor, c),
-            to_decimal_string(s.captured_amount_minor, c),
-            s.closed_at.isoformat() if s.closed_at else "",
+            number(to_decimal_string(s.authorised_amount_minor, c)),
+            number(to_decimal_string(s.cost_total_minor, c)),
+            number(to_decimal_string(s.cost_vat_minor, c)),
+            number(to_decimal_string(s.captured_amount_minor, c)),
+            flavour.time(s.closed_at, zone),
         ]
+        if flavour.decimal_comma:
+            row.append(flavour.offset(s.requested_at, zone))
+        if flavour.local:
+            row.append(s.site.time_zone)
+        yield row
 
 
 @permission_required(VIEW_PERM)
 @require_GET
 def session_list(request):
-    qs, sort = session_queryset(request.GET)
-    if request.GET.get("format") == "csv":
-        return csv_response("sessions.csv", CSV_HEADER, _csv_rows(qs.iterator(chunk_size=500)))
+    brands = brand_choices()
+    qs, sort, errors = session_queryset(request.GET, brands)
+    flavour = CSV_FLAVOURS.get(request.GET.get("format", ""))
+    if flavour:
+        return csv_response(
+            f"sessions{flavour.suffix}.csv",
+            csv_header(flavour),
+            _csv_rows(qs.iterator(chunk_size=500), flavour),
+            flavour,
+        )
     sort_links = {}
     for key in SORTS:
         # Clicking the current column flips it; others start descending.
@@ -168,9 +321,18 @@ def session_list(request):
         "sort": sort,
         "sort_links": sort_links,
         "states": [("open", "Open (any)"), *SessionState.choices],
+        "outcomes": CloseReason.choices,
+        "periods": PERIOD_CHOICES,
+        "brands": brands,
+        # A link saying brand=Mastercard shows as chosen in the select (whose values are codes).
+        "brand_current": _brand_code(request.GET.get("brand", ""), brands) or "",
+        "errors": errors,
+        "error_slots": error_slots(errors, SESSION_FILTER_FIELDS),
         "sites": Site.objects.only("public_id", "name"),
         "terminals": Terminal.objects.only("public_id", "name", "terminal_id").order_by("name"),
-        "csv_query": querystring(request, format="csv"),
+        "csv_queries": {
+            key.replace("-", "_"): querystring(request, format=key) for key in CSV_FLAVOURS
+        },
     }
     return render_page(request, "sessions/list.html", context, partial="results")
 
@@ -194,6 +356,11 @@ def session_detail(request, public_id):
     transactions = list(session.transactions.order_by("id").prefetch_related("device_messages"))
     receipt_messages = [m for tx in transactions for m in tx.device_messages.all() if m.is_receipt]
     timeline = list(AuditEvent.objects.filter(session_ref=session.public_id).order_by("at", "id"))
+    for event in timeline:
+        event.label = audit.action_label(event.action, event.to_state)
+        event.from_label = STATE_LABELS.get(event.from_state, event.from_state)
+        event.to_label = STATE_LABELS.get(event.to_state, event.to_state)
+    _explain_wallet_stops(session, timeline)
     exceptions = list(ExceptionRecord.objects.filter(session_ref=session.public_id))
     has_pending = any(tx.state in PENDING_TX_STATES for tx in transactions)
     context = {
@@ -217,6 +384,36 @@ def session_detail(request, public_id):
     if part == "activity":
         return render(request, "sessions/detail.html#activity", context)
     return render(request, "sessions/detail.html", context)
+
+
+def _explain_wallet_stops(session, timeline) -> None:
+    """A stop by card whose card number differs from the paying card's gets `event.note`.
+
+    A phone wallet pays with a device account number, not the card's own: the same card then
+    reads as other digits at the stop. stop_by_card matched it on the terminal's card token
+    or the payment account reference, so it is the same card, which the note says."""
+    reads = {
+        event.pk: event.data["card_read_tx"]
+        for event in timeline
+        if isinstance(event.data, dict) and event.data.get("card_read_tx")
+    }
+    if not reads or not session.masked_pan:
+        return
+    by_pk = TerminalTransaction.objects.filter(pk__in=set(reads.values())).in_bulk()
+    for event in timeline:
+        read = by_pk.get(reads.get(event.pk))
+        if read is None or not read.masked_pan or read.masked_pan == session.masked_pan:
+            continue
+        matched = (
+            "card token"
+            if read.card_token and read.card_token == session.card_token
+            else "payment account reference"
+        )
+        event.note = (
+            f"Card {read.masked_pan} differs from the paying card {session.masked_pan}: a phone "
+            f"wallet pays with a device account number, so the digits differ, but the {matched} "
+            "matched. It is the same card."
+        )
 
 
 def _summary(request, session):
@@ -259,6 +456,9 @@ def _current_stamp(session) -> str:
     )
     return _stamp(session, last_event or 0, transactions, exceptions)
 
+
+# The from/to of a timeline row: a session's state, or a request's state or outcome.
+STATE_LABELS = {**dict(TxState.choices), **dict(Outcome.choices), **dict(SessionState.choices)}
 
 PENDING_TX_STATES = ("sent", "unknown")
 ENDED_STATES = (SessionState.ENDED, SessionState.SETTLING)
@@ -464,6 +664,9 @@ def receipt_pdf(request, public_id):
     return _attachment(pdf, "application/pdf", f"receipt-{session.public_id}.pdf")
 
 
+RECEIPT_FILTER_FIELDS = {"date": "r-date", "amount": "r-amount", "last4": "r-last4"}
+
+
 @permission_required(VIEW_PERM)
 @require_GET
 def receipt_search(request):
@@ -476,18 +679,18 @@ def receipt_search(request):
         .exclude(masked_pan="")
     )
     params = request.GET
-    day = parse_date(params.get("date"))
+    errors: dict[str, str] = {}
+    day = date_param(params, "date", errors)
     if day:
+        # Wide enough for any site's zone; the exact local day is checked below.
         qs = qs.filter(
             requested_at__gte=start_of_day(day) - timedelta(hours=14),
-            requested_at__lt=start_of_day(day + timedelta(days=1)) + timedelta(hours=14),
+            requested_at__lt=end_of_day(day) + timedelta(hours=14),
         )
-    errors = {}
-    if params.get("amount"):
+    if (params.get("amount") or "").strip():
         q = _amount_q("captured_amount_minor", "exact", params["amount"], _currencies())
         if q is None:
-            errors["amount"] = "Enter an amount like 12.50"
-            qs = qs.none()
+            errors["amount"] = "Enter an amount like 12.50; not searching by amount."
         else:
             qs = qs.filter(q)
     last4 = (params.get("last4") or "").strip()
@@ -495,8 +698,7 @@ def receipt_search(request):
         if last4.isdigit() and len(last4) == 4:
             qs = qs.filter(pan_last4=last4)
         else:
-            errors["last4"] = "Enter the last 4 digits of the card"
-            qs = qs.none()
+            errors["last4"] = "Enter the last 4 digits of the card; not searching by card."
     sessions = list(qs.order_by("-requested_at", "-id")[:500])
     if day:
         # "That day" is the driver's day: the site's local date, not the server's.
@@ -504,6 +706,7 @@ def receipt_search(request):
     context = {
         "page": paginate(request, sessions),
         "errors": errors,
+        "error_slots": error_slots(errors, RECEIPT_FILTER_FIELDS),
         "searched": any(params.get(k) for k in ("date", "amount", "last4")),
     }
     return render_page(request, "sessions/receipts.html", context, partial="results")

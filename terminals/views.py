@@ -1,5 +1,6 @@
 """Terminal fleet pages: list with live badges, detail with actions, period closings."""
 
+import hashlib
 from datetime import timedelta
 
 from django.contrib import messages
@@ -13,19 +14,25 @@ from django.utils.dateparse import parse_datetime
 from django.views.decorators.http import require_GET, require_POST
 
 from evpay.audit import Actor
+from evpay.models import JobRun
 from evpay.money import to_decimal_string
 from evpay.roles import OPERATE_PERM, VIEW_PERM, permission_required
+from evpay.templatetags.evpay_tags import brand_name
 from evpay.web import (
+    CSV_FLAVOURS,
+    PAGE_SIZE,
     after_post,
     can_operate,
+    check_date_range,
     csv_response,
+    date_param,
+    error_slots,
     paginate,
-    parse_date,
     parse_uuid,
     querystring,
     render_page,
 )
-from terminals import closing_calendar, services, tasks, uptime
+from terminals import closing_calendar, gateway, services, tasks, uptime
 from terminals.models import (
     OFFLINE_STATUSES,
     ClosingBrandTotal,
@@ -36,6 +43,7 @@ from terminals.models import (
     TerminalBrand,
     TerminalStatus,
 )
+from terminals.opi.profile import Operation, ProfileError
 
 # A row changed this long before the cursor is sent again: a status written just before a
 # poll but committed just after it would otherwise be missed. Re-sending a row is harmless.
@@ -80,21 +88,35 @@ def terminal_list(request):
             return HttpResponse("bad cursor", status=400)
         if timezone.is_naive(cursor):
             cursor = timezone.make_aware(cursor)
-        changed = qs.filter(status_changed_at__gt=cursor)[:200]
+        # Only the rows of the page being looked at (it sends its page number): "last seen"
+        # moves on every status poll, so the whole fleet would otherwise come back each time.
+        try:
+            number = max(int(request.GET.get("page", 1)), 1)
+        except ValueError:
+            number = 1
+        # Sliced rather than paginated: the poll needs no count.
+        rows = qs[(number - 1) * PAGE_SIZE : number * PAGE_SIZE]
+        changed = [
+            t
+            for t in rows
+            if (t.status_changed_at and t.status_changed_at > cursor)
+            or (t.last_seen_at and t.last_seen_at > cursor)
+        ]
         context = {
             "changed": changed,
             "cursor": _cursor(),
-            "params": querystring(request, drop=("page", "since")),
+            "params": querystring(request, drop=("since",)),
         }
         return render(request, "terminals/list.html#changes", context)
-    brands = TerminalBrand.objects.order_by("code").values_list("code", flat=True).distinct()
+    codes = TerminalBrand.objects.order_by("code").values_list("code", flat=True).distinct()
+    brands = sorted(((c, brand_name(c)) for c in codes), key=lambda choice: choice[1].lower())
     context = {
         "page": paginate(request, qs),
         "sites": Site.objects.only("public_id", "name"),
         "statuses": [("online", "Online (any)"), *TerminalStatus.choices],
         "brands": brands,
         "cursor": _cursor(),
-        "params": querystring(request, drop=("page", "since")),
+        "params": querystring(request, drop=("since",)),
     }
     return render_page(request, "terminals/list.html", context, partial="results")
 
@@ -103,29 +125,73 @@ def _get_terminal(public_id) -> Terminal:
     return get_object_or_404(Terminal.objects.select_related("site"), public_id=public_id)
 
 
+# The jobs whose results the terminal page's panels show (JobRun.kind, subject: terminal id).
+PANEL_JOBS = ("brands", "closing")
+
+
+def _panels_stamp(terminal) -> str:
+    """A short fingerprint of what the brands and closings panels show: the brand refresh,
+    the latest runs of their jobs (a failed run changes nothing else) and the latest closings."""
+    runs = list(
+        JobRun.objects.filter(subject=terminal.terminal_id, kind__in=PANEL_JOBS)
+        .order_by("-pk")
+        .values_list("pk", "outcome")[:10]
+    )
+    closings = list(terminal.closings.order_by("-pk").values_list("pk", "state")[:10])
+    parts = repr((terminal.brands_refreshed_at, runs, closings))
+    return hashlib.blake2s(parts.encode(), digest_size=8).hexdigest()
+
+
+def _status(request, terminal):
+    """The polled status. Like the session page's summary it also says when the panels are
+    out of date: the page sends the stamp of what they show, and a different one here fires
+    `terminal-changed`, which makes them fetch themselves. So brands and closings show
+    a job's result when it finishes, without a reload, and the 5 s poll stays cheap."""
+    response = render(request, "terminals/detail.html#status", {"terminal": terminal})
+    seen = request.GET.get("seen")
+    if seen is not None and seen != _panels_stamp(terminal):
+        response["HX-Trigger"] = "terminal-changed"
+    return response
+
+
+def _latest_runs(terminal) -> dict:
+    """kind -> the latest JobRun of the panel jobs, to say "running" or why it failed."""
+    latest = {}
+    runs = JobRun.objects.filter(subject=terminal.terminal_id, kind__in=PANEL_JOBS)
+    for run in runs.order_by("-pk")[:10]:
+        latest.setdefault(run.kind, run)
+    return latest
+
+
 @permission_required(VIEW_PERM)
 @require_GET
 def terminal_detail(request, public_id):
     terminal = _get_terminal(public_id)
-    if request.htmx and request.GET.get("part") == "status":
-        return render(request, "terminals/detail.html#status", {"terminal": terminal})
+    part = request.GET.get("part") if request.htmx else None
+    if part == "status":
+        return _status(request, terminal)
     context = {
         "terminal": terminal,
         "site": terminal.site,
-        "history": terminal.status_changes.all()[:20],
         "brands": terminal.brands.all(),
+        "closings": terminal.closings.all()[:10],
+        # Running or done today: the page offers an explicit "Run again" instead.
+        "closing_today": services.closing_of_the_day(terminal),
+        "runs": _latest_runs(terminal),
+        "stamp": _panels_stamp(terminal),
+        "can_operate": can_operate(request.user),
+    }
+    if part == "panels":
+        return render(request, "terminals/detail.html#panels", context)
+    context |= {
+        "history": terminal.status_changes.all()[:20],
         "connectors": terminal.connectors.all(),
         # The charging app's request rows, through their foreign key to the terminal.
         "transactions": terminal.transactions.select_related("session").order_by(
             "-created_at", "-id"
         )[:20],
-        "closings": terminal.closings.all()[:10],
-        # Running or done today: the page offers an explicit "Run again" instead.
-        "closing_today": services.closing_of_the_day(terminal),
-        "mifare": terminal.mifare_reads.select_related("requested_by").first(),
-        "can_operate": can_operate(request.user),
         "uptime": uptime.terminal_uptime(terminal),
-    }
+    } | _mifare_context(terminal, terminal.mifare_reads.select_related("requested_by").first())
     return render(request, "terminals/detail.html", context)
 
 
@@ -173,6 +239,15 @@ def terminal_action(request, public_id, action):
     return after_post(request, detail)
 
 
+def _mifare_context(terminal, read) -> dict:
+    """The Mifare panel says how long the terminal waits for a card: its profile's timeout."""
+    try:
+        wait = round(gateway.timeout_for(terminal, Operation.MIFARE_UID))
+    except ProfileError:
+        wait = None  # the read fails with the profile's message; no number to promise
+    return {"mifare": read, "terminal": terminal, "mifare_wait": wait}
+
+
 @permission_required(OPERATE_PERM)
 @require_POST
 def mifare_start(request, public_id):
@@ -192,9 +267,7 @@ def mifare_start(request, public_id):
             read = MifareRead.objects.create(terminal=terminal, requested_by=request.user)
             transaction.on_commit(lambda: tasks.read_mifare_task.delay(read.pk))
     if request.htmx:
-        return render(
-            request, "terminals/detail.html#mifare", {"mifare": read, "terminal": terminal}
-        )
+        return render(request, "terminals/detail.html#mifare", _mifare_context(terminal, read))
     messages.info(request, "Present the card at the terminal.")
     return after_post(request, reverse("terminals:detail", args=[terminal.public_id]))
 
@@ -203,7 +276,7 @@ def mifare_start(request, public_id):
 @require_GET
 def mifare_status(request, read_id):
     read = get_object_or_404(MifareRead.objects.select_related("terminal"), public_id=read_id)
-    context = {"mifare": read, "terminal": read.terminal}
+    context = _mifare_context(read.terminal, read)
     if not request.htmx:
         return render(request, "terminals/mifare.html", context)
     # 286 tells htmx to swap this last answer and stop polling.
@@ -214,7 +287,11 @@ def mifare_status(request, read_id):
 # --------------------------------------------------------------------------- closings
 
 
-def _closing_queryset(params):
+CLOSING_FILTER_FIELDS = {"from": "f-from", "to": "f-to"}
+
+
+def _closing_queryset(params, errors: dict):
+    """The filtered closings; a filter value that is not valid puts its message in `errors`."""
     qs = PeriodClosing.objects.select_related("terminal__site")
     terminal = params.get("terminal")
     if terminal:
@@ -224,7 +301,8 @@ def _closing_queryset(params):
         qs = qs.filter(terminal__site__public_id=site) if parse_uuid(site) else qs.none()
     if params.get("state") in PeriodClosing.State.values:
         qs = qs.filter(state=params["state"])
-    date_from, date_to = parse_date(params.get("from")), parse_date(params.get("to"))
+    date_from, date_to = date_param(params, "from", errors), date_param(params, "to", errors)
+    check_date_range(errors, date_from, date_to)
     if date_from:
         qs = qs.filter(business_date__gte=date_from)
     if date_to:
@@ -249,7 +327,8 @@ CLOSING_CSV_HEADER = [
 ]
 
 
-def _closing_csv_rows(totals):
+def _closing_csv_rows(totals, flavour=CSV_FLAVOURS["csv"]):
+    number = flavour.number
     for t in totals:
         closing = t.closing
         yield [
@@ -261,26 +340,40 @@ def _closing_csv_rows(totals):
             t.brand,
             t.currency,
             t.terminal_count,
-            to_decimal_string(t.terminal_amount_minor, t.currency),
+            number(to_decimal_string(t.terminal_amount_minor, t.currency)),
             t.our_count,
-            to_decimal_string(t.our_amount_minor, t.currency),
-            to_decimal_string(t.amount_difference_minor, t.currency),
+            number(to_decimal_string(t.our_amount_minor, t.currency)),
+            number(to_decimal_string(t.amount_difference_minor, t.currency)),
             "yes" if t.matches else "no",
         ]
+
+
+# Closings carry business dates, no times: a plain CSV and the Dutch Excel one.
+CLOSING_CSV_FORMATS = ("csv", "csv-excel-nl")
+
+
+def _closing_csv_flavour(request):
+    key = request.GET.get("format", "")
+    return CSV_FLAVOURS[key] if key in CLOSING_CSV_FORMATS else None
 
 
 @permission_required(VIEW_PERM)
 @require_GET
 def closing_list(request):
-    qs = _closing_queryset(request.GET)
-    if request.GET.get("format") == "csv":
+    errors: dict[str, str] = {}
+    qs = _closing_queryset(request.GET, errors)
+    flavour = _closing_csv_flavour(request)
+    if flavour:
         totals = (
             ClosingBrandTotal.objects.filter(closing__in=qs.values("pk"))
             .select_related("closing__terminal__site")
             .order_by("-closing__business_date", "closing__terminal__terminal_id", "brand")
         )
         return csv_response(
-            "closings.csv", CLOSING_CSV_HEADER, _closing_csv_rows(totals.iterator())
+            f"closings{flavour.suffix}.csv",
+            CLOSING_CSV_HEADER,
+            _closing_csv_rows(totals.iterator(), flavour),
+            flavour,
         )
     page = paginate(request, qs.prefetch_related("totals"))
     context = {
@@ -289,7 +382,10 @@ def closing_list(request):
             "public_id", "name", "terminal_id", "site__name"
         ),
         "states": PeriodClosing.State.choices,
+        "errors": errors,
+        "error_slots": error_slots(errors, CLOSING_FILTER_FIELDS),
         "csv_query": querystring(request, format="csv"),
+        "excel_query": querystring(request, format="csv-excel-nl"),
     }
     if not request.htmx or request.htmx.boosted:  # the filter fragment: the table only
         context["calendar"] = closing_calendar.month_calendars(request.GET)
@@ -303,13 +399,15 @@ def closing_detail(request, public_id):
         PeriodClosing.objects.select_related("terminal__site"), public_id=public_id
     )
     totals = list(closing.totals.all())
-    if request.GET.get("format") == "csv":
+    flavour = _closing_csv_flavour(request)
+    if flavour:
         for t in totals:
             t.closing = closing
         return csv_response(
-            f"closing-{closing.terminal.terminal_id}-{closing.business_date}.csv",
+            f"closing-{closing.terminal.terminal_id}-{closing.business_date}{flavour.suffix}.csv",
             CLOSING_CSV_HEADER,
-            _closing_csv_rows(totals),
+            _closing_csv_rows(totals, flavour),
+            flavour,
         )
     brand = request.GET.get("brand")
     drill = None

@@ -1,4 +1,4 @@
-"""Template filters for money, site-local times and status badges."""
+"""Template filters for money, site-local times, card brands and status badges."""
 
 from datetime import datetime
 from zoneinfo import ZoneInfo
@@ -27,7 +27,7 @@ def decimal_amount(amount_minor, currency):
     return to_decimal_string(int(amount_minor), currency or "EUR")
 
 
-def _zone(site_or_tz):
+def site_zone(site_or_tz):
     if site_or_tz is None or site_or_tz == "":
         return timezone.get_current_timezone()
     name = getattr(site_or_tz, "time_zone", site_or_tz)
@@ -38,7 +38,7 @@ def _zone(site_or_tz):
 
 
 def site_localtime(value: datetime, site_or_tz=None) -> datetime:
-    return timezone.localtime(value, _zone(site_or_tz))
+    return timezone.localtime(value, site_zone(site_or_tz))
 
 
 @register.filter
@@ -47,6 +47,31 @@ def sitetime(value, site_or_tz=None):
     if not value:
         return "—"
     return site_localtime(value, site_or_tz).strftime("%Y-%m-%d %H:%M:%S")
+
+
+#: CardCircuit codes as terminals send them, and the names people know them by. A terminal also
+#: reports a DisplayName per brand (TerminalBrand.display_name); these cover codes seen on
+#: sessions before any terminal reported them, and keep the names the same everywhere.
+BRAND_NAMES: dict[str, str] = {
+    "VISA": "Visa",
+    "ECMC": "Mastercard",
+    "MAES": "Maestro",
+    "AMEX": "American Express",
+    "VPAY": "V Pay",
+    "BCMC": "Bancontact",
+    "DINE": "Diners Club",
+    "DISC": "Discover",
+    "JCB": "JCB",
+    "CUP": "UnionPay",
+}
+
+
+@register.filter
+def brand_name(code):
+    """{{ s.card_brand|brand_name }}: 'ECMC' -> 'Mastercard'; an unknown code as it is."""
+    if not code:
+        return ""
+    return BRAND_NAMES.get(str(code).strip().upper(), str(code))
 
 
 STATUS_CLASSES = {

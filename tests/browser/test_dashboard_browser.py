@@ -268,3 +268,62 @@ def test_an_operator_captures_from_the_exceptions_queue(
     session.refresh_from_db()
     assert session.state == "settling"
     screenshot(page, "exceptions-capture")
+
+
+def test_a_bad_filter_value_is_named_on_its_field_and_cleared_when_fixed(
+    page, login, viewer, screenshot
+):
+    site = f.make_site("Depot Utrecht")
+    connector = f.make_connector(f.make_terminal(site))
+    f.make_session(connector, card_brand="ECMC", cost_total_minor=450)
+    f.make_session(connector, card_brand="VISA", cost_total_minor=1999)
+    login(page, viewer)
+    page.goto("/sessions/")
+    page.get_by_label("Total at least").fill("abc")
+    page.get_by_role("button", name="Filter").click()
+    expect(page.locator("#f-min-error")).to_have_text(
+        "“abc” is not an amount (like 12.50); not filtering by minimum total."
+    )
+    expect(page.locator("#results tbody tr")).to_have_count(2)
+    screenshot(page, "sessions-filter-message")
+    page.get_by_label("Total at least").fill("5")
+    page.get_by_role("button", name="Filter").click()
+    expect(page.locator("#f-min-error")).to_have_text("")
+    expect(page.locator("#results tbody tr")).to_have_count(1)
+    page.get_by_label("Card brand").select_option(label="Mastercard")
+    expect(page.locator("#results")).to_contain_text("No sessions match.")
+
+
+def test_the_terminal_panels_show_a_finished_job_without_a_reload(
+    page, login, operator, screenshot
+):
+    from django.utils import timezone
+
+    from terminals.models import TerminalBrand
+
+    site = f.make_site("Depot Utrecht")
+    terminal = f.make_terminal(site, name="IM30 Gate", brands=("VISA",))
+    login(page, operator)
+    page.goto("/terminals/")
+    row = page.locator(f"#terminal-{terminal.public_id}")
+    expect(row).to_contain_text("Visa")
+    page.evaluate("window.__notReloaded = true")
+    # A status poll in the worker: only "last seen" moves; the list shows it live.
+    seen_at = timezone.now()
+    Terminal.objects.filter(pk=terminal.pk).update(last_seen_at=seen_at)
+    expect(row.locator("td").nth(5)).not_to_have_text("—", timeout=12_000)
+
+    page.get_by_role("link", name="IM30 Gate").click()
+    panel = page.locator("#brands-panel")
+    expect(panel).to_contain_text("Visa")
+    page.evaluate("window.__notReloaded = true")
+    # What the worker's brand refresh writes when it finishes.
+    f.make_job_run("brands", subject=terminal.terminal_id, outcome="ok")
+    TerminalBrand.objects.create(terminal=terminal, code="MAES", display_name="Maestro")
+    Terminal.objects.filter(pk=terminal.pk).update(brands_refreshed_at=timezone.now())
+    expect(panel).to_contain_text("Maestro", timeout=12_000)
+    f.make_closing(terminal, state="pending")
+    expect(page.locator("#closing-running")).to_be_visible(timeout=12_000)
+    expect(page.locator("#closings-panel")).to_contain_text("Pending")
+    assert page.evaluate("window.__notReloaded") is True
+    screenshot(page, "terminal-panels-refreshed")

@@ -28,6 +28,29 @@ def test_closing_list_filters_by_terminal_and_state(client_for, viewer, world):
     assert "Other IM30 <small>" not in html and f"{world['terminal'].name} <small>" in html
 
 
+def test_a_bad_closing_date_is_named_on_the_field_and_not_used(client_for, viewer, world):
+    html = client_for(viewer).get(url("terminals:closings"), {"to": "2026-13-45"}).content.decode()
+    assert "“2026-13-45” is not a date (use YYYY-MM-DD); not filtering by this date." in html
+    assert f"{world['terminal'].name} <small>" in html
+
+
+def test_closings_export_for_dutch_excel_with_semicolons_and_decimal_commas(
+    client_for, viewer, world
+):
+    client = client_for(viewer)
+    response = client.get(url("terminals:closings"), {"format": "csv-excel-nl"})
+    assert response["Content-Disposition"] == 'attachment; filename="closings-excel-nl.csv"'
+    text = b"".join(response.streaming_content).decode("utf-8")
+    assert text.startswith("\ufeffbusiness_date;terminal_id;")
+    rows = list(csv.reader(io.StringIO(text.lstrip("\ufeff")), delimiter=";"))
+    assert {r[5]: r[8] for r in rows[1:]} == {"VISA": "9,00", "ECMC": "3,00"}
+    detail = client.get(
+        url("terminals:closing_detail", world["closing"].public_id), {"format": "csv-excel-nl"}
+    )
+    assert b"".join(detail.streaming_content).decode("utf-8").startswith("\ufeffbusiness_date;")
+    assert "format=csv-excel-nl" in client.get(url("terminals:closings")).content.decode()
+
+
 def test_closing_csv_export_follows_the_filters(client_for, viewer, world):
     other = f.make_terminal(world["site"], name="Other IM30")
     f.make_closing(

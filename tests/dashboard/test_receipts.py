@@ -45,8 +45,21 @@ def test_receipt_search_explains_bad_input(client_for, viewer, world):
         .get(url("sessions:receipts"), {"amount": "x", "last4": "12"})
         .content.decode()
     )
-    assert "Enter an amount like 12.50" in html and "Enter the last 4 digits" in html
+    assert "Enter an amount like 12.50; not searching by amount." in html
+    assert "Enter the last 4 digits of the card; not searching by card." in html
     assert 'aria-invalid="true"' in html
+
+
+def test_a_bad_receipt_date_is_named_and_the_other_fields_still_search(client_for, viewer, world):
+    client = client_for(viewer)
+    params = {"date": "2026-13-45", "last4": "1234"}
+    html = client.get(url("sessions:receipts"), params).content.decode()
+    assert "“2026-13-45” is not a date (use YYYY-MM-DD); not filtering by this date." in html
+    assert str(world["closed"].public_id) in html
+    fragment = client.get(url("sessions:receipts"), params, HTTP_HX_REQUEST="true")
+    assert 'id="r-date-error" class="error" hx-swap-oob="true">“2026-13-45”' in (
+        fragment.content.decode()
+    )
 
 
 def test_printable_receipt_has_ticket_lines_breakdown_and_site_local_times(

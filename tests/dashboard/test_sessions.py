@@ -3,7 +3,9 @@
 import csv
 import dataclasses
 import io
-from datetime import timedelta
+import re
+import zoneinfo
+from datetime import datetime, time, timedelta
 
 import pytest
 from django.utils import timezone
@@ -11,7 +13,13 @@ from django.utils import timezone
 from evpay.models import AuditEvent, ExceptionRecord
 from sessions import services
 from sessions import views as session_views
-from sessions.models import ChargingSession, Operation, SessionState
+from sessions.models import (
+    ChargingSession,
+    DeviceMessage,
+    Operation,
+    SessionState,
+    TerminalTransaction,
+)
 from tests.dashboard import factories as f
 from tests.dashboard.conftest import url
 
@@ -75,9 +83,103 @@ def test_session_list_filters(client_for, viewer, fleet):
     assert _tokens(client, brand="visa") == {"tok-one", "tok-three"}
     assert _tokens(client, min="4.50", max="19.98") == {"tok-one"}
     assert _tokens(client, min="1") == {"tok-one", "tok-two", "tok-three"}
-    assert _tokens(client, min="abc") == set()
     assert _tokens(client, **{"from": str(today - timedelta(days=2))}) == {"tok-two", "tok-three"}
     assert _tokens(client, to=str(today - timedelta(days=2))) == {"tok-one"}
+
+
+def _list(client, **params):
+    return client.get(url("sessions:list"), params).content.decode()
+
+
+@pytest.mark.parametrize("bad", ["2026-13-45", "02-12-2026", "9999-12-31"])
+def test_a_bad_date_says_so_on_the_field_and_does_not_filter_by_it(client_for, viewer, fleet, bad):
+    client = client_for(viewer)
+    html = _list(client, **{"from": bad, "state": "charging"})
+    assert f"“{bad}” is not a date (use YYYY-MM-DD); not filtering by this date." in html
+    assert 'aria-invalid="true"' in html
+    # The other filters still apply.
+    assert _tokens(client, **{"from": bad, "state": "charging"}) == {"tok-three"}
+
+
+def test_a_bad_amount_says_so_and_the_list_is_not_filtered_by_it(client_for, viewer, fleet):
+    client = client_for(viewer)
+    html = _list(client, min="abc")
+    assert "“abc” is not an amount (like 12.50); not filtering by minimum total." in html
+    assert _tokens(client, min="abc") == {"tok-one", "tok-two", "tok-three"}
+    assert _tokens(client, min="abc", max="4.50") == {"tok-one", "tok-three"}
+    assert _tokens(client, max="1e99") == {"tok-one", "tok-two", "tok-three"}
+    assert "“1e99” is not an amount" in _list(client, max="1e99")
+
+
+def test_from_after_to_is_pointed_out(client_for, viewer, fleet):
+    html = _list(client_for(viewer), **{"from": "2026-02-10", "to": "2026-02-01"})
+    assert "before the “from” date, so nothing can match" in html
+
+
+def test_the_fragment_updates_the_field_messages_out_of_band(client_for, viewer, fleet):
+    client = client_for(viewer)
+    response = client.get(url("sessions:list"), {"to": "02-12-2026"}, HTTP_HX_REQUEST="true")
+    html = response.content.decode()
+    assert '<small id="f-to-error" class="error" hx-swap-oob="true">' in html
+    assert "not filtering by this date" in html
+    # A field that is fine gets its old message cleared.
+    assert '<small id="f-from-error" class="error" hx-swap-oob="true"></small>' in html
+
+
+def test_brands_are_a_choice_of_names_and_names_work_in_links(client_for, viewer, fleet):
+    client = client_for(viewer)
+    html = _list(client)
+    assert '<option value="ECMC">Mastercard</option>' in html
+    assert '<option value="MAES">Maestro</option>' in html
+    assert ">ECMC " not in html  # the list shows the name, not the code
+    assert _tokens(client, brand="ECMC") == {"tok-two"}
+    assert _tokens(client, brand="Mastercard") == {"tok-two"}
+    assert '<option value="ECMC" selected>Mastercard</option>' in _list(client, brand="mastercard")
+    html = _list(client, brand="Mastercardd")
+    assert "Unknown card brand “Mastercardd”; not filtering by brand." in html
+    assert _tokens(client, brand="Mastercardd") == {"tok-one", "tok-two", "tok-three"}
+
+
+def test_the_outcome_filter_picks_sessions_by_how_they_closed(client_for, viewer, fleet):
+    client = client_for(viewer)
+    s1, _s2, _s3 = fleet["sessions"]
+    ChargingSession.objects.filter(pk=s1.pk).update(close_reason="released")
+    assert _tokens(client, outcome="released") == {"tok-one"}
+    assert _tokens(client, outcome="captured") == {"tok-two"}
+    assert _tokens(client, outcome="failed") == set()
+    assert "Reservation released" in _list(client)
+    html = _list(client, outcome="nope")
+    assert "Unknown outcome “nope”; not filtering by outcome." in html
+
+
+def test_date_presets_use_each_sites_local_day(client_for, viewer, fleet):
+    client = client_for(viewer)
+    s1, s2, s3 = fleet["sessions"]
+    assert _tokens(client, period="today") == {"tok-three"}
+    assert _tokens(client, period="yesterday") == {"tok-two"}
+    assert _tokens(client, period="last7") == {"tok-one", "tok-two", "tok-three"}
+    # 00:30 local time in Amsterdam is still the previous day in UTC: the site's day counts.
+    amsterdam = zoneinfo.ZoneInfo("Europe/Amsterdam")
+    today = timezone.localtime(timezone.now(), amsterdam).date()
+    just_after_midnight = datetime.combine(today, time(0, 30), amsterdam)
+    ChargingSession.objects.filter(pk=s2.pk).update(requested_at=just_after_midnight)
+    assert "tok-two" in _tokens(client, period="today")
+    assert "tok-two" in _tokens(client, **{"from": str(today), "to": str(today)})
+    assert "Unknown period" in _list(client, period="decade")
+
+
+def test_search_by_bin_or_masked_card_number(client_for, viewer, fleet):
+    client = client_for(viewer)
+    s1, s2, _s3 = fleet["sessions"]
+    ChargingSession.objects.filter(pk=s1.pk).update(masked_pan="541333******0434", pan_last4="0434")
+    ChargingSession.objects.filter(pk=s2.pk).update(masked_pan="520473******0019", pan_last4="0019")
+    assert _tokens(client, q="541333") == {"tok-one"}
+    assert _tokens(client, q="541333******0434") == {"tok-one"}
+    assert _tokens(client, q="541333…0434") == {"tok-one"}
+    assert _tokens(client, q="5204 73** **** 0019") == {"tok-two"}
+    assert _tokens(client, q="…0019") == {"tok-two"}
+    assert _tokens(client, q="0434") == {"tok-one"}
+    assert _tokens(client, q="999999") == set()
 
 
 def test_session_search_by_id_token_and_last_four(client_for, viewer, fleet):
@@ -118,6 +220,59 @@ def test_csv_export_streams_the_filtered_list(client_for, viewer, fleet):
     assert by_currency == {"EUR": "4.50", "GBP": "1.20"}
 
 
+def _csv_text(response) -> str:
+    return b"".join(response.streaming_content).decode("utf-8")
+
+
+def test_the_utc_export_stays_as_it_was_for_machines(client_for, viewer, fleet):
+    s1 = fleet["sessions"][0]
+    response = client_for(viewer).get(url("sessions:list"), {"format": "csv"})
+    text = _csv_text(response)
+    assert not text.startswith("\ufeff")
+    rows = list(csv.reader(io.StringIO(text)))
+    assert rows[0][1] == "requested_at" and "time_zone" not in rows[0]
+    row = next(r for r in rows if r[0] == str(s1.public_id))
+    assert row[1] == s1.requested_at.isoformat() and row[1].endswith("+00:00")
+
+
+def test_the_local_export_gives_site_times_with_their_offset(client_for, viewer, fleet):
+    s1, _s2, s3 = fleet["sessions"]
+    response = client_for(viewer).get(url("sessions:list"), {"format": "csv-local"})
+    assert response["Content-Disposition"] == 'attachment; filename="sessions-local.csv"'
+    rows = list(csv.reader(io.StringIO(_csv_text(response))))
+    header = rows[0]
+    assert header[1] == "requested_at_site_time" and header[-1] == "time_zone"
+    by_id = {r[0]: dict(zip(header, r, strict=True)) for r in rows[1:]}
+    amsterdam = by_id[str(s1.public_id)]
+    local = timezone.localtime(s1.requested_at, zoneinfo.ZoneInfo("Europe/Amsterdam"))
+    assert amsterdam["requested_at_site_time"] == local.isoformat()
+    assert amsterdam["requested_at_site_time"][-6:] in ("+01:00", "+02:00")
+    assert amsterdam["time_zone"] == "Europe/Amsterdam" and amsterdam["total"] == "4.50"
+    assert by_id[str(s3.public_id)]["time_zone"] == "Europe/London"
+
+
+def test_the_dutch_excel_export_uses_semicolons_decimal_commas_and_a_bom(client_for, viewer, fleet):
+    s2 = fleet["sessions"][1]
+    response = client_for(viewer).get(url("sessions:list"), {"format": "csv-excel-nl"})
+    text = _csv_text(response)
+    assert text.startswith("\ufeffsession;requested_at_site_time;")
+    rows = list(csv.reader(io.StringIO(text.lstrip("\ufeff")), delimiter=";"))
+    header = rows[0]
+    assert header[-2:] == ["utc_offset", "time_zone"]
+    row = dict(zip(header, next(r for r in rows if r[0] == str(s2.public_id)), strict=True))
+    local = timezone.localtime(s2.requested_at, zoneinfo.ZoneInfo("Europe/Amsterdam"))
+    assert row["requested_at_site_time"] == local.strftime("%Y-%m-%d %H:%M:%S")
+    assert row["utc_offset"] == local.isoformat()[-6:]
+    assert row["total"] == "19,99" and row["energy_kwh"] == "10,000"
+
+
+def test_the_list_links_all_three_exports_with_its_filters(client_for, viewer, fleet):
+    html = _list(client_for(viewer), state="closed")
+    assert "?state=closed&amp;format=csv-local" in html
+    assert "?state=closed&amp;format=csv-excel-nl" in html
+    assert "?state=closed&amp;format=csv" in html
+
+
 def test_session_list_with_2000_sessions_keeps_a_fixed_query_count(
     client_for, viewer, django_assert_max_num_queries
 ):
@@ -149,6 +304,85 @@ def test_session_detail_shows_timeline_transactions_breakdown_and_receipt(
     assert "€\u00a04.50" in html and "€\u00a00.78" in html and "21%" in html
     assert "TOTAL EUR 4,50" in html
     assert "Depot Utrecht" in html
+
+
+def _detail_html(client, session) -> str:
+    return client.get(url("sessions:detail", session.public_id)).content.decode()
+
+
+def test_the_timeline_speaks_in_words_not_audit_codes(client_for, viewer, world):
+    session = world["closed"]
+    f.make_audit(session, "session.state", from_state="charging", to_state="ended")
+    f.make_audit(session, "tx.capture", from_state="pending", to_state="success")
+    f.make_audit(session, "charger.meter_jump")  # not in the table: still words
+    html = _detail_html(client_for(viewer), session)
+    assert '<strong title="session.state">Charging ended</strong>' in html
+    assert "(Charging → Charging ended, plugged in)" in html
+    assert '<strong title="tx.capture">Terminal answered the capture</strong>' in html
+    assert "(Pending → Approved / success)" in html
+    assert '<strong title="charger.meter_jump">Charger: meter jump</strong>' in html
+    assert "<strong>tx.capture</strong>" not in html
+
+
+def test_receipt_copies_and_brands_have_their_everyday_names(client_for, viewer, world):
+    session = world["closed"]
+    f.make_receipt(world["capture"], seq=2)
+    DeviceMessage.objects.filter(transaction=world["capture"], seq=2).update(
+        target="PrinterReceipt"
+    )
+    ChargingSession.objects.filter(pk=session.pk).update(card_brand="ECMC")
+    html = _detail_html(client_for(viewer), session)
+    assert "<small>Merchant copy ·" in html and "<small>Cardholder copy ·" in html
+    assert "<small>Printer ·" not in html
+    assert "<dd>Mastercard " in html
+    receipt = client_for(viewer).get(url("sessions:receipt", session.public_id)).content
+    assert b"Mastercard" in receipt and b"ECMC" not in receipt
+
+
+def test_authorisation_expiry_is_shown_only_while_the_session_is_open(client_for, viewer, world):
+    client = client_for(viewer)
+    assert "Authorisation expires" not in _detail_html(client, world["closed"])
+    assert "Authorisation expires" in _detail_html(client, world["charging"])
+
+
+def test_placeholders_are_hints_not_values_that_look_filled_in(client_for, viewer, world):
+    client = client_for(viewer)
+    for name in ("sessions:list", "sessions:receipts"):
+        html = client.get(url(name)).content.decode()
+        placeholders = re.findall(r'<input[^>]*placeholder="([^"]*)"', html)
+        assert placeholders and all(p.startswith("e.g. ") for p in placeholders), placeholders
+    # The card's last 4 digits get a hint too, so the empty box says what goes in it.
+    assert 'placeholder="e.g. 4321"' in client.get(url("sessions:receipts")).content.decode()
+
+
+def test_a_phone_wallet_stop_explains_why_the_card_numbers_differ(client_for, viewer, world):
+    session = world["charging"]
+    ChargingSession.objects.filter(pk=session.pk).update(
+        masked_pan="541333******0434", card_brand="ECMC", card_token="mc-tok"
+    )
+    read = f.make_tx(
+        session,
+        Operation.CARD_TOKEN,
+        masked_pan="520473******0019",
+        card_token="mc-tok",
+        amount_minor=0,
+    )
+    f.make_audit(
+        session,
+        "session.state",
+        from_state="charging",
+        to_state="stopping",
+        reason="stopped by card 520473******0019",
+        data={"card_read_tx": read.pk},
+    )
+    html = _detail_html(client_for(viewer), session)
+    assert (
+        "Card 520473******0019 differs from the paying card 541333******0434: a phone wallet "
+        "pays with a device account number, so the digits differ, but the card token matched."
+    ) in html
+    # A stop with the same card needs no explanation.
+    TerminalTransaction.objects.filter(pk=read.pk).update(masked_pan="541333******0434")
+    assert "phone wallet" not in _detail_html(client_for(viewer), session)
 
 
 def test_the_detail_summary_is_a_fragment_of_the_same_url_and_polls_only_while_open(

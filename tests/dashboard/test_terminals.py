@@ -119,6 +119,88 @@ def test_the_status_panel_is_a_fragment_of_the_detail_url(client_for, viewer, wo
     assert b'id="terminal-status-badge"' in response.content and b"<html" not in response.content
 
 
+def _detail(client, terminal, **params):
+    return client.get(url("terminals:detail", terminal.public_id), params, HTTP_HX_REQUEST="true")
+
+
+def _stamp(html: str) -> str:
+    return html.split('id="panels-stamp" name="seen" value="')[1].split('"')[0]
+
+
+def test_the_status_poll_fires_terminal_changed_when_a_brand_refresh_finished(
+    client_for, viewer, world
+):
+    client = client_for(viewer)
+    terminal = world["terminal"]
+    page = client.get(url("terminals:detail", terminal.public_id)).content.decode()
+    assert 'hx-include="#panels-stamp"' in page
+    assert 'hx-trigger="terminal-changed' in page
+    stamp = _stamp(page)
+    # Nothing changed: no trigger, the poll stays cheap.
+    assert "HX-Trigger" not in _detail(client, terminal, part="status", seen=stamp)
+    # The job starts: the panels are out of date, and say it runs.
+    run = f.make_job_run("brands", subject=terminal.terminal_id, outcome="running")
+    response = _detail(client, terminal, part="status", seen=stamp)
+    assert response["HX-Trigger"] == "terminal-changed"
+    panels = _detail(client, terminal, part="panels").content.decode()
+    assert "Refreshing…" in panels and "<html" not in panels
+    # It finishes with a new brand list: that too is a change the panels pick up.
+    stamp = _stamp(panels)
+    run.outcome = "ok"
+    run.save()
+    terminal.brands.create(code="MAES", display_name="Maestro")
+    Terminal.objects.filter(pk=terminal.pk).update(brands_refreshed_at=timezone.now())
+    assert _detail(client, terminal, part="status", seen=stamp)["HX-Trigger"] == "terminal-changed"
+    panels = _detail(client, terminal, part="panels").content.decode()
+    assert "Maestro <small>MAES</small>" in panels and "Refreshing…" not in panels
+
+
+def test_a_finished_closing_redraws_the_closings_panel_and_the_closing_action(
+    client_for, operator, world
+):
+    client = client_for(operator)
+    terminal = world["terminal"]
+    _no_closing_today(world)
+    page = client.get(url("terminals:detail", terminal.public_id)).content.decode()
+    assert "Run closing now" in page
+    stamp = _stamp(page)
+    f.make_closing(terminal, state="pending")
+    assert _detail(client, terminal, part="status", seen=stamp)["HX-Trigger"] == "terminal-changed"
+    panels = _detail(client, terminal, part="panels").content.decode()
+    assert '<section id="closings-panel" aria-live="polite" hx-swap-oob="true">' in panels
+    assert 'id="closing-action" style="display: contents" hx-swap-oob="true"' in panels
+    assert 'id="closing-running"' in panels and "Run closing now" not in panels
+
+
+def test_a_failed_brand_refresh_says_so_in_the_panel(client_for, viewer, world):
+    terminal = world["terminal"]
+    f.make_job_run(
+        "brands", subject=terminal.terminal_id, outcome="failed", error="TerminalOffline: no answer"
+    )
+    html = client_for(viewer).get(url("terminals:detail", terminal.public_id)).content.decode()
+    assert "Last refresh failed" in html and "TerminalOffline: no answer" in html
+    # A viewer's panels carry no closing action to swap.
+    assert (
+        'id="closing-action"'
+        not in _detail(client_for(viewer), terminal, part="panels").content.decode()
+    )
+
+
+def test_the_list_poll_sends_rows_whose_last_seen_moved_on(client_for, viewer):
+    site = f.make_site()
+    old = timezone.now() - timedelta(hours=2)
+    seen = f.make_terminal(site, status_changed_at=old, last_seen_at=timezone.now())
+    quiet = f.make_terminal(site, status_changed_at=old, last_seen_at=old)
+    since = (timezone.now() - timedelta(minutes=1)).isoformat()
+    html = (
+        client_for(viewer)
+        .get(url("terminals:list"), {"since": since}, HTTP_HX_REQUEST="true")
+        .content.decode()
+    )
+    assert f'id="terminal-{seen.public_id}" hx-swap-oob="true"' in html
+    assert str(quiet.public_id) not in html
+
+
 def test_an_unknown_terminal_is_404(client_for, viewer):
     assert (
         client_for(viewer)
@@ -197,6 +279,25 @@ def test_a_mifare_read_creates_a_row_enqueues_the_task_and_a_repeat_reuses_it(
     with django_capture_on_commit_callbacks(execute=True):
         client.post(url("terminals:mifare_start", terminal.public_id))
     assert MifareRead.objects.count() == 1 and len(enqueued) == 1
+
+
+def test_the_mifare_panel_says_how_long_the_terminal_waits_for_a_card(
+    client_for, operator, world, enqueued
+):
+    terminal = world["terminal"]
+    client = client_for(operator)
+    started = client.post(url("terminals:mifare_start", terminal.public_id), HTTP_HX_REQUEST="true")
+    assert "Waiting up to 180 s for a card" in started.content.decode()  # the default
+    Terminal.objects.filter(pk=terminal.pk).update(
+        profile={"port0": 4100, "port1": 4102, "timeouts": {"mifare_uid": 45}}
+    )
+    read = MifareRead.objects.get()
+    status = client.get(url("terminals:mifare_status", read.public_id), HTTP_HX_REQUEST="true")
+    assert "Waiting up to 45 s for a card" in status.content.decode()
+    page = client.get(url("terminals:detail", terminal.public_id)).content.decode()
+    assert "Waiting up to 45 s for a card" in page
+    plain = client.get(url("terminals:mifare_status", read.public_id)).content.decode()
+    assert "Waiting up to 45 s for a card" in plain
 
 
 def test_the_mifare_poll_continues_while_pending_and_stops_with_286_showing_the_uid(
