@@ -91,7 +91,9 @@ def _list(client, **params):
     return client.get(url("sessions:list"), params).content.decode()
 
 
-@pytest.mark.parametrize("bad", ["2026-13-45", "02-12-2026", "9999-12-31"])
+# A well-formed date outside 2000-2100 (9999-12-31) never reaches the page: the hostile-input
+# middleware answers 400 naming the field (tests/hostile/test_staff_pages.py).
+@pytest.mark.parametrize("bad", ["2026-13-45", "02-12-2026"])
 def test_a_bad_date_says_so_on_the_field_and_does_not_filter_by_it(client_for, viewer, fleet, bad):
     client = client_for(viewer)
     html = _list(client, **{"from": bad, "state": "charging"})
@@ -107,8 +109,8 @@ def test_a_bad_amount_says_so_and_the_list_is_not_filtered_by_it(client_for, vie
     assert "“abc” is not an amount (like 12.50); not filtering by minimum total." in html
     assert _tokens(client, min="abc") == {"tok-one", "tok-two", "tok-three"}
     assert _tokens(client, min="abc", max="4.50") == {"tok-one", "tok-three"}
-    assert _tokens(client, max="1e99") == {"tok-one", "tok-two", "tok-three"}
-    assert "“1e99” is not an amount" in _list(client, max="1e99")
+    # An amount no till could hold is refused before the page by the hostile-input middleware.
+    assert client.get(url("sessions:list"), {"max": "1e99"}).status_code == 400
 
 
 def test_from_after_to_is_pointed_out(client_for, viewer, fleet):
