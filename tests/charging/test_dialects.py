@@ -89,7 +89,8 @@ def test_a_closing_without_totals_is_unverified_not_reconciled_as_zero(emulator,
     assert not closing.totals.exists()
     assert not ExceptionRecord.objects.filter(kind=ExceptionRecord.Kind.CLOSING_MISMATCH).exists()
     # The terminal did close its period: the next closing counts from this one.
-    assert terminal_services.run_closing(terminal, CHARGER).period_start == closing.period_end
+    again = terminal_services.run_closing(terminal, CHARGER, rerun_of=closing.pk, reason="test")
+    assert again.period_start == closing.period_end
 
 
 def test_a_terminal_that_refuses_diagnosis_is_reachable_not_offline(emulator, minimal, settings):
