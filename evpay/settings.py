@@ -199,6 +199,14 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         "control_folder": str(_broker_dir / "control"),
         "store_processed": False,
     }
+    # kombu's own filesystem transport reads message files half-written and kills the worker
+    # (JSONDecodeError); evpay/broker.py writes them atomically. See benchmarks/broker_stress.py.
+    CELERY_BROKER_TRANSPORT = "evpay.broker:Transport"  # = evpay.broker.transport_for(URL)
+    # Remote control ("pidbox": inspect, ping, broadcast) and events rewrite shared exchange
+    # tables from every process all the time; nothing here uses them on the embedded broker
+    # (`celery inspect` needs Redis or RabbitMQ, where they stay on).
+    CELERY_WORKER_ENABLE_REMOTE_CONTROL = False
+    CELERY_WORKER_SEND_TASK_EVENTS = False
 CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]

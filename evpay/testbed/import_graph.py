@@ -58,6 +58,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...], bool], ...] = (
             "evpay.templatetags",
             "evpay.tasks",
             "evpay.celery",
+            "evpay.broker",
             "evpay.settings",
             "evpay.wsgi",
             "evpay.asgi",
