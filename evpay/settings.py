@@ -63,6 +63,8 @@ try:
     EVPAY_REFUSED_STOP_THRESHOLD = env_int("EVPAY_REFUSED_STOP_THRESHOLD", 3, minimum=1)
     EVPAY_OFFLINE_AFTER_FAILURES = env_int("EVPAY_OFFLINE_AFTER_FAILURES", 3, minimum=1)
     EVPAY_CLOSING_TIME = env_str("EVPAY_CLOSING_TIME", "03:00")
+    # The process supervisor of `make run` (see README "Operations").
+    EVPAY_RESTART_BACKOFF_MAX = env_int("EVPAY_RESTART_BACKOFF_MAX", 60, minimum=1)
 except ImproperlyConfiguredEnv as exc:
     raise ImproperlyConfigured(str(exc)) from None
 
@@ -132,6 +134,7 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "evpay.context_processors.roles",
+                "evpay.context_processors.stack_alerts",
             ],
         },
     },
@@ -185,6 +188,9 @@ AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_COOLOFF_TIME = AXES_COOLOFF_MINUTES / 60  # hours
 AXES_RESET_ON_SUCCESS = True
 AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
+
+# Written by the supervisor of `make run`, read for the staff banner (evpay/supervision.py).
+EVPAY_SUPERVISOR_STATE_FILE = VAR_DIR / "supervisor.json"
 
 # Celery (read by evpay/celery.py with namespace CELERY).
 _broker_dir = VAR_DIR / "broker"

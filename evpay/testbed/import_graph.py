@@ -59,6 +59,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...], bool], ...] = (
             "evpay.tasks",
             "evpay.celery",
             "evpay.broker",
+            "evpay.supervision",
             "evpay.settings",
             "evpay.wsgi",
             "evpay.asgi",
