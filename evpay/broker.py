@@ -161,3 +161,8 @@ class Transport(filesystem.Transport):
     global_state = filesystem.virtual.BrokerState()
     driver_type = "filesystem"
     driver_name = "filesystem (atomic)"
+
+    @property
+    def default_connection_params(self):
+        # No host to fall back to: spares every process kombu's "No hostname was supplied" warning.
+        return {"port": self.default_port}
