@@ -245,7 +245,13 @@ class Supervisor:
                 self._exited(slot, now)
                 changed = True
             elif slot.restart_at is not None and now >= slot.restart_at and not self.stopping:
-                self._spawn(slot)
+                try:
+                    self._spawn(slot)
+                except OSError as exc:  # e.g. out of processes or file handles: try again later
+                    delay = slot.next_delay
+                    slot.next_delay = min(self.backoff_max, delay * 2)
+                    slot.restart_at = now + delay
+                    self.warn(f"{slot.name} could not be started ({exc}); retrying in {delay:g} s")
                 changed = True
         # A heartbeat now and then, so a reader can tell a live supervisor from a stale file.
         if changed or now - self._state_written > 10:
