@@ -1,6 +1,7 @@
 """The stack as `make run` starts it heals: the Celery worker on the embedded broker is killed
 (SIGKILL, like the JSONDecodeError crash of issue #14 or the OOM killer), the supervisor says
-so and starts it again, everything else keeps running, and sessions are still captured."""
+so and starts it again, everything else keeps running, and sessions are still captured; then
+the same for the in-memory emulator."""
 
 import json
 import os
@@ -10,6 +11,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+import urllib.request
 from datetime import UTC, datetime
 
 import pytest
@@ -30,7 +32,7 @@ def _wait(predicate, what, timeout):
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def test_a_killed_worker_is_restarted_and_sessions_are_still_captured(tmp_path):
+def test_a_killed_worker_or_emulator_is_restarted_and_sessions_are_still_captured(tmp_path):
     var = tmp_path / "var"
     var.mkdir()
     db_path = tmp_path / "heal.sqlite3"
@@ -104,6 +106,32 @@ def test_a_killed_worker_is_restarted_and_sessions_are_still_captured(tmp_path):
         assert all(_group_alive(pid) for pid in others.values()), "the others kept running"
         assert "exited with code" not in text(), text()
         _wait(lambda: captured_since(killed_at) >= 1, "a session captured after the kill", 300)
+
+        # The emulator holds its terminals in memory: restarted, it serves the same terminals
+        # on the same ports (idle, empty ledger), and charging goes on.
+        killed_at = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S")
+        os.killpg(pids["emulator"], signal.SIGKILL)
+        _wait(
+            lambda: "emulator was killed by SIGKILL; restarting in 1 s (restart 1 today)" in text(),
+            "the supervisor to restart the emulator",
+            30,
+        )
+        control = f"http://127.0.0.1:{env['EVPAY_EMULATOR_CONTROL_PORT']}/terminals"
+
+        def terminals():
+            try:
+                with urllib.request.urlopen(control, timeout=5) as response:
+                    return json.loads(response.read())
+            except OSError:
+                return None
+
+        listed = _wait(terminals, "the emulator's control API", 60)
+        assert len(listed) == 3, listed
+        _wait(
+            lambda: captured_since(killed_at) >= 1,
+            "a session captured after the emulator restarted",
+            300,
+        )
     finally:
         if stack.poll() is None:
             os.killpg(stack.pid, signal.SIGTERM)
@@ -118,5 +146,6 @@ def test_a_killed_worker_is_restarted_and_sessions_are_still_captured(tmp_path):
     assert "All processes stopped." in final, final[-2000:]
     state = json.loads((var / "supervisor.json").read_text())
     assert state["stopped"] and state["children"]["worker"]["restarts_today"] == 1
+    assert state["children"]["emulator"]["restarts_today"] == 1
     pids |= {name: child["pid"] for name, child in state["children"].items()}
     assert [name for name, pid in pids.items() if _group_alive(pid)] == []
