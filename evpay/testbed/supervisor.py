@@ -186,6 +186,7 @@ class Supervisor:
         alert_window: float = 600.0,
         settle: dict[str, float] | None = None,
         tick: float = 0.5,
+        handle_signals: bool = True,
     ):
         self.log_dir, self.state_file = Path(log_dir), state_file
         self.env, self.cwd = env, cwd
@@ -194,10 +195,11 @@ class Supervisor:
         self.stable_after = stable_after
         self.alert_restarts, self.alert_window = alert_restarts, alert_window
         self.settle = settle or {}  # seconds to wait after starting a program (listening)
-        self.tick = tick
+        self.tick, self.handle_signals = tick, handle_signals
         self.slots = {name: _Slot(name, argv, backoff_base) for name, argv in programs.items()}
         self.alerts: list[dict] = []
         self.stopping = False
+        self._killed: list[str] | None = None
         self._state_written = 0.0
 
     # --- life cycle -----------------------------------------------------------------------
@@ -209,16 +211,20 @@ class Supervisor:
         self.stopping = True
 
     def start(self) -> None:
+        if self.handle_signals:
+            # Before the first child: a SIGTERM while they start must still stop them all.
+            signal.signal(signal.SIGINT, self.request_stop)
+            signal.signal(signal.SIGTERM, self.request_stop)
         for slot in self.slots.values():
+            if self.stopping:
+                break
             self._spawn(slot)
             if self.settle.get(slot.name):
                 time.sleep(self.settle[slot.name])
         self._write_state()
 
     def run(self, on_tick: Callable[[Supervisor], None] | None = None) -> None:
-        """Supervise until SIGINT/SIGTERM, then stop every child. Installs the handlers."""
-        signal.signal(signal.SIGINT, self.request_stop)
-        signal.signal(signal.SIGTERM, self.request_stop)
+        """Supervise until SIGINT/SIGTERM (handlers installed by start()), then stop all."""
         try:
             while not self.stopping:
                 self.check()
@@ -229,12 +235,14 @@ class Supervisor:
             self.stop()
 
     def stop(self) -> list[str]:
+        """Stops every child (once; later calls return the same answer): who needed SIGKILL."""
         self.stopping = True
-        killed = stop_all(list(self.children.values()))
-        for slot in self.slots.values():
-            slot.restart_at = None
-        self._write_state(stopped=True)
-        return killed
+        if self._killed is None:
+            self._killed = stop_all(list(self.children.values()))
+            for slot in self.slots.values():
+                slot.restart_at = None
+            self._write_state(stopped=True)
+        return self._killed
 
     # --- one pass -------------------------------------------------------------------------
     def check(self) -> None:

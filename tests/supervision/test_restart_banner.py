@@ -33,6 +33,7 @@ def _crash_until(state_file, tmp_path, restarts: int) -> list[str]:
         say=lines.append,
         backoff_base=0.05,
         tick=0.05,
+        handle_signals=False,  # pytest keeps its own
     )
     sup.start()
     try:
