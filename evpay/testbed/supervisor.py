@@ -238,7 +238,9 @@ class Supervisor:
         """Stops every child (once; later calls return the same answer): who needed SIGKILL."""
         self.stopping = True
         if self._killed is None:
-            self._killed = stop_all(list(self.children.values()))
+            # Not those waiting for a restart: already reaped, their pid may be someone else's.
+            running = [s.child for s in self.slots.values() if s.child and s.restart_at is None]
+            self._killed = stop_all(running)
             for slot in self.slots.values():
                 slot.restart_at = None
             self._write_state(stopped=True)
