@@ -11,7 +11,8 @@ consumers poll every 10 ms instead of Celery's 1 s, so races surface in minutes 
 hours. At the end the consumers drain until idle; the script prints one JSON object:
 sent, received, duplicates, lost, and the errors each process caught (kept going after).
 
-``stock`` is kombu's own ``filesystem`` transport; ``atomic`` is ``evpay.broker:Transport``.
+``stock`` is kombu's own ``filesystem`` transport; ``atomic`` is ``evpay.broker:Transport``;
+``sqla`` is kombu's SQLAlchemy transport on SQLite (needs SQLAlchemy on the path).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 ROOT = Path(__file__).resolve().parent.parent
-TRANSPORTS = {"stock": "filesystem", "atomic": "evpay.broker:Transport"}
+TRANSPORTS = {"stock": "filesystem", "atomic": "evpay.broker:Transport", "sqla": "sqla"}
 
 
 def _connection(transport: str, folder: Path):
@@ -45,6 +46,11 @@ def _connection(transport: str, folder: Path):
         "store_processed": False,
         "polling_interval": 0.01,
     }
+    if transport == "sqla":  # needs SQLAlchemy (not a dependency of evpay)
+        # Its transport options go to create_engine(): only the polling interval (read first).
+        conn = Connection(f"sqla+sqlite:///{folder / 'broker.sqlite3'}")
+        conn.transport.polling_interval = 0.01
+        return conn
     return Connection(transport=TRANSPORTS[transport], transport_options=options)
 
 
