@@ -8,9 +8,10 @@ loudly and shown to staff as a banner (var/supervisor.json). Only Ctrl-C or SIGT
 everything.
 
 A restarted emulator comes back with the same terminals on the same ports (they are fixed by
-its arguments and the seeded rows), idle and with an empty ledger: what it held in memory is
-gone, as after a terminal reboot. Requests in flight at that moment are "outcome unknown" and
-go to recovery like any other.
+its arguments and the seeded rows) and, from its journal (var/emulator-journal.jsonl), the
+reservations, captures and closings it had committed, as a real terminal after a reboot: the
+sessions that were charging can still be captured. What it does not keep is the request it was
+serving when it died: that one is "outcome unknown" and goes to recovery like any other.
 """
 
 import argparse
@@ -130,6 +131,9 @@ class Command(BaseCommand):
                     str(channel1_port),
                     "--card-wait",
                     "60",
+                    # A restarted emulator must still know the reservations it holds.
+                    "--journal",
+                    str(var / "emulator-journal.jsonl"),
                 ],
                 **processes,
                 "simulator": manage
