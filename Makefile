@@ -6,11 +6,19 @@ STAMP := $(VENV)/.installed
 
 .PHONY: run test lint install clean
 
+# The installer's output (setuptools' editable-build warnings and all) goes to var/install.log
+# and is printed only when the install fails, so `make run` starts with the useful banner.
+INSTALL_LOG := var/install.log
+PIP := PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_WARN_SCRIPT_LOCATION=1 $(BIN)/pip
+
 $(STAMP): pyproject.toml constraints.txt
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
-	touch $(STAMP)
+	@mkdir -p var
+	@echo "Installing into $(VENV) (log: $(INSTALL_LOG)) ..."
+	@{ $(PYTHON) -m venv $(VENV) \
+	  && $(PIP) install --upgrade pip \
+	  && $(PIP) install -c constraints.txt -e '.[dev]'; } >$(INSTALL_LOG) 2>&1 \
+	  || { cat $(INSTALL_LOG); echo "Install failed; the output above is in $(INSTALL_LOG)."; exit 1; }
+	@touch $(STAMP)
 
 install: $(STAMP)
 

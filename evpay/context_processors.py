@@ -1,5 +1,6 @@
 from django.urls import reverse
 
+from evpay import supervision
 from evpay.roles import ADMIN, user_roles
 
 # (label, url name, path prefix that marks it current)
@@ -15,7 +16,7 @@ NAV = [
 
 
 def roles(request):
-    """The user's roles and the main menu (settings lists only this processor)."""
+    """The user's roles and the main menu."""
     user = getattr(request, "user", None)
     user_role_set = user_roles(user) if user is not None else frozenset()
     return {"roles": user_role_set, "nav_items": navigation(request, user_role_set)}
@@ -34,3 +35,11 @@ def navigation(request, user_role_set) -> list[dict]:
     if ADMIN in user_role_set:
         items.append({"label": "Admin", "url": reverse("admin:index"), "current": False})
     return items
+
+
+def stack_alerts(request):
+    """Processes of `make run` that keep crashing, for staff only (base.html's banner)."""
+    user = getattr(request, "user", None)
+    if user is None or not user.is_authenticated or not user_roles(user):
+        return {}
+    return {"stack_alerts": supervision.restart_alerts()}

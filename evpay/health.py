@@ -25,11 +25,13 @@ def _check_database() -> str | None:
 def _check_broker() -> str | None:
     from django.conf import settings
 
+    from evpay.broker import transport_for
     from evpay.celery import app
 
+    url = settings.CELERY_BROKER_URL
     try:
         # The URL from settings, so the check follows what this process was configured with.
-        with app.connection_for_write(url=settings.CELERY_BROKER_URL) as conn:
+        with app.connection_for_write(url=url, transport=transport_for(url)) as conn:
             conn.ensure_connection(max_retries=1, timeout=2)
     except Exception as exc:
         log.warning("healthz: broker check failed: %s", exc)

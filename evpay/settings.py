@@ -69,6 +69,8 @@ try:
     # interface by default (anyone reaching the port could talk to it).
     EVPAY_DEVICE_CHANNEL_HOST = env_str("EVPAY_DEVICE_CHANNEL_HOST", "127.0.0.1")
     EVPAY_DEVICE_CHANNEL_PORT = env_int("EVPAY_DEVICE_CHANNEL_PORT", 4102, minimum=1)
+    # The process supervisor of `make run` (see README "Operations").
+    EVPAY_RESTART_BACKOFF_MAX = env_int("EVPAY_RESTART_BACKOFF_MAX", 60, minimum=1)
 except ImproperlyConfiguredEnv as exc:
     raise ImproperlyConfigured(str(exc)) from None
 
@@ -142,6 +144,7 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "evpay.context_processors.roles",
+                "evpay.context_processors.stack_alerts",
             ],
         },
     },
@@ -196,6 +199,9 @@ AXES_COOLOFF_TIME = AXES_COOLOFF_MINUTES / 60  # hours
 AXES_RESET_ON_SUCCESS = True
 AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
 
+# Written by the supervisor of `make run`, read for the staff banner (evpay/supervision.py).
+EVPAY_SUPERVISOR_STATE_FILE = VAR_DIR / "supervisor.json"
+
 # Celery (read by evpay/celery.py with namespace CELERY).
 _broker_dir = VAR_DIR / "broker"
 if CELERY_BROKER_URL.startswith("filesystem://"):
@@ -209,6 +215,14 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         "control_folder": str(_broker_dir / "control"),
         "store_processed": False,
     }
+    # kombu's own filesystem transport reads message files half-written and kills the worker
+    # (JSONDecodeError); evpay/broker.py writes them atomically. See benchmarks/broker_stress.py.
+    CELERY_BROKER_TRANSPORT = "evpay.broker:Transport"  # = evpay.broker.transport_for(URL)
+    # Remote control ("pidbox": inspect, ping, broadcast) and events rewrite shared exchange
+    # tables from every process all the time; nothing here uses them on the embedded broker
+    # (`celery inspect` needs Redis or RabbitMQ, where they stay on).
+    CELERY_WORKER_ENABLE_REMOTE_CONTROL = False
+    CELERY_WORKER_SEND_TASK_EVENTS = False
 CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]

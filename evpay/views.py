@@ -20,7 +20,7 @@ from evpay.web import after_post, can_operate, paginate, querystring, render_pag
 from sessions import stats as session_stats
 from sessions import views as session_views
 from sessions.models import OPEN_STATES, ChargingSession, SessionState, TerminalTransaction
-from terminals.models import OFFLINE_STATUSES, PeriodClosing, Terminal
+from terminals.models import PeriodClosing, Terminal, TerminalStatus
 
 # --------------------------------------------------------------------------- overview
 
@@ -28,9 +28,11 @@ from terminals.models import OFFLINE_STATUSES, PeriodClosing, Terminal
 def overview_context() -> dict:
     terminals = Terminal.objects.filter(enabled=True).aggregate(
         total=Count("id"),
-        offline=Count("id", filter=Q(status__in=OFFLINE_STATUSES)),
+        offline=Count("id", filter=Q(status=TerminalStatus.OFFLINE)),
+        # Not polled yet (or a state we cannot map): neither online nor offline.
+        unknown=Count("id", filter=Q(status=TerminalStatus.UNKNOWN)),
     )
-    terminals["online"] = terminals["total"] - terminals["offline"]
+    terminals["online"] = terminals["total"] - terminals["offline"] - terminals["unknown"]
 
     sessions = ChargingSession.objects.filter(state__in=OPEN_STATES).aggregate(
         open=Count("id"), charging=Count("id", filter=Q(state=SessionState.CHARGING))

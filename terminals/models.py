@@ -46,8 +46,10 @@ class TerminalStatus(models.TextChoices):
     OFFLINE = "OFFLINE", "Offline"
 
 
-# Statuses the overview and the terminal list count as "offline": no answer we can trust.
-OFFLINE_STATUSES = (TerminalStatus.OFFLINE, TerminalStatus.UNKNOWN)
+# Not online: no answer we can trust. UNKNOWN (the default until the first status poll, or a
+# state we cannot map) is not OFFLINE, which only consecutive unanswered polls set: the overview
+# counts the two apart, and only OFFLINE raises the "terminal offline" incident.
+NOT_ONLINE_STATUSES = (TerminalStatus.OFFLINE, TerminalStatus.UNKNOWN)
 
 
 class Terminal(models.Model):
@@ -126,7 +128,7 @@ class Terminal(models.Model):
 
     @property
     def is_online(self) -> bool:
-        return self.status not in OFFLINE_STATUSES
+        return self.status not in NOT_ONLINE_STATUSES
 
 
 class Connector(models.Model):

@@ -34,7 +34,7 @@ from evpay.web import (
 )
 from terminals import closing_calendar, gateway, services, tasks, uptime
 from terminals.models import (
-    OFFLINE_STATUSES,
+    NOT_ONLINE_STATUSES,
     ClosingBrandTotal,
     MifareRead,
     PeriodClosing,
@@ -60,7 +60,7 @@ def _terminal_queryset(params):
         qs = qs.filter(site__public_id=site) if parse_uuid(site) else qs.none()
     status = params.get("status")
     if status == "online":
-        qs = qs.exclude(status__in=OFFLINE_STATUSES)
+        qs = qs.exclude(status__in=NOT_ONLINE_STATUSES)
     elif status in TerminalStatus.values:
         qs = qs.filter(status=status)
     brand = (params.get("brand") or "").strip().upper()

@@ -60,6 +60,8 @@ LAYERS: tuple[tuple[str, tuple[str, ...], bool], ...] = (
             "evpay.templatetags",
             "evpay.tasks",
             "evpay.celery",
+            "evpay.broker",
+            "evpay.supervision",
             "evpay.settings",
             "evpay.wsgi",
             "evpay.asgi",

@@ -6,12 +6,12 @@ these, which keeps it readable and lets the protocol library evolve without touc
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from terminals.opi.profile import Operation
 
-from .cards import Card
+from .cards import CARDS, Card
 
 
 @dataclass(slots=True)
@@ -59,3 +59,41 @@ class Committed:
 
     request: Request
     reply: Reply
+
+
+# The journal (ledger.py) keeps the last committed request of each terminal, so RepeatLastMessage
+# still answers about it after a restart, as a real terminal does after a reboot.
+_REQUEST_KEPT = (
+    "root",
+    "request_type",
+    "request_id",
+    "workstation_id",
+    "amount_minor",
+    "currency",
+    "original_terminal_id",
+    "original_stan",
+    "original_approval_code",
+)
+
+
+def committed_to_dict(committed: Committed) -> dict[str, Any]:
+    request = committed.request
+    reply = {f.name: getattr(committed.reply, f.name) for f in fields(Reply) if f.name != "card"}
+    reply["card"] = committed.reply.card.name if committed.reply.card is not None else None
+    return {
+        "request": {name: getattr(request, name) for name in _REQUEST_KEPT}
+        | {"operation": str(request.operation) if request.operation else None},
+        "reply": reply,
+    }
+
+
+def committed_from_dict(data: dict[str, Any]) -> Committed:
+    request = dict(data["request"])
+    operation = request.pop("operation", None)
+    reply = dict(data["reply"])
+    card = reply.pop("card", None)
+    reply["brands"] = [tuple(pair) for pair in reply.get("brands", [])]
+    return Committed(
+        Request(operation=Operation(operation) if operation else None, **request),
+        Reply(card=CARDS.get(card) if card else None, **reply),
+    )

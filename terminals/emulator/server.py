@@ -48,6 +48,7 @@ class FleetOptions:
     pos_port: int | None = None
     seed: int | None = None
     terminal_prefix: str = "5200"
+    journal: str | None = None
 
 
 def terminal_ids(prefix: str, count: int) -> list[str]:
@@ -63,7 +64,7 @@ class EmulatorFleet:
     def __init__(self, options: FleetOptions, config: EmulatorConfig) -> None:
         self.options = options
         self.config = config
-        self.ledger = Ledger()
+        self.ledger = Ledger(options.journal)
         self.rng = random.Random(options.seed)
         self.terminals: dict[str, EmulatedTerminal] = {}
         self.control_port = 0
@@ -85,6 +86,7 @@ class EmulatorFleet:
             terminal = EmulatedTerminal(
                 terminal_id, self.config, self.ledger, channel1, rng, host=options.host
             )
+            terminal.resume()
             port0 = options.base_port + 3 * index if options.base_port else 0
             server0 = await asyncio.start_server(
                 terminal.serve_channel0, options.host, port0, reuse_address=True
@@ -190,6 +192,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="comma-separated RequestType names answered with ServiceResponse Failure "
         f"(default: none for ccv, {','.join(MINIMAL_UNSUPPORTED)} for minimal; '' for none)",
     )
+    parser.add_argument(
+        "--journal",
+        default=None,
+        metavar="FILE",
+        help="append the ledger to FILE and restore it from there on start (survives restarts)",
+    )
     parser.add_argument("--log-level", default="INFO", help="stderr log level")
     parser.add_argument(
         "--watch-stdin",
@@ -232,6 +240,7 @@ def options_from(args: argparse.Namespace) -> tuple[FleetOptions, EmulatorConfig
         pos_port=args.pos_port,
         seed=args.seed,
         terminal_prefix=args.terminal_prefix,
+        journal=getattr(args, "journal", None),
     )
     config = EmulatorConfig(
         card_wait=args.card_wait,

@@ -42,10 +42,11 @@ from .cards import (
     card_token,
 )
 from .channel1 import Channel1, Channel1Session
+from .dialects import _COUNTER_HEX as _STAN_COUNTER_HEX
 from .dialects import Dialect
 from .faults import Fault, FaultKind, FaultSet
 from .ledger import EntryKind, Ledger, LedgerEntry
-from .model import Committed, Reply, Request
+from .model import Committed, Reply, Request, committed_from_dict, committed_to_dict
 
 log = logging.getLogger("terminals.emulator.terminal")
 
@@ -494,6 +495,7 @@ class EmulatedTerminal:
         if not open_request.committed:
             open_request.committed = True
             self.last_committed = Committed(open_request.request, reply)
+            self.ledger.remember_committed(self.terminal_id, committed_to_dict(self.last_committed))
 
     async def _card_present(self, open_request: OpenRequest, op: Operation) -> Reply:
         request = open_request.request
@@ -852,6 +854,25 @@ class EmulatedTerminal:
             }
         )
         return result
+
+    def resume(self) -> None:
+        """After a restart with a journal: RepeatLastMessage reports the last committed request
+        again, and the STAN counter and closing period carry on from this terminal's entries
+        (no new STAN repeats one a reservation still holds)."""
+        last = self.ledger.last_committed.get(self.terminal_id)
+        if last is not None:
+            with contextlib.suppress(KeyError, TypeError, ValueError):
+                self.last_committed = committed_from_dict(last)  # type: ignore[arg-type]
+        entries = [e for e in self.ledger.entries(self.terminal_id) if not e.injected]
+        closings = [e.period for e in entries if e.kind == EntryKind.CLOSING]
+        if closings:
+            self.period = max(closings) + 1
+        stans = [e.stan for e in entries if e.stan]
+        if stans:
+            last = stans[-1]
+            # CCV: six digits; minimal: the counter in hex at the end (see Dialect.format_stan).
+            with contextlib.suppress(ValueError):
+                self._stan = int(last) if last.isdigit() else int(last[-_STAN_COUNTER_HEX:], 16)
 
     def _next_stan(self) -> str:
         self._stan = self.dialect.next_stan_counter(self._stan)

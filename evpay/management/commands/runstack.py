@@ -1,16 +1,22 @@
 """Runs the whole system in the foreground under one supervisor (what `make run` starts).
 
 Demo mode (DEMO=1, the default of `make run`) adds the emulated IM30 fleet, a seeded demo
-world and the traffic simulator. Every child is its own process group; if one exits, the
-supervisor says which and stops all the others (nothing is restarted silently). Ctrl-C or
-SIGTERM stops everything.
+world and the traffic simulator. Every child is its own process group. A child that exits is
+restarted with exponential backoff (1 s, 2 s, 4 s ... EVPAY_RESTART_BACKOFF_MAX), said on the
+console with its exit code; one that keeps crashing (3 restarts in 10 minutes) is reported
+loudly and shown to staff as a banner (var/supervisor.json). Only Ctrl-C or SIGTERM stops
+everything.
+
+A restarted emulator comes back with the same terminals on the same ports (they are fixed by
+its arguments and the seeded rows) and, from its journal (var/emulator-journal.jsonl), the
+reservations, captures and closings it had committed, as a real terminal after a reboot: the
+sessions that were charging can still be captured. What it does not keep is the request it was
+serving when it died: that one is "outcome unknown" and goes to recovery like any other.
 """
 
 import argparse
 import os
-import signal
-import sys
-import time
+from datetime import datetime
 from pathlib import Path
 
 from django.conf import settings
@@ -18,7 +24,11 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand
 
 from evpay.env import env_bool, env_int
-from evpay.testbed.supervisor import CELERY, MANAGE, PYTHON, Child, stop_all, worker_command
+from evpay.testbed.supervisor import CELERY, MANAGE, PYTHON, Supervisor, worker_command
+
+
+def _now() -> str:
+    return datetime.now().astimezone().strftime("%Y-%m-%d %H:%M:%S")
 
 
 class Command(BaseCommand):
@@ -121,6 +131,9 @@ class Command(BaseCommand):
                     str(channel1_port),
                     "--card-wait",
                     "60",
+                    # A restarted emulator must still know the reservations it holds.
+                    "--journal",
+                    str(var / "emulator-journal.jsonl"),
                 ],
                 **processes,
                 "simulator": manage
@@ -134,37 +147,48 @@ class Command(BaseCommand):
                     str(speed),
                 ],
             }
-        children: dict[str, Child] = {}
-        stopping = False
+        supervisor = Supervisor(
+            processes,
+            log_dir,
+            state_file=Path(settings.EVPAY_SUPERVISOR_STATE_FILE),
+            say=lambda line: self.stderr.write(f"{_now()} {line}"),
+            warn=lambda line: self.stderr.write(self.style.ERROR(f"{_now()} {line}")),
+            backoff_max=settings.EVPAY_RESTART_BACKOFF_MAX,
+            settle={"emulator": 1.0},  # listening before the first status poll
+        )
+        kicked_off = False
 
-        def stop(*_):
-            nonlocal stopping
-            stopping = True
+        def kick_off(sup: Supervisor) -> None:
+            # Once the worker consumes: brands for terminals that have none, and a first status
+            # poll, so the dashboard leaves "unknown" in seconds rather than at beat's pace.
+            nonlocal kicked_off
+            worker = sup.children.get("worker")
+            if kicked_off or worker is None or "ready." not in worker.output():
+                return
+            kicked_off = True
+            try:
+                self._start_up_jobs()
+            except Exception as exc:  # the broker's own retries failed: beat catches up later
+                self.stderr.write(f"start-up jobs not queued: {exc}")
 
-        signal.signal(signal.SIGINT, stop)
-        signal.signal(signal.SIGTERM, stop)
-        failed = None
         try:
-            for name, argv in processes.items():
-                children[name] = Child(name, argv, log_dir)
-                if name == "emulator":
-                    time.sleep(1)  # listening before the first status poll
-            self._banner(host, port, credentials, log_dir, children, demo, control_port)
-            while not stopping:
-                for name, child in children.items():
-                    if not child.alive():
-                        failed = name
-                        self.stderr.write(
-                            f"{name} exited with code {child.popen.returncode}; see "
-                            f"{log_dir / (name + '.log')}. Stopping everything."
-                        )
-                        stopping = True
-                        break
-                time.sleep(0.5)
+            supervisor.start()
+            self._banner(host, port, credentials, log_dir, supervisor.children, demo, control_port)
+            supervisor.run(on_tick=kick_off)
         finally:
-            self._stop_all(children)
-        if failed:
-            sys.exit(1)
+            for name in supervisor.stop():
+                self.stderr.write(f"{name} did not stop in time; killed it")
+            self.stdout.write("All processes stopped.")
+
+    def _start_up_jobs(self) -> None:
+        from terminals.models import Terminal
+        from terminals.tasks import poll_all_terminals_task, refresh_brands_task
+
+        poll_all_terminals_task.delay()
+        for pk in Terminal.objects.filter(enabled=True, brands__isnull=True).values_list(
+            "pk", flat=True
+        ):
+            refresh_brands_task.delay(pk, triggered_by="start-up")
 
     def _banner(self, host, port, credentials, log_dir, children, demo, control_port):
         accounts = (
@@ -183,14 +207,10 @@ class Command(BaseCommand):
             "Running: " + ", ".join(f"{n} (pid {c.pid})" for n, c in children.items()),
             *([f"Emulator control API: http://127.0.0.1:{control_port}/terminals"] if demo else []),
             f"Logs:    {log_dir}/<name>.log",
+            "Crashes: a child that exits is restarted with backoff (said here, and state in "
+            f"{settings.EVPAY_SUPERVISOR_STATE_FILE})",
             "Stop:    Ctrl-C",
             "",
         ]
         self.stdout.write("\n".join(lines))
         self.stdout.flush()
-
-    def _stop_all(self, children):
-        # SIGTERM to each leader: gunicorn, celery and our own commands stop their children.
-        for name in stop_all(list(children.values())):
-            self.stderr.write(f"{name} did not stop in time; killed it")
-        self.stdout.write("All processes stopped.")
