@@ -14,6 +14,10 @@ from .errors import ConnectionClosed, FrameTooLarge, TruncatedFrame
 # Real messages are a few kilobytes; the limit only stops a corrupt or hostile length
 # prefix from making us allocate gigabytes.
 MAX_FRAME_BYTES = 1024 * 1024
+# Channel 1 carries displays and receipts: a long receipt is a few kilobytes, so the device
+# channel server refuses anything above this instead of buffering a hostile megabyte per
+# connection. Channel 0 keeps MAX_FRAME_BYTES.
+DEVICE_MAX_FRAME_BYTES = 64 * 1024
 HEADER_BYTES = 4
 _HEADER = struct.Struct(">I")
 
@@ -36,6 +40,8 @@ class FrameDecoder:
     """Incremental decoder: feed whatever ``recv`` returned, get complete frames back.
 
     Reassembles frames split over several reads and returns several frames from one read.
+    The buffer only ever holds what arrived (never the announced size), and an oversize
+    length is refused as soon as its 4-byte header is in, before any of the body is read.
     """
 
     def __init__(self, max_size: int = MAX_FRAME_BYTES) -> None:
@@ -46,6 +52,11 @@ class FrameDecoder:
     def pending(self) -> int:
         """Bytes received that do not yet form a complete frame."""
         return len(self._buffer)
+
+    @property
+    def in_frame(self) -> bool:
+        """True while part of a frame (header or body) has arrived but not all of it."""
+        return bool(self._buffer)
 
     def feed(self, data: bytes) -> list[bytes]:
         self._buffer += data
