@@ -79,7 +79,8 @@ class Command(BaseCommand):
             + [
                 "device_channel",
                 "--host",
-                "127.0.0.1" if demo else "0.0.0.0",
+                # The demo's terminals are local; real ones reach the configured interface.
+                "127.0.0.1" if demo else settings.EVPAY_DEVICE_CHANNEL_HOST,
                 "--port",
                 str(channel1_port),
             ],
