@@ -1,8 +1,12 @@
 """JSON API for charger controllers, /api/v1/ (django-ninja; OpenAPI at /api/v1/openapi.json).
 
 Authentication: `Authorization: Bearer <key>` with a key issued in the admin (stored hashed),
-scoped to one site. Every state-changing POST accepts an `Idempotency-Key` header: a repeat
-with the same key gets the first answer back unchanged. Errors are application/problem+json
+scoped to one site (another site's sessions, connectors and terminals are "not found"). A key
+may expire: after `manage.py rotate_api_key <name>` the old key keeps working for an overlap
+(24 h by default), then gets a 401 saying it expired. Every state-changing POST accepts an
+`Idempotency-Key` header: a repeat with the same key and the same JSON body (formatting aside)
+gets the first answer back unchanged, also while the first is still running; the same key with
+another body is a 422. Answers are kept for EVPAY_IDEMPOTENCY_RETENTION_HOURS. Errors are application/problem+json
 naming what is wrong. Starting a session returns at once (202): the terminal authorisation
 runs in the background and the charger polls the session for `action`.
 """
