@@ -6,6 +6,11 @@ from dataclasses import dataclass
 
 from evpay.models import AuditEvent
 from evpay.pan import mask_pans
+from evpay.validation import text_error
+
+
+class InvalidReason(ValueError):
+    """A reason from outside (a charger's API request) carries control characters."""
 
 
 @dataclass(frozen=True)
@@ -48,7 +53,17 @@ def record(
     session=None,
     data: dict | None = None,
 ) -> AuditEvent:
-    """Write one audit row. `session` groups rows on the session's timeline."""
+    """Write one audit row. `session` groups rows on the session's timeline.
+
+    A charger's reason is refused (InvalidReason, the API's 422) when it carries control
+    characters, so the transition it explains is rolled back with it; staff input is checked
+    by the hostile-input middleware, and our own reasons (jobs, terminals) are never refused:
+    a money record must not fail over the text a terminal sent.
+    """
+    if actor.kind == AuditEvent.ActorKind.CHARGER:
+        error = text_error(reason)
+        if error:
+            raise InvalidReason(f"reason {error}")
     session = session if session is not None else getattr(subject, "session", None)
     return AuditEvent.objects.create(
         actor_kind=actor.kind,

@@ -63,6 +63,8 @@ try:
     EVPAY_REFUSED_STOP_THRESHOLD = env_int("EVPAY_REFUSED_STOP_THRESHOLD", 3, minimum=1)
     EVPAY_OFFLINE_AFTER_FAILURES = env_int("EVPAY_OFFLINE_AFTER_FAILURES", 3, minimum=1)
     EVPAY_CLOSING_TIME = env_str("EVPAY_CLOSING_TIME", "03:00")
+    # How long an API Idempotency-Key answer is kept for replay (purged hourly by a beat task).
+    EVPAY_IDEMPOTENCY_RETENTION_HOURS = env_int("EVPAY_IDEMPOTENCY_RETENTION_HOURS", 48, minimum=1)
     # How far ahead of ours a charger's clock may be when it reports a moment (evpay/validation.py).
     EVPAY_CLOCK_SKEW_SECONDS = env_int("EVPAY_CLOCK_SKEW_SECONDS", 120, minimum=0)
     # Where the device-channel service listens: the terminals' network only, never every

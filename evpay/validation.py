@@ -110,6 +110,15 @@ _DATE_PARAMS = ("from", "to", "date")
 _DATETIME_PARAMS = ("since",)
 
 
+def text_error(value: str) -> str | None:
+    """Why a free text (a reason, a note) cannot be stored, or None: control characters other
+    than tab and line breaks (escape sequences that rewrite a log or a terminal, NUL)."""
+    found = _CONTROL_IN_TEXT.search(value)
+    if found:
+        return f"contains the control character {found.group()!r} at position {found.start()}"
+    return None
+
+
 def query_error(key: str, value: str) -> str | None:
     """Why one query parameter cannot be used, or None."""
     if _CONTROL.search(key) or _CONTROL.search(value):

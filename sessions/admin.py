@@ -240,15 +240,24 @@ class DeviceMessageAdmin(ReadOnlyAdmin):
 class ApiKeyAdmin(admin.ModelAdmin):
     """New keys come from ApiKey.issue(); the raw key is shown once, the hash never."""
 
-    list_display = ["name", "site", "prefix", "created_at", "last_used_at", "revoked"]
+    list_display = [
+        "name",
+        "site",
+        "prefix",
+        "created_at",
+        "last_used_at",
+        "expires_at",
+        "revoked",
+    ]
     list_filter = ["revoked", "site"]
     search_fields = ["name", "prefix", "site__name"]
     list_select_related = ["site"]
+    actions = ["rotate_keys"]
 
     def get_fields(self, request, obj=None):
         if obj is None:
-            return ["name", "site"]
-        return ["name", "site", "prefix", "created_at", "last_used_at", "revoked"]
+            return ["name", "site", "expires_at"]
+        return ["name", "site", "prefix", "created_at", "last_used_at", "expires_at", "revoked"]
 
     def get_readonly_fields(self, request, obj=None):
         if obj is None:
@@ -260,6 +269,9 @@ class ApiKeyAdmin(admin.ModelAdmin):
             super().save_model(request, obj, form, change)
             return
         key, raw = ApiKey.issue(obj.name, obj.site)
+        if obj.expires_at:
+            key.expires_at = obj.expires_at
+            key.save(update_fields=["expires_at"])
         # The admin goes on to log and redirect using obj: make it the issued row.
         obj.__dict__.update({f.attname: getattr(key, f.attname) for f in ApiKey._meta.fields})
         obj._state.adding = False
@@ -272,6 +284,20 @@ class ApiKeyAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request, obj=None):
         # Revoke instead, so the key's history (last use) stays.
         return False
+
+    @admin.action(description="Rotate: new key, the old one expires in 24 h")
+    def rotate_keys(self, request, queryset):
+        for old in queryset.select_related("site"):
+            try:
+                new, raw = old.rotate(ApiKey.ROTATION_OVERLAP)
+            except ValueError as exc:
+                messages.error(request, str(exc))
+                continue
+            messages.success(
+                request,
+                f"New API key for {new.name}: {raw} — copy it now; it is not stored and will "
+                f"not be shown again. {old} stops working at {old.expires_at:%Y-%m-%d %H:%M %Z}.",
+            )
 
 
 @admin.register(IdempotencyRecord)

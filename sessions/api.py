@@ -1,8 +1,12 @@
 """JSON API for charger controllers, /api/v1/ (django-ninja; OpenAPI at /api/v1/openapi.json).
 
 Authentication: `Authorization: Bearer <key>` with a key issued in the admin (stored hashed),
-scoped to one site. Every state-changing POST accepts an `Idempotency-Key` header: a repeat
-with the same key gets the first answer back unchanged. Errors are application/problem+json
+scoped to one site (another site's sessions, connectors and terminals are "not found"). A key
+may expire: after `manage.py rotate_api_key <name>` the old key keeps working for an overlap
+(24 h by default), then gets a 401 saying it expired. Every state-changing POST accepts an
+`Idempotency-Key` header: a repeat with the same key and the same JSON body (formatting aside)
+gets the first answer back unchanged, also while the first is still running; the same key with
+another body is a 422. Answers are kept for EVPAY_IDEMPOTENCY_RETENTION_HOURS. Errors are application/problem+json
 naming what is wrong. Starting a session returns at once (202): the terminal authorisation
 runs in the background and the charger polls the session for `action`.
 """
@@ -25,7 +29,7 @@ from ninja.errors import AuthenticationError, HttpError, ValidationError
 from ninja.security import HttpBearer
 from pydantic import AwareDatetime
 
-from evpay.audit import Actor
+from evpay.audit import Actor, InvalidReason
 from evpay.money import to_decimal_string
 from evpay.validation import moment_error
 from sessions import enqueue, services
@@ -50,6 +54,13 @@ class ApiKeyAuth(HttpBearer):
 
     def authenticate(self, request, token):
         key = ApiKey.authenticate(token)
+        if key is not None and key.is_expired():
+            # Rotated or set to expire by staff: say so, the operator has a new key to install.
+            request.evpay_auth_refusal = (
+                f"this API key expired at {key.expires_at.isoformat()}; "
+                "configure the charger with its replacement"
+            )
+            return None
         if key is not None:
             ApiKey.objects.filter(pk=key.pk).update(last_used_at=timezone.now())
         return key
@@ -90,8 +101,13 @@ def on_validation_error(request, exc):
 
 @api.exception_handler(AuthenticationError)
 def on_auth_error(request, exc):
-    log.warning("API authentication failed on %s", request.path)
-    return problem(401, "Unauthorized", "send a valid API key as 'Authorization: Bearer <key>'")
+    refusal = getattr(request, "evpay_auth_refusal", "")
+    log.warning(
+        "API authentication failed on %s%s", request.path, f": {refusal}" if refusal else ""
+    )
+    return problem(
+        401, "Unauthorized", refusal or "send a valid API key as 'Authorization: Bearer <key>'"
+    )
 
 
 @api.exception_handler(HttpError)
@@ -103,6 +119,13 @@ def on_http_error(request, exc):
 def on_journey_error(request, exc):
     log.info("API conflict on %s: %s", request.path, exc)
     return problem(409, "Conflict", str(exc))
+
+
+@api.exception_handler(InvalidReason)
+def on_invalid_reason(request, exc):
+    # Raised by the audit trail inside the transition's transaction: nothing was written.
+    log.info("API invalid reason on %s: %s", request.path, exc)
+    return problem(422, "Invalid request", str(exc), [{"field": "reason", "message": str(exc)}])
 
 
 @api.exception_handler(OperationalError)
@@ -276,20 +299,75 @@ def _actor(request) -> Actor:
 
 
 def _session_for(request, session_id: UUID) -> ChargingSession:
+    # Another site's session is "not found", as a missing one: a 403 would confirm it exists.
     session = (
         ChargingSession.objects.select_related("connector", "site")
-        .filter(public_id=session_id)
+        .filter(public_id=session_id, site_id=request.auth.site_id)
         .first()
     )
     if session is None:
         raise HttpError(404, f"no session {session_id}")
-    if session.site_id != request.auth.site_id:
-        raise HttpError(403, "this API key belongs to another site")
     return session
 
 
+def _fingerprint(request: HttpRequest) -> str:
+    """Method, path and the body as parsed JSON in canonical form: a repeat reformatted by the
+    charger's JSON library (spacing, key order) is the same request."""
+    try:
+        parsed = json.loads(request.body) if request.body else None
+        body = json.dumps(parsed, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    except ValueError:  # not JSON (the schema refuses it anyway): the bytes are all we have
+        body = request.body.decode("utf-8", "replace")
+    return hashlib.sha256(f"{request.method} {request.path}\n{body}".encode()).hexdigest()
+
+
+def _replay(request: HttpRequest, key: str, fingerprint: str) -> JsonResponse | None:
+    previous = IdempotencyRecord.objects.filter(api_key=request.auth, key=key).first()
+    if previous is None:
+        return None
+    if previous.fingerprint != fingerprint:
+        raise HttpError(
+            422,
+            "Idempotency-Key was already used for a different request (method, path or body); "
+            "send a new key for a new request",
+        )
+    response = JsonResponse(previous.body, status=previous.status_code, safe=False)
+    response["Idempotent-Replayed"] = "true"
+    return response
+
+
+def _claim(request: HttpRequest, key: str, fingerprint: str) -> IdempotencyRecord | None:
+    """Insert the key's row inside the caller's transaction, or None if another request has it.
+
+    On PostgreSQL a concurrent insert of the same key waits on the unique index until the first
+    transaction ends: after a commit it fails here (and the caller replays the stored answer),
+    after a rollback it succeeds (and this request does the work)."""
+    try:
+        with transaction.atomic():
+            return IdempotencyRecord.objects.create(
+                api_key=request.auth, key=key, fingerprint=fingerprint, status_code=0, body={}
+            )
+    except IntegrityError:
+        return None
+
+
+def _store_answer(record: IdempotencyRecord, status: int, body) -> None:
+    record.status_code, record.body = status, body
+    record.save(update_fields=["status_code", "body"])
+
+
+# A key taken and then purged between our insert and our read: try again, a few times.
+_IDEMPOTENCY_ATTEMPTS = 3
+
+
 def idempotent(view):
-    """Replays the first answer for a repeated Idempotency-Key (per API key)."""
+    """Replays the first answer for a repeated Idempotency-Key (per API key).
+
+    The record is claimed first and completed in the same transaction as the view's effects:
+    either both are committed or neither (a retry after a failure in between does the work
+    again, and finds no half-answered key). The views' tasks are enqueued on commit, so they
+    run only once both are in. Concurrent repeats wait for the first and get its answer.
+    """
 
     @wraps(view)
     def wrapper(request: HttpRequest, *args, **kwargs):
@@ -298,33 +376,27 @@ def idempotent(view):
             return view(request, *args, **kwargs)
         if len(key) > 120:
             raise HttpError(422, "Idempotency-Key is longer than 120 characters")
-        fingerprint = hashlib.sha256(
-            request.method.encode() + b" " + request.path.encode() + b"\n" + request.body
-        ).hexdigest()
-        previous = IdempotencyRecord.objects.filter(api_key=request.auth, key=key).first()
-        if previous is not None:
-            if previous.fingerprint != fingerprint:
-                raise HttpError(422, "Idempotency-Key was already used for a different request")
-            response = JsonResponse(previous.body, status=previous.status_code, safe=False)
-            response["Idempotent-Replayed"] = "true"
-            return response
-        result = view(request, *args, **kwargs)
-        status, body = (
-            (result.status_code, result.value) if isinstance(result, Status) else (200, result)
-        )
-        body = json.loads(api.renderer.render(request, body, response_status=status))
-        try:
+        fingerprint = _fingerprint(request)
+        for _ in range(_IDEMPOTENCY_ATTEMPTS):
+            replayed = _replay(request, key, fingerprint)
+            if replayed is not None:
+                return replayed
             with transaction.atomic():
-                IdempotencyRecord.objects.create(
-                    api_key=request.auth,
-                    key=key,
-                    fingerprint=fingerprint,
-                    status_code=status,
-                    body=body,
+                record = _claim(request, key, fingerprint)
+                if record is None:
+                    continue  # answered by a concurrent repeat that has committed: replay it
+                result = view(request, *args, **kwargs)
+                status, body = (
+                    (result.status_code, result.value)
+                    if isinstance(result, Status)
+                    else (200, result)
                 )
-        except IntegrityError:
-            pass  # a concurrent repeat stored it first; both answers describe the same state
-        return Status(status, body)
+                body = json.loads(api.renderer.render(request, body, response_status=status))
+                _store_answer(record, status, body)
+            return Status(status, body)
+        raise HttpError(
+            409, "a request with this Idempotency-Key is still in progress; retry with the same key"
+        )
 
     return wrapper
 
@@ -338,13 +410,14 @@ RESPONSES = {400: dict, 401: dict, 403: dict, 404: dict, 409: dict, 422: dict}
 @api.post("/sessions", response={202: SessionOut, **RESPONSES}, summary="Start a session")
 @idempotent
 def start(request, payload: StartIn):
+    # Scoped in the query: another site's connector is as unknown as a missing one.
     connector = (
-        Connector.objects.select_related("terminal__site").filter(evse_id=payload.evse_id).first()
+        Connector.objects.select_related("terminal__site")
+        .filter(evse_id=payload.evse_id, terminal__site_id=request.auth.site_id)
+        .first()
     )
     if connector is None:
         raise HttpError(404, f"no connector {payload.evse_id}")
-    if connector.terminal.site_id != request.auth.site_id:
-        raise HttpError(403, "this API key belongs to another site")
     session = services.start_session(connector, _actor(request))
     return Status(202, session_out(session))
 
@@ -436,11 +509,12 @@ def stop(request, session_id: UUID, payload: StopIn | None = None):
 )
 @idempotent
 def card_read(request, terminal_id: str):
-    terminal = Terminal.objects.filter(terminal_id=terminal_id).first()
+    # Scoped in the query: a 403 for another site's terminal would reveal its id exists.
+    terminal = Terminal.objects.filter(
+        terminal_id=terminal_id, site_id=request.auth.site_id
+    ).first()
     if terminal is None:
         raise HttpError(404, f"no terminal {terminal_id}")
-    if terminal.site_id != request.auth.site_id:
-        raise HttpError(403, "this API key belongs to another site")
     enqueue.stop_by_card(terminal.pk)
     return Status(
         202,

@@ -7,6 +7,7 @@ TerminalTransaction rows written (state SENT) and committed before a byte goes t
 import hashlib
 import secrets
 import uuid
+from datetime import timedelta
 
 from django.db import models, transaction
 from django.db.models import F, Q
@@ -482,6 +483,8 @@ class ApiKey(models.Model):
     """A charger controller's credential. Only a SHA-256 of the key is stored."""
 
     PREFIX_LENGTH = 8
+    # How long a rotated key keeps working beside its replacement (admin action, command default).
+    ROTATION_OVERLAP = timedelta(hours=24)
 
     name = models.CharField(max_length=120)
     site = models.ForeignKey(Site, on_delete=models.CASCADE, related_name="api_keys")
@@ -490,6 +493,8 @@ class ApiKey(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
     last_used_at = models.DateTimeField(null=True, blank=True)
     revoked = models.BooleanField(default=False)
+    # Set by rotation (the old key keeps working for the overlap) or by staff; null: no expiry.
+    expires_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["site__name", "name"]
@@ -512,6 +517,8 @@ class ApiKey(models.Model):
 
     @classmethod
     def authenticate(cls, raw: str) -> "ApiKey | None":
+        """The unrevoked key matching `raw`, expired or not (the caller refuses an expired one
+        with its own message), or None."""
         parts = raw.split("_")
         if len(parts) < 3 or parts[0] != "evp":
             return None
@@ -519,6 +526,23 @@ class ApiKey(models.Model):
         if key is None or not secrets.compare_digest(key.key_hash, cls.hash(raw)):
             return None
         return key
+
+    def is_expired(self, now=None) -> bool:
+        return self.expires_at is not None and self.expires_at <= (now or timezone.now())
+
+    def rotate(self, overlap: timedelta) -> tuple["ApiKey", str]:
+        """Issue a new key for the same name and site; this one keeps working for `overlap`
+        (so the charger can be reconfigured without an outage), then expires. An earlier
+        expiry already set is kept."""
+        if self.revoked or self.is_expired():
+            raise ValueError(f"API key {self} is revoked or expired: issue a new one instead")
+        with transaction.atomic():
+            new, raw = ApiKey.issue(self.name, self.site)
+            until = timezone.now() + overlap
+            if self.expires_at is None or self.expires_at > until:
+                self.expires_at = until
+                self.save(update_fields=["expires_at"])
+        return new, raw
 
 
 class IdempotencyRecord(models.Model):
@@ -533,8 +557,12 @@ class IdempotencyRecord(models.Model):
 
     class Meta:
         constraints = [
+            # The API's `idempotent` inserts the row first, in the view's transaction: a
+            # concurrent repeat waits on this index until that commits, then replays it.
             models.UniqueConstraint(fields=["api_key", "key"], name="idempotency_key_unique")
         ]
+        # The purge task (charging.purge_idempotency_records) deletes by age.
+        indexes = [models.Index(fields=["created_at"], name="idempotency_created")]
 
     def __str__(self):
         return self.key

