@@ -54,6 +54,8 @@ try:
     CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
     AXES_FAILURE_LIMIT = env_int("AXES_FAILURE_LIMIT", 5, minimum=1)
     AXES_COOLOFF_MINUTES = env_int("AXES_COOLOFF_MINUTES", 15, minimum=1)
+    # Staff are signed out after this long without a real request (polls do not count).
+    EVPAY_SESSION_IDLE_MINUTES = env_int("EVPAY_SESSION_IDLE_MINUTES", 15, minimum=1)
     # Django's technical 404 page instead of ours while DEBUG is on (evpay/errors.py).
     EVPAY_TECHNICAL_404 = env_bool("EVPAY_TECHNICAL_404", False)
     # Payments (see README "Configuration").
@@ -116,6 +118,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    # After auth, messages and htmx: signs out idle staff (polls are not activity).
+    "evpay.security.IdleTimeoutMiddleware",
     # Before any view or query: NUL and other controls, over-long values, non-finite amounts
     # and out-of-range dates get a 400 naming the field (after auth, so the page shows the
     # menu; after htmx, so an htmx request gets the message out of band).
@@ -193,6 +197,10 @@ LOGOUT_REDIRECT_URL = "login"
 SESSION_COOKIE_SECURE = not DEBUG
 CSRF_COOKIE_SECURE = not DEBUG
 SESSION_COOKIE_HTTPONLY = True
+# The idle timeout is IdleTimeoutMiddleware's (it can tell polls from activity); the cookie
+# and the stored session outlive it by a working day only so that clearsessions can drop
+# abandoned ones, and the middleware's "signed out after N minutes" message still shows.
+SESSION_COOKIE_AGE = EVPAY_SESSION_IDLE_MINUTES * 60 + 8 * 3600
 SECURE_HSTS_INCLUDE_SUBDOMAINS = SECURE_HSTS_SECONDS > 0
 SECURE_HSTS_PRELOAD = SECURE_HSTS_SECONDS > 0
 if EVPAY_BEHIND_PROXY:

@@ -1,0 +1,71 @@
+"""Staff session safety: the idle timeout (and the admins' second factor, further down)."""
+
+import time
+from urllib.parse import urlencode
+
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth import logout
+from django.http import HttpResponse
+from django.shortcuts import redirect, resolve_url
+
+LAST_ACTIVITY = "evpay_last_activity"
+POLL_HEADER = "X-Evpay-Poll"  # set by static/js/evpay.js on htmx `every …` polls
+
+
+def is_poll(request) -> bool:
+    return bool(getattr(request, "htmx", False)) and request.headers.get(POLL_HEADER) == "1"
+
+
+def to_login(request, next_path: str) -> HttpResponse:
+    """The login page, as a redirect, or for htmx as HX-Redirect: a 302 would be followed by
+    htmx and the login page swapped into the fragment."""
+    url = f"{resolve_url(settings.LOGIN_URL)}?{urlencode({'next': next_path})}"
+    if getattr(request, "htmx", False):
+        return HttpResponse(status=204, headers={"HX-Redirect": url})
+    return redirect(url)
+
+
+def _page_path(request) -> str:
+    # For an htmx request the page the user is on, not the fragment's URL.
+    htmx = getattr(request, "htmx", False)
+    return (htmx and htmx.current_url_abs_path) or request.get_full_path()
+
+
+class IdleTimeoutMiddleware:
+    """Signs staff out after EVPAY_SESSION_IDLE_MINUTES without a real request.
+
+    Real requests (pages, clicks, posts) move the last-activity time; live polls do not, so a
+    forgotten tab still times out. SESSION_COOKIE_AGE alone cannot do this: every poll would
+    refresh it. After auth, messages and django-htmx in MIDDLEWARE.
+    """
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        if request.user.is_authenticated:
+            now = time.time()
+            last = request.session.get(LAST_ACTIVITY)
+            idle_seconds = settings.EVPAY_SESSION_IDLE_MINUTES * 60
+            if last is not None and now - last > idle_seconds:
+                next_path = _page_path(request)
+                logout(request)
+                messages.info(
+                    request,
+                    f"You were signed out after {settings.EVPAY_SESSION_IDLE_MINUTES} minutes "
+                    "without activity. Please log in again.",
+                )
+                return to_login(request, next_path)
+            if last is None or not is_poll(request):
+                request.session[LAST_ACTIVITY] = now
+        response = self.get_response(request)
+        # A session that ended some other way (expired in the store): an htmx poll would get
+        # the login page's 302, follow it and swap the form into the fragment.
+        if (
+            getattr(request, "htmx", False)
+            and response.status_code == 302
+            and response.get("Location", "").startswith(resolve_url(settings.LOGIN_URL) + "?")
+        ):
+            return to_login(request, _page_path(request))
+        return response
