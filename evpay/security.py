@@ -1,4 +1,4 @@
-"""Staff session safety: the idle timeout (and the admins' second factor, further down)."""
+"""Staff session safety: the idle timeout, and the admins' second factor (TOTP)."""
 
 import time
 from urllib.parse import urlencode
@@ -10,6 +10,7 @@ from django.http import HttpResponse
 from django.shortcuts import redirect, resolve_url
 
 LAST_ACTIVITY = "evpay_last_activity"
+ACTIVITY_RESOLUTION = 60  # seconds
 POLL_HEADER = "X-Evpay-Poll"  # set by static/js/evpay.js on htmx `every …` polls
 
 
@@ -30,6 +31,11 @@ def _page_path(request) -> str:
     # For an htmx request the page the user is on, not the fragment's URL.
     htmx = getattr(request, "htmx", False)
     return (htmx and htmx.current_url_abs_path) or request.get_full_path()
+
+
+def start_idle_clock(sender, request, user, **kwargs):
+    if request is not None and hasattr(request, "session"):
+        request.session[LAST_ACTIVITY] = time.time()
 
 
 class IdleTimeoutMiddleware:
@@ -57,7 +63,9 @@ class IdleTimeoutMiddleware:
                     "without activity. Please log in again.",
                 )
                 return to_login(request, next_path)
-            if last is None or not is_poll(request):
+            # At most one session write a minute: a click-through of pages saves once, and
+            # the timeout is a quarter of an hour, not to the second.
+            if last is None or (not is_poll(request) and now - last >= ACTIVITY_RESOLUTION):
                 request.session[LAST_ACTIVITY] = now
         response = self.get_response(request)
         # A session that ended some other way (expired in the store): an htmx poll would get
@@ -69,3 +77,43 @@ class IdleTimeoutMiddleware:
         ):
             return to_login(request, _page_path(request))
         return response
+
+
+# --------------------------------------------------------------------------- second factor
+# Admins may enrol a TOTP device (evpay/account.py); once they have a confirmed one, signing in
+# takes a token after the password. With EVPAY_REQUIRE_ADMIN_OTP admins must enrol first.
+
+OTP_OPEN_PATHS = ("/account/otp/", "/logout/", "/static/", "/healthz")
+
+
+def is_admin(user) -> bool:
+    from evpay.roles import CONFIGURE_PERM
+
+    return user.is_active and (user.is_superuser or user.has_perm(CONFIGURE_PERM))
+
+
+def otp_step_needed(user) -> str:
+    """The step the user still owes ("verify" or "setup"), or an empty string for none."""
+    from django_otp import user_has_device
+
+    if not user.is_authenticated or not is_admin(user) or user.is_verified():
+        return ""
+    if user_has_device(user):
+        return "verify"
+    return "setup" if settings.EVPAY_REQUIRE_ADMIN_OTP else ""
+
+
+class AdminOTPMiddleware:
+    """After django_otp's OTPMiddleware: an admin who owes the second step sees only it."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        step = otp_step_needed(request.user)
+        if step and not request.path.startswith(OTP_OPEN_PATHS):
+            url = f"{resolve_url('otp_' + step)}?{urlencode({'next': _page_path(request)})}"
+            if getattr(request, "htmx", False):
+                return HttpResponse(status=204, headers={"HX-Redirect": url})
+            return redirect(url)
+        return self.get_response(request)

@@ -24,6 +24,8 @@ urlpatterns = [
     path("login/", views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("account/password/", account.PasswordChangeView.as_view(), name="password_change"),
+    path("account/otp/setup/", account.otp_setup, name="otp_setup"),
+    path("account/otp/verify/", account.otp_verify, name="otp_verify"),
     path("healthz", health.healthz, name="healthz"),
     path("admin/", admin.site.urls),
     path("api/v1/", api.urls),

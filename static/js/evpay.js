@@ -7,3 +7,10 @@ document.addEventListener("htmx:configRequest", function (event) {
     event.detail.headers["X-Evpay-Poll"] = "1";
   }
 });
+
+// Print buttons (receipts): a listener here, as the CSP refuses inline onclick handlers.
+document.addEventListener("click", function (event) {
+  if (event.target.closest("[data-print]")) {
+    window.print();
+  }
+});
