@@ -8,6 +8,7 @@ from django.views.decorators.cache import never_cache
 
 from evpay.models import AuditEvent, ExceptionRecord, Heartbeat, JobRun
 from evpay.roles import CONFIGURE_PERM
+from evpay.security import otp_step_needed
 
 NO_ADMIN_ACCESS = "The Django admin is for the admin role only."
 
@@ -29,7 +30,12 @@ class EvpayAdminSite(admin.AdminSite):
     def has_permission(self, request):
         # The admin role (a group) grants access; no separate is_staff bookkeeping.
         user = request.user
-        return user.is_active and (user.is_superuser or user.has_perm(CONFIGURE_PERM))
+        # The admin's second factor too (AdminOTPMiddleware sends them to it first).
+        return (
+            user.is_active
+            and (user.is_superuser or user.has_perm(CONFIGURE_PERM))
+            and not otp_step_needed(user)
+        )
 
     def admin_view(self, view, cacheable=False):
         checked = super().admin_view(view, cacheable)

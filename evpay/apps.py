@@ -10,6 +10,13 @@ class EvpayConfig(AppConfig):
     def ready(self):
         # After every migrate, new models' permissions are added to the role groups.
         post_migrate.connect(_sync_after_migrate, dispatch_uid="evpay.sync_roles")
+        from django.contrib.auth.signals import user_logged_in
+
+        from evpay.security import start_idle_clock
+
+        # The idle clock starts at log-in (the session is saved then anyway), not with an
+        # extra session write on the first page.
+        user_logged_in.connect(start_idle_clock, dispatch_uid="evpay.idle_clock")
 
 
 def _sync_after_migrate(sender, using="default", **kwargs):

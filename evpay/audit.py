@@ -117,6 +117,8 @@ ACTION_LABELS: dict[str, str] = {
     "closing.abandoned": "Closing abandoned",
     "closing.rerun_requested": "Closing asked to run again",
     "closing.rerun": "Closing ran again",
+    "account.password_changed": "Password changed",
+    "account.otp_enrolled": "Authenticator app set up",
 }
 
 # "session.state" rows are named by the state the session moved to.

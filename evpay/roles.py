@@ -23,7 +23,7 @@ CONFIGURE_PERM = "evpay.configure"
 # Apps whose models the roles cover.
 OWN_APPS = ("evpay", "terminals", "charging")
 # Admins also manage users and the beat schedules.
-ADMIN_EXTRA_APPS = ("auth", "django_celery_beat", "axes")
+ADMIN_EXTRA_APPS = ("auth", "django_celery_beat", "axes", "otp_totp")
 
 
 def user_roles(user) -> frozenset[str]:

@@ -2,7 +2,7 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
-from evpay import health, views
+from evpay import account, health, views
 from sessions.api import api
 
 handler403 = "evpay.views.permission_denied"
@@ -23,6 +23,9 @@ urlpatterns = [
     path("jobs/", views.job_runs, name="job_runs"),
     path("login/", views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("account/password/", account.PasswordChangeView.as_view(), name="password_change"),
+    path("account/otp/setup/", account.otp_setup, name="otp_setup"),
+    path("account/otp/verify/", account.otp_verify, name="otp_verify"),
     path("healthz", health.healthz, name="healthz"),
     path("admin/", admin.site.urls),
     path("api/v1/", api.urls),

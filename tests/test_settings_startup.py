@@ -81,3 +81,28 @@ def test_the_web_process_refuses_to_start_without_collected_static_files(tmp_pat
     after = _python(page, production)
     assert after.returncode == 0, after.stderr
     assert after.stdout.split() == ["200", "True"]
+
+
+_PROXY_HEADER = (
+    "import django; django.setup()\n"
+    "from django.conf import settings\n"
+    "print(repr(settings.SECURE_PROXY_SSL_HEADER))\n"
+)
+
+
+def test_x_forwarded_proto_is_not_trusted_unless_behind_a_proxy(monkeypatch):
+    monkeypatch.delenv("EVPAY_BEHIND_PROXY", raising=False)
+    # Issue 18 item 9: the header was always trusted, so a client talking to the app directly
+    # could claim HTTPS.
+    result = _python(_PROXY_HEADER, {"DEBUG": "1", "DJANGO_SETTINGS_MODULE": "evpay.settings"})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "None"
+
+
+def test_x_forwarded_proto_is_trusted_when_behind_a_proxy():
+    result = _python(
+        _PROXY_HEADER,
+        {"DEBUG": "1", "DJANGO_SETTINGS_MODULE": "evpay.settings", "EVPAY_BEHIND_PROXY": "1"},
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "('HTTP_X_FORWARDED_PROTO', 'https')"

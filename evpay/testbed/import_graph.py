@@ -66,6 +66,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...], bool], ...] = (
             "evpay.wsgi",
             "evpay.asgi",
             "evpay.health",
+            "evpay.security",  # idle timeout and the admins' second factor (middleware)
             "evpay.charts",  # pure SVG geometry for the pages of every app
         ),
         False,

@@ -168,7 +168,7 @@ def test_a_finished_closing_redraws_the_closings_panel_and_the_closing_action(
     assert _detail(client, terminal, part="status", seen=stamp)["HX-Trigger"] == "terminal-changed"
     panels = _detail(client, terminal, part="panels").content.decode()
     assert '<section id="closings-panel" aria-live="polite" hx-swap-oob="true">' in panels
-    assert 'id="closing-action" style="display: contents" hx-swap-oob="true"' in panels
+    assert 'id="closing-action" class="contents" hx-swap-oob="true"' in panels
     assert 'id="closing-running"' in panels and "Run closing now" not in panels
 
 
