@@ -38,6 +38,8 @@ FAULTS = [
     ({"kind": "busy", "operation": "capture"}, 2),
     ({"kind": "drop_after_commit", "operation": "authorise"}, 1),
     ({"kind": "garbage", "operation": "release"}, 1),
+    # The terminal sends the whole card number (CardPAN, receipts): nothing may store it.
+    ({"kind": "full_pan", "operation": "authorise"}, 1),
     ("offline", 1),
 ]
 

@@ -19,8 +19,9 @@ import uuid
 from collections import Counter
 from pathlib import Path
 
+from django.apps import apps
 from django.conf import settings
-from django.db import connection
+from django.db import connection, models
 from django.db.models import Exists, OuterRef
 
 from evpay.audit import Actor
@@ -38,6 +39,7 @@ from sessions.models import (
 )
 from sessions.services import mark_unplugged
 from sessions.tasks import recovery_sweep_task, session_guard_task
+from terminals.emulator.cards import CARDS
 from terminals.models import Connector as ConnectorModel
 from terminals.models import Site, Terminal
 
@@ -473,6 +475,7 @@ class Soak:
             "exception_reasons": dict(Counter(queued.values_list("kind", flat=True))),
             "resolution_seconds": durations,
             "problems": check["problems"][:20],
+            "card_numbers_at_rest": stored_card_numbers(),
         }
 
     def _resolution_seconds(self) -> dict:
@@ -502,3 +505,27 @@ class Soak:
         # The emulator is gone: keep status polls of later runs away from these terminals.
         if getattr(self, "site", None) is not None:
             Terminal.objects.filter(site=self.site).update(enabled=False)
+
+
+def stored_card_numbers() -> int:
+    """Text values anywhere in the database that hold a test card's full number (the
+    simulator's full_pan fault makes the emulator send them): must be 0."""
+    pans = {card.pan for card in CARDS.values()}
+    found = 0
+    for model in apps.get_models():
+        if not model._meta.managed or model._meta.proxy:
+            continue
+        names = [
+            f.name
+            for f in model._meta.concrete_fields
+            if isinstance(f, models.CharField | models.TextField | models.JSONField)
+        ]
+        if not names:
+            continue
+        for row in model.objects.values_list(*names).iterator():
+            for value in row:
+                if value in (None, ""):
+                    continue
+                text = (value if isinstance(value, str) else json.dumps(value)).replace(" ", "")
+                found += any(pan in text for pan in pans)
+    return found

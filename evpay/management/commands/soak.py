@@ -13,7 +13,13 @@ from evpay.testbed.soak import Soak
 # The must-be-0 figures. Sessions still being recovered when the window ends are
 # reported (unresolved_after_window) but are not lost: their money is accounted for on both
 # sides, or lost_money would count them.
-MUST_BE_ZERO = ("double_captures", "lost_money", "ledger_disagreements", "wrong_card_stops")
+MUST_BE_ZERO = (
+    "double_captures",
+    "lost_money",
+    "ledger_disagreements",
+    "wrong_card_stops",
+    "card_numbers_at_rest",  # the full_pan fault sends whole card numbers; none may be kept
+)
 
 
 class Command(BaseCommand):
