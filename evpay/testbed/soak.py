@@ -55,6 +55,8 @@ SOAK_FAULTS = [
     ({"kind": "slow", "operation": "capture", "delay": 2}, 2),
     ({"kind": "busy", "operation": "capture"}, 2),
     ({"kind": "garbage", "operation": "release"}, 1),
+    # The whole card number in CardPAN and on the receipts: card_numbers_at_rest must stay 0.
+    ({"kind": "full_pan", "operation": "authorise"}, 1),
     ("offline", 2),
 ]
 SHORT_TIMEOUTS = {
@@ -510,7 +512,7 @@ class Soak:
 def stored_card_numbers() -> int:
     """Text values anywhere in the database that hold a test card's full number (the
     simulator's full_pan fault makes the emulator send them): must be 0."""
-    pans = {card.pan for card in CARDS.values()}
+    pans = {card.pan for card in CARDS.values() if len(card.pan) >= 13}  # not the PAN-less ones
     found = 0
     for model in apps.get_models():
         if not model._meta.managed or model._meta.proxy:
