@@ -46,7 +46,8 @@ def reconcile(closing: PeriodClosing, terminal_totals, actor: Actor) -> PeriodCl
         for key in sorted(set(our_rows) | set(theirs)):
             brand, currency = key
             mine = our_rows.get(key, {"n": 0, "amount": 0})
-            ids = ours.filter(card_brand=brand, currency=currency).values_list("pk", flat=True)
+            brand_ours = ours.filter(card_brand=brand, currency=currency)
+            ids = brand_ours.values_list("pk", flat=True)
             row = ClosingBrandTotal(
                 closing=closing,
                 brand=brand[:16],
@@ -58,7 +59,7 @@ def reconcile(closing: PeriodClosing, terminal_totals, actor: Actor) -> PeriodCl
                 transaction_ids=list(ids),
             )
             if not row.matches:
-                row.explanation = _explain(row, closing)
+                row.explanation = _explain(row, closing, brand_ours)
                 mismatches.append(row)
             row.save()
         closing.state = PeriodClosing.State.MISMATCH if mismatches else PeriodClosing.State.MATCHED
@@ -90,19 +91,20 @@ def reconcile(closing: PeriodClosing, terminal_totals, actor: Actor) -> PeriodCl
     return closing
 
 
-def _explain(row: ClosingBrandTotal, closing: PeriodClosing) -> str:
+def _explain(row: ClosingBrandTotal, closing: PeriodClosing, ours_of_brand) -> str:
     """Each side's totals, then what is certain about captures on one side only.
 
     The terminal reports only a count and an amount per brand, never its captures one by one,
     so which of ours it counted cannot be known; only bounds can. A net difference ("2 more
     on our side") would be wrong whenever both sides hold captures the other lacks, so every
     sentence here is a fact or a bound that holds whatever the counts are.
+
+    ``ours_of_brand`` is the query that counted our side, read again rather than by
+    ``pk__in=row.transaction_ids``: with a day's worth of captures that list is tens of
+    thousands of bound parameters. Rows that moved in between are caught by the length check
+    in ``_most_in_both``.
     """
-    ours = list(
-        TerminalTransaction.objects.filter(pk__in=row.transaction_ids)
-        .order_by("id")
-        .values_list("request_id", "amount_minor")
-    )
+    ours = list(ours_of_brand.order_by("id").values_list("request_id", "amount_minor"))
     m, our_total = row.our_count, row.our_amount_minor
     n, their_total = row.terminal_count, row.terminal_amount_minor
     amounts = [amount for _request_id, amount in ours]
