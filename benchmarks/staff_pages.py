@@ -144,10 +144,10 @@ def populate(count: int) -> None:
     source = (
         f"(SELECT g, {DRAW} AS d, lpad(((g * 7919 + 13) % 10000)::text, 4, '0') AS last4, "  # noqa: S608
         f"'{start.isoformat()}'::timestamptz + (g::bigint * {step_ms} + (g * 7) % {step_ms}) "
-        f"* interval '1 ms' AS at, 100 + (g * 7919) % 4900 AS cost, "
-        f"({conn_ids})[1 + g % {n_conn}] AS connector, ({term_ids})[1 + g % {n_conn}] AS term, "
-        f"({site_ids})[1 + g % {n_conn}] AS site "
-        f"FROM generate_series(1, {count}) AS g) s"
+        f"* interval '1 ms' AS at, (100 + (g * 7919) % 4900)::int AS cost, "
+        f"({conn_ids})[(1 + g % {n_conn})::int] AS connector, ({term_ids})[(1 + g % {n_conn})::int] AS term, "
+        f"({site_ids})[(1 + g % {n_conn})::int] AS site "
+        f"FROM generate_series(1::bigint, {count}) AS g) s"
     )
     # The reason drawn for every session; an open one is charging and has no reason yet.
     r = f"(CASE WHEN {closed.replace('g', 's.g')} THEN {reason} ELSE '' END)"

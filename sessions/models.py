@@ -163,6 +163,12 @@ class ChargingSession(models.Model):
             models.Index(fields=["state", "-requested_at"], name="session_state_requested"),
             models.Index(fields=["site", "-requested_at"], name="session_site_requested"),
             models.Index(fields=["terminal", "-requested_at"], name="session_terminal_requested"),
+            # The session list's default order (views.session_queryset: -requested_at, -id),
+            # also the admin changelist's: without it the first page sorted all sessions
+            # (a sequential scan; benchmarks/staff_pages.py).
+            models.Index(fields=["-requested_at", "-id"], name="session_requested"),
+            # The list sorted by total (SORTS["total"], tie-broken by id).
+            models.Index(fields=["-cost_total_minor", "-id"], name="session_total"),
         ]
 
     def __str__(self):
