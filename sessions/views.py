@@ -115,15 +115,24 @@ def _local_days_q(field: str, zones, day_range) -> Q:
     either None, for today in that site's time zone. A session's day is its site's day."""
     q = Q()
     now = timezone.now()
+    starts, ends = [], []
     for name in zones:
         zone = site_zone(name)
         first, last = day_range(timezone.localtime(now, zone).date())
         part = Q(site__time_zone=name)
         if first:
-            part &= Q(**{f"{field}__gte": start_of_day(first, zone)})
+            starts.append(start_of_day(first, zone))
+            part &= Q(**{f"{field}__gte": starts[-1]})
         if last:
-            part &= Q(**{f"{field}__lt": end_of_day(last, zone)})
+            ends.append(end_of_day(last, zone))
+            part &= Q(**{f"{field}__lt": ends[-1]})
         q |= part
+    # The same bounds once more across every zone: PostgreSQL cannot use the OR of per-zone
+    # ranges as an index condition, and a day's export read the whole table (issue 19, P3).
+    if starts and len(starts) == len(zones):
+        q &= Q(**{f"{field}__gte": min(starts)})
+    if ends and len(ends) == len(zones):
+        q &= Q(**{f"{field}__lt": max(ends)})
     return q
 
 
