@@ -220,13 +220,15 @@ SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
 # Content-Security-Policy (django-csp; Django 5.2 has none built in). Everything is served by
 # us, no inline scripts or styles (htmx's indicator rules are in evpay.css, print buttons and
-# poll marking in static/js/evpay.js). 'unsafe-eval' stays until the hx-trigger filters
-# (`every 10s [document.visibilityState=='visible']`, which htmx compiles with Function())
-# are moved into evpay.js.
+# poll marking in static/js/evpay.js). No 'unsafe-eval' either: htmx compiles hx-trigger
+# filters (`every 10s [document.visibilityState=='visible']`) with Function(), so templates use
+# none; the conditions are data-poll-visible / data-skip-if-* attributes, checked in evpay.js,
+# and htmx.config.allowEval is off (templates/base.html) so a filter added by mistake is
+# refused by htmx (htmx:evalDisallowedError) rather than by the CSP.
 CONTENT_SECURITY_POLICY = {
     "DIRECTIVES": {
         "default-src": ["'self'"],
-        "script-src": ["'self'", "'unsafe-eval'"],
+        "script-src": ["'self'"],
         "style-src": ["'self'"],
         "img-src": ["'self'", "data:"],
         "frame-ancestors": ["'none'"],

@@ -14,3 +14,47 @@ document.addEventListener("click", function (event) {
     window.print();
   }
 });
+
+// Conditions on htmx requests, here rather than as hx-trigger filters (`every 10s [...]`),
+// which htmx compiles with Function(): the CSP has no 'unsafe-eval' and htmx.config.allowEval
+// is off (templates/base.html). htmx:confirm comes before anything else of the request, so a
+// cancelled one leaves no trace (no sync, no indicator, no X-Evpay-Poll request).
+//   data-poll-visible          a live poll that runs only while the tab is visible ...
+//   data-poll-hidden-every="6" ... or, while hidden, on one tick in 6 (`every 10s` polls every
+//                              60 s): ticks are counted from the element's first, as the two
+//                              timers of `every 10s [visible], every 60s [hidden]` did.
+//   data-skip-if-editing="sel" not while something in the element matches sel (an action
+//                              form open, a note typed).
+//   data-skip-if-filled="sel"  not while the field sel on the page has a value.
+var pollTicks = new WeakMap();
+
+function evpaySkipsRequest(elt, triggeringEvent) {
+  if (elt.hasAttribute("data-poll-visible") && !triggeringEvent) {
+    var tick = (pollTicks.get(elt) || 0) + 1;
+    pollTicks.set(elt, tick);
+    if (document.visibilityState !== "visible") {
+      var every = parseInt(elt.getAttribute("data-poll-hidden-every"), 10);
+      if (!(every > 0 && tick % every === 0)) {
+        return true;
+      }
+    }
+  }
+  var editing = elt.getAttribute("data-skip-if-editing");
+  if (editing && elt.querySelector(editing)) {
+    return true;
+  }
+  var filled = elt.getAttribute("data-skip-if-filled");
+  if (filled) {
+    var field = document.querySelector(filled);
+    if (field && field.value) {
+      return true;
+    }
+  }
+  return false;
+}
+
+document.addEventListener("htmx:confirm", function (event) {
+  if (evpaySkipsRequest(event.detail.elt, event.detail.triggeringEvent)) {
+    event.preventDefault();
+  }
+});
