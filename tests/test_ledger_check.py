@@ -142,6 +142,20 @@ def test_unsettled_reservation_of_an_open_session_is_in_progress_not_lost():
     assert counts([reservation(session.terminal.terminal_id)]) == NONE | {"in_progress": 1}
 
 
+@pytest.mark.parametrize("live", [True, False], ids=["live", "after-the-run"])
+def test_a_reservation_behind_an_unanswered_authorisation_is_in_progress_only_on_a_live_stack(
+    live,
+):
+    # check_ledger reads the ledger of a running stack: the terminal may have reserved while our
+    # row still waits for its answer (no STAN yet). The soak compares after its recovery
+    # window, where the same reservation is lost money.
+    session = make_session(make_connector(make_terminal()), state=SessionState.AUTHORISING)
+    make_tx(session, Operation.AUTHORISE, state=TxState.SENT, outcome=Outcome.PENDING, stan="")
+    figures = compare([reservation(session.terminal.terminal_id)], live=live)
+    counted = {name: figures[name] for name in FIGURES}
+    assert counted == NONE | ({"in_progress": 1} if live else {"lost_money": 1})
+
+
 @pytest.mark.parametrize(
     ("our_capture", "session_captured"),
     [(1200, 1200), (1200, 1234), (1234, 1200)],

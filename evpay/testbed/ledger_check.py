@@ -22,8 +22,10 @@ from evpay.models import AuditEvent, ExceptionRecord
 from sessions.models import ChargingSession, Operation, Outcome, SessionState, TerminalTransaction
 
 
-def compare(ledger: list[dict], site=None) -> dict:
-    """`site`: only that site's sessions count for wrong-card stops (several runs, one DB)."""
+def compare(ledger: list[dict], site=None, live: bool = False) -> dict:
+    """`site`: only that site's sessions count for wrong-card stops (several runs, one DB).
+    `live`: the stack is still running, so a reservation may belong to an authorisation whose
+    answer is not recorded yet (the soak compares after its recovery window: not live)."""
     reservations = {}
     settlements = defaultdict(list)
     for entry in ledger:
@@ -45,6 +47,16 @@ def compare(ledger: list[dict], site=None) -> dict:
     ).select_related("original__terminal"):
         our_settlements[(tx.original.terminal.terminal_id, tx.original.stan)].append(tx)
 
+    # Terminals with an authorisation still undecided on our side (sent, or its outcome not yet
+    # proven) for an open session: on a live stack, a reservation we cannot match there may be
+    # that one, in flight when the ledger was read, not lost.
+    undecided = live and set(
+        TerminalTransaction.objects.filter(
+            operation=Operation.AUTHORISE, outcome__in=[Outcome.PENDING, Outcome.UNKNOWN]
+        )
+        .exclude(session__state=SessionState.CLOSED)
+        .values_list("terminal__terminal_id", flat=True)
+    )
     open_exception_sessions = set(
         ExceptionRecord.objects.filter(
             resolved_at__isnull=True, session_ref__isnull=False
@@ -73,7 +85,8 @@ def compare(ledger: list[dict], site=None) -> dict:
         auth = ours.get(key)
         session = auth.session if auth else None
         if not theirs:
-            if session is not None and session.state != SessionState.CLOSED:
+            in_flight = auth is None and bool(undecided) and key[0] in undecided
+            if in_flight or (session is not None and session.state != SessionState.CLOSED):
                 figures["in_progress"] += 1
             elif session is not None and session.public_id in open_exception_sessions:
                 figures["in_exception_queue"] += 1
