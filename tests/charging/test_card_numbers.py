@@ -2,14 +2,12 @@
 `full_pan` fault) leaves only first six / last four digits in every text column and log line."""
 
 import io
-import json
 import logging
 
 import pytest
-from django.apps import apps
-from django.db import models
 
 from evpay.pan import luhn_valid, mask_pans
+from evpay.testbed.soak import stored_texts
 from sessions import services
 from sessions.models import ChargingSession
 from terminals.emulator.cards import CARDS
@@ -43,25 +41,6 @@ def test_mask_pans_is_linear_on_a_megabyte_of_digit_groups():
     started = time.monotonic()
     mask_pans(" ".join("1" for _ in range(300_000)))
     assert time.monotonic() - started < 5
-
-
-def _text_values():
-    """(table.column, value) for every text-like column of every row we keep."""
-    for model in apps.get_models():
-        if not model._meta.managed or model._meta.proxy:
-            continue
-        fields = [
-            f.name
-            for f in model._meta.concrete_fields
-            if isinstance(f, models.CharField | models.TextField | models.JSONField)
-        ]
-        if not fields:
-            continue
-        for row in model.objects.values_list(*fields):
-            for name, value in zip(fields, row, strict=True):
-                if value not in (None, ""):
-                    text = value if isinstance(value, str) else json.dumps(value)
-                    yield f"{model._meta.db_table}.{name}", text
 
 
 @pytest.mark.django_db(transaction=True)
@@ -99,7 +78,7 @@ def test_a_terminal_sending_the_full_pan_leaves_no_card_number_in_the_database_o
     tx = session.transactions.get(operation="authorise")
     assert PAN[:6] + "******" + PAN[-4:] in tx.raw_response
     assert any(PAN[-4:] in " ".join(m.lines) for m in tx.device_messages.all())
-    leaks = [column for column, text in _text_values() if PAN in text.replace(" ", "")]
+    leaks = [column for column, text in stored_texts() if PAN in text.replace(" ", "")]
     assert not leaks, f"full card number stored in {sorted(set(leaks))}"
     written = stream.getvalue()
     assert "terminal said CardPAN=" in written and PAN not in written.replace(" ", "")
@@ -118,9 +97,9 @@ def test_mask_stored_pans_masks_rows_from_before_and_is_safe_to_repeat():
     out = io.StringIO()
     call_command("mask_stored_pans", "--dry-run", stdout=out)
     assert "charging.ChargingSession: 1 row(s)" in out.getvalue()
-    assert any(PAN in text for _, text in _text_values())
+    assert any(PAN in text for _, text in stored_texts())
     call_command("mask_stored_pans", stdout=io.StringIO())
-    assert not any(PAN in text for _, text in _text_values())
+    assert not any(PAN in text for _, text in stored_texts())
     session.refresh_from_db()
     assert session.masked_pan == PAN[:6] + "******" + PAN[-4:]
     again = io.StringIO()
