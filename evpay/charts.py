@@ -53,6 +53,18 @@ def _label_step(n: int) -> int:
     return 1 if n <= 10 else (n + 9) // 10
 
 
+def _frame(bars: list, **extra) -> dict:
+    """The drawing's size and the y positions every bar chart template needs, around its bars."""
+    return {
+        "bars": bars,
+        "width": WIDTH,
+        "height": TOP + BAR_HEIGHT + AXIS,
+        "baseline": TOP + BAR_HEIGHT,
+        "label_y": TOP + BAR_HEIGHT + AXIS - 4,
+        **extra,
+    }
+
+
 def bars(
     values: list[float], labels: list[str], data: list[dict] | None = None, scale=None
 ) -> dict:
@@ -76,13 +88,7 @@ def bars(
                 data=(data or [{}] * n)[i],
             )
         )
-    return {
-        "bars": out,
-        "width": WIDTH,
-        "height": TOP + BAR_HEIGHT + AXIS,
-        "baseline": TOP + BAR_HEIGHT,
-        "label_y": TOP + BAR_HEIGHT + AXIS - 4,
-    }
+    return _frame(out)
 
 
 def stacked_shares(
@@ -113,14 +119,7 @@ def stacked_shares(
                 data=(data or [{}] * n)[i],
             )
         )
-    return {
-        "bars": out,
-        "width": WIDTH,
-        "height": TOP + BAR_HEIGHT + AXIS,
-        "baseline": TOP + BAR_HEIGHT,
-        "top": TOP,
-        "label_y": TOP + BAR_HEIGHT + AXIS - 4,
-    }
+    return _frame(out, top=TOP)
 
 
 STRIP_WIDTH = 480  # 20 units an hour over a day
