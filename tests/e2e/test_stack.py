@@ -4,10 +4,7 @@ minute. Then: money moved as our records say, the dashboard answers, everything 
 
 import json
 import os
-import random
 import re
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,28 +14,11 @@ import urllib.request
 import pytest
 from django.conf import settings
 
+from tests.e2e.stack import emulator_base, group_alive, start_stack, stop_stack
 from tests.procs import ROOT, free_port
 
 pytestmark = pytest.mark.slow
 RUN_SECONDS = 60
-
-
-def _ports_free(base: int, count: int) -> bool:
-    for port in range(base, base + count):
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                return False
-    return True
-
-
-def _emulator_base(terminals: int) -> int:
-    for _ in range(50):
-        base = random.randint(20000, 30000)
-        if _ports_free(base, 3 * terminals):
-            return base
-    raise RuntimeError("no free port range for the emulator")
 
 
 def _database_url(tmp_path) -> str:
@@ -88,14 +68,6 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
         return None
 
 
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
 def test_the_whole_stack_runs_end_to_end_and_stops_cleanly(tmp_path):
     var = tmp_path / "var"
     var.mkdir()
@@ -106,7 +78,7 @@ def test_the_whole_stack_runs_end_to_end_and_stops_cleanly(tmp_path):
             "EVPAY_VAR_DIR": str(var),
             "DEBUG": "1",
             "EVPAY_PORT": str(port),
-            "EVPAY_EMULATOR_BASE_PORT": str(_emulator_base(4)),
+            "EVPAY_EMULATOR_BASE_PORT": str(emulator_base(4)),
             "EVPAY_EMULATOR_CONTROL_PORT": str(control),
             "EVPAY_DEVICE_CHANNEL_PORT": str(free_port()),
             "EVPAY_DEMO_TERMINALS": "4",
@@ -118,15 +90,7 @@ def test_the_whole_stack_runs_end_to_end_and_stops_cleanly(tmp_path):
         }
     )
     env.pop("EVPAY_REQUIRE_SERVICES", None)
-    out = open(var / "runstack.out", "wb")  # noqa: SIM115 - closed below
-    stack = subprocess.Popen(
-        [sys.executable, "manage.py", "runstack"],
-        cwd=ROOT,
-        env=env,
-        stdout=out,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    stack, out = start_stack(env, var / "runstack.out")
     try:
         deadline = time.monotonic() + 180
         text = ""
@@ -177,16 +141,8 @@ def test_the_whole_stack_runs_end_to_end_and_stops_cleanly(tmp_path):
         assert counts["captured"] >= 3, counts
         assert counts["stopped_by_card"] >= 1, counts
     finally:
-        if stack.poll() is None:
-            os.killpg(stack.pid, signal.SIGTERM)
-        try:
-            stack.wait(60)
-        except subprocess.TimeoutExpired:
-            os.killpg(stack.pid, signal.SIGKILL)
-            raise
-        finally:
-            out.close()
+        stop_stack(stack, out)
     text = (var / "runstack.out").read_text()
     assert "All processes stopped." in text, text[-2000:]
-    leftovers = [name for name, pid in pids.items() if _group_alive(pid)]
+    leftovers = [name for name, pid in pids.items() if group_alive(pid)]
     assert leftovers == [], f"orphan processes: {leftovers}"

@@ -8,16 +8,14 @@ import os
 import re
 import signal
 import sqlite3
-import subprocess
-import sys
 import time
 import urllib.request
 from datetime import UTC, datetime
 
 import pytest
 
-from tests.e2e.test_stack import _emulator_base, _group_alive
-from tests.procs import ROOT, free_port
+from tests.e2e.stack import emulator_base, group_alive, start_stack, stop_stack
+from tests.procs import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -42,7 +40,7 @@ def test_a_killed_worker_or_emulator_is_restarted_and_sessions_are_still_capture
             "EVPAY_VAR_DIR": str(var),
             "DEBUG": "1",
             "EVPAY_PORT": str(free_port()),
-            "EVPAY_EMULATOR_BASE_PORT": str(_emulator_base(3)),
+            "EVPAY_EMULATOR_BASE_PORT": str(emulator_base(3)),
             "EVPAY_EMULATOR_CONTROL_PORT": str(free_port()),
             "EVPAY_DEVICE_CHANNEL_PORT": str(free_port()),
             "EVPAY_DEMO_TERMINALS": "3",
@@ -56,15 +54,7 @@ def test_a_killed_worker_or_emulator_is_restarted_and_sessions_are_still_capture
     )
     env.pop("EVPAY_REQUIRE_SERVICES", None)
     out_path = var / "runstack.out"
-    out = open(out_path, "wb")  # noqa: SIM115 - closed below
-    stack = subprocess.Popen(
-        [sys.executable, "manage.py", "runstack"],
-        cwd=ROOT,
-        env=env,
-        stdout=out,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    stack, out = start_stack(env, out_path)
 
     def text():
         assert stack.poll() is None, out_path.read_text()
@@ -103,7 +93,7 @@ def test_a_killed_worker_or_emulator_is_restarted_and_sessions_are_still_capture
         )
         _wait(lambda: worker_log.read_text().count("ready.") >= 2, "a new worker", 120)
         others = {name: pid for name, pid in pids.items() if name != "worker"}
-        assert all(_group_alive(pid) for pid in others.values()), "the others kept running"
+        assert all(group_alive(pid) for pid in others.values()), "the others kept running"
         assert "exited with code" not in text(), text()
         _wait(lambda: captured_since(killed_at) >= 1, "a session captured after the kill", 300)
 
@@ -133,19 +123,11 @@ def test_a_killed_worker_or_emulator_is_restarted_and_sessions_are_still_capture
             300,
         )
     finally:
-        if stack.poll() is None:
-            os.killpg(stack.pid, signal.SIGTERM)
-        try:
-            stack.wait(60)
-        except subprocess.TimeoutExpired:
-            os.killpg(stack.pid, signal.SIGKILL)
-            raise
-        finally:
-            out.close()
+        stop_stack(stack, out)
     final = out_path.read_text()
     assert "All processes stopped." in final, final[-2000:]
     state = json.loads((var / "supervisor.json").read_text())
     assert state["stopped"] and state["children"]["worker"]["restarts_today"] == 1
     assert state["children"]["emulator"]["restarts_today"] == 1
     pids |= {name: child["pid"] for name, child in state["children"].items()}
-    assert [name for name, pid in pids.items() if _group_alive(pid)] == []
+    assert [name for name, pid in pids.items() if group_alive(pid)] == []
