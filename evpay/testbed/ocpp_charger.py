@@ -372,6 +372,18 @@ class EmulatedCharger:
             self.counters["reconnects"] += 1
             await self._sleep_unless_closing(delay)
 
+    def queued(self) -> int:
+        """Transaction messages not yet answered by the central system."""
+        return sum(1 for item in self._outbox if item.persistent)
+
+    async def flush(self, timeout: float = 5.0) -> bool:
+        """Wait until every message written so far was answered (True) or ``timeout``."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self._outbox and loop.time() < deadline:
+            await asyncio.sleep(0.02)
+        return not self._outbox
+
     async def close(self) -> None:
         self._closing = True
         self._closed.set()
@@ -462,7 +474,7 @@ class EmulatedCharger:
             "version": self.version,
             "url": self.endpoint,
             "connected": self.connected,
-            "queued": sum(1 for item in self._outbox if item.persistent),
+            "queued": self.queued(),
             "connectors": {
                 n: {
                     "status": c.status,
@@ -563,6 +575,8 @@ class EmulatedCharger:
                     return
                 booting.result()
                 self._need_boot = False
+                # Changes queued during the boot are covered by the full status report below.
+                self._outbox = [item for item in self._outbox if item.persistent]
                 self._queue_all_statuses(connector_zero=self.version == "1.6")
             else:
                 self._queue_all_statuses(connector_zero=False)
@@ -1548,12 +1562,14 @@ async def _cli(args: argparse.Namespace) -> int:
             if line is None:
                 if args.stay:
                     await runner
+                await charger.flush()
                 break
             words = line.split()
             if not words:
                 continue
             try:
                 if await _command(charger, words):
+                    await charger.flush()
                     break
             except (ValueError, IndexError) as exc:
                 print(f"error: {exc}", flush=True)
