@@ -311,6 +311,7 @@ class EmulatedCharger:
         self.counters: Counter[str] = Counter()  # messages sent per action, drops, reconnects
         self.events: list[ChargerEvent] = []
         self.connected = False
+        self.online = False  # connected, booted and the outbox is being sent
         self.booted = False
         self.boot_reason = "PowerUp"
         self._armed: dict[str, list[tuple[str, dict]]] = {p: [] for p in FAULT_POINTS}
@@ -371,6 +372,16 @@ class EmulatedCharger:
                 self.url = url
             self.counters["reconnects"] += 1
             await self._sleep_unless_closing(delay)
+
+    async def wait_online(self, timeout: float = 10.0) -> None:
+        """Until the charger is connected, booted and sending (after a drop or reboot too)."""
+
+        async def wait() -> None:
+            while not self.online:
+                self._event_changed.clear()
+                await self._event_changed.wait()
+
+        await asyncio.wait_for(wait(), timeout)
 
     def queued(self) -> int:
         """Transaction messages not yet answered by the central system."""
@@ -474,6 +485,7 @@ class EmulatedCharger:
             "version": self.version,
             "url": self.endpoint,
             "connected": self.connected,
+            "online": self.online,
             "queued": self.queued(),
             "connectors": {
                 n: {
@@ -586,6 +598,8 @@ class EmulatedCharger:
                 asyncio.create_task(self._sender(cp), name=f"{self.charger_id}-sender"),
                 asyncio.create_task(self._heartbeats(cp), name=f"{self.charger_id}-heartbeat"),
             ]
+            self.online = True
+            self._event_changed.set()
             done, _ = await asyncio.wait({reader, *workers}, return_when=asyncio.FIRST_COMPLETED)
             for task in done:
                 error = None if task.cancelled() else task.exception()
@@ -597,7 +611,7 @@ class EmulatedCharger:
             for task in (reader, *workers):
                 task.cancel()
             self._abort_socket()
-            self.connected = False
+            self.connected = self.online = False
             self._cp = self._ws = None
             # Status updates are re-sent from the current state on the next connection.
             self._outbox = [item for item in self._outbox if item.persistent]
@@ -1332,8 +1346,13 @@ class _Routing:
         ):
             fault = self.charger.remote_start_fault()
             if fault == REMOTE_START_NO_ANSWER:
-                self.charger._count_fault(fault, id_tag=str(msg.payload)[:80])
-                self.charger._emit("remote_start", None, outcome="no_answer")
+                payload = msg.payload if isinstance(msg.payload, dict) else {}
+                token = payload.get("idToken")
+                id_tag = payload.get("idTag") or (
+                    token.get("idToken") if isinstance(token, dict) else None
+                )
+                self.charger._count_fault(fault, id_tag=id_tag)
+                self.charger._emit("remote_start", None, outcome="no_answer", id_tag=id_tag)
                 return
             self._start_faults[msg.unique_id] = fault
         await super().route_message(raw_msg)  # type: ignore[misc]

@@ -39,7 +39,14 @@ class Received:
 
 
 class StandInCentral:
-    def __init__(self, credentials: dict[str, str], *, heartbeat: int = 300, name: str = "central"):
+    def __init__(
+        self,
+        credentials: dict[str, str],
+        *,
+        heartbeat: int = 300,
+        name: str = "central",
+        first_transaction_id: int = 1001,
+    ):
         self.credentials = credentials
         self.heartbeat = heartbeat
         self.name = name
@@ -48,7 +55,8 @@ class StandInCentral:
         self.connection_count: Counter[str] = Counter()
         self.refused_paths: list[str] = []
         self.invalid_tags: set[str] = set()
-        self.transaction_ids = itertools.count(1001)
+        # Two stand-ins play two processes of one central system: give them disjoint ids.
+        self.transaction_ids = itertools.count(first_transaction_id)
         self._changed = asyncio.Event()
         self._server = None
         self.port = 0
