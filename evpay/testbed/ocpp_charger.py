@@ -35,6 +35,7 @@ import base64
 import contextlib
 import inspect
 import logging
+import os
 import random
 import re
 import ssl
@@ -399,7 +400,8 @@ class EmulatedCharger:
         self._closing = True
         self._closed.set()
         if self._ws is not None:
-            await self._ws.close()
+            with contextlib.suppress(TimeoutError, websockets.exceptions.WebSocketException):
+                await asyncio.wait_for(self._ws.close(), 2.0)
         for task in list(self._tasks):
             task.cancel()
 
@@ -423,8 +425,10 @@ class EmulatedCharger:
         mark = self.cursor() if after is None else after
 
         def find() -> ChargerEvent | None:
-            for event in self.events:
-                if event.seq <= mark or event.kind != kind:
+            # Sequence numbers are contiguous: start the scan just after the mark.
+            start = max(0, mark + 1 - self.events[0].seq) if self.events else 0
+            for event in self.events[start:]:
+                if event.kind != kind:
                     continue
                 if connector_id is not None and event.connector_id != connector_id:
                     continue
@@ -1637,7 +1641,11 @@ def main(argv: list[str] | None = None) -> int:
         "--url", required=True, help="central system base URL, e.g. ws://127.0.0.1:9000/ocpp"
     )
     parser.add_argument("--id", required=True, help="charge point id (appended to the URL)")
-    parser.add_argument("--password", help="HTTP Basic password (security profile 1)")
+    parser.add_argument(
+        "--password",
+        default=os.environ.get("EVPAY_CHARGER_PASSWORD"),
+        help="HTTP Basic password (security profile 1); default $EVPAY_CHARGER_PASSWORD",
+    )
     parser.add_argument("--version", choices=sorted(VERSIONS), default="1.6")
     parser.add_argument("--connectors", type=int, default=2)
     parser.add_argument(
