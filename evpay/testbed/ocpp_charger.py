@@ -1524,6 +1524,107 @@ class _ChargePoint201(_Routing, ChargePoint201):
         return result201.GetVariables(get_variable_result=results)
 
 
+class ChargerFleet:
+    """Chargers on one event loop in a background thread, for callers that use threads (the
+    traffic simulator, the soak). Every method is thread-safe and blocks until done.
+
+        fleet = ChargerFleet()
+        fleet.add(url, "CP1", password, version="2.0.1", connectors=2, fault_plan=plan)
+        mark = fleet.cursor("CP1")
+        fleet.do("CP1", "plug_in", 1)
+        event = fleet.wait_for("CP1", "start_confirmed", 1, after=mark, timeout=60)
+        fleet.close()
+    """
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.chargers: dict[str, EmulatedCharger] = {}
+        self._runners: dict[str, asyncio.Future] = {}
+        self._thread = threading.Thread(
+            target=self.loop.run_forever, name="ocpp-chargers", daemon=True
+        )
+        self._thread.start()
+
+    def _run(self, coro: Any, timeout: float | None = None) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def add(
+        self, url: str, charger_id: str, password: str | None = None, **options: Any
+    ) -> EmulatedCharger:
+        """Create a charger (EmulatedCharger's arguments) and start it."""
+        if charger_id in self.chargers:
+            raise ValueError(f"charger {charger_id!r} is already in the fleet")
+
+        async def create() -> EmulatedCharger:
+            charger = EmulatedCharger(url, charger_id, password, **options)
+            self._runners[charger_id] = asyncio.ensure_future(charger.run())
+            return charger
+
+        self.chargers[charger_id] = self._run(create(), 10)
+        return self.chargers[charger_id]
+
+    def do(
+        self, charger_id: str, method: str, *args: Any, timeout: float = 30.0, **kwargs: Any
+    ) -> Any:
+        """Call a public method of a charger (plug_in, unplug, stop_local, arm,
+        drop_connection, reboot, send_unknown_stop, status, flush, wait_online ...)."""
+        if method.startswith("_"):
+            raise ValueError(f"{method!r} is not a public method")
+        bound = getattr(self.chargers[charger_id], method)
+
+        async def invoke() -> Any:
+            outcome = bound(*args, **kwargs)
+            return await outcome if inspect.isawaitable(outcome) else outcome
+
+        return self._run(invoke(), timeout)
+
+    def cursor(self, charger_id: str) -> int:
+        return self.do(charger_id, "cursor")
+
+    def wait_for(
+        self,
+        charger_id: str,
+        kind: str,
+        connector_id: int | None = None,
+        *,
+        after: int | None = None,
+        timeout: float = 10.0,
+        predicate: Callable[[ChargerEvent], bool] | None = None,
+    ) -> ChargerEvent:
+        """EmulatedCharger.wait_for from another thread; raises TimeoutError."""
+        charger = self.chargers[charger_id]
+        coro = charger.wait_for(
+            kind, connector_id, after=after, timeout=timeout, predicate=predicate
+        )
+        return self._run(coro, timeout + 5)
+
+    def fault_counts(self) -> Counter[str]:
+        """Faults applied, summed over the fleet."""
+
+        async def total() -> Counter[str]:
+            return sum((c.fault_counts for c in self.chargers.values()), Counter())
+
+        return self._run(total(), 10)
+
+    def close(self, flush_timeout: float = 5.0) -> None:
+        """Let queued messages go out (bounded), close every charger and stop the loop."""
+
+        async def shutdown() -> None:
+            await asyncio.gather(*(c.flush(flush_timeout) for c in self.chargers.values()))
+            await asyncio.gather(*(c.close() for c in self.chargers.values()))
+            for runner in self._runners.values():
+                runner.cancel()
+            await asyncio.gather(*self._runners.values(), return_exceptions=True)
+
+        if self.loop.is_running():
+            with contextlib.suppress(TimeoutError):
+                self._run(shutdown(), flush_timeout + 15)
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self._thread.join(10)
+        if not self._thread.is_alive():
+            self.loop.close()
+
+
 def _result16(action: str, **fields: Any) -> Any:
     from ocpp.v16 import call_result
 
