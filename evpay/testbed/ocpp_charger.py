@@ -66,6 +66,10 @@ wire_log = logging.getLogger("evpay.ocpp_charger.wire")
 
 VERSIONS = {"1.6": "ocpp1.6", "2.0.1": "ocpp2.0.1"}
 
+
+# websockets logs the handshake headers at DEBUG (it redacts Authorization itself).
+socket_log = logging.getLogger("evpay.ocpp_charger.websocket")
+
 # --- faults ---------------------------------------------------------------------------------
 WS_DROP = "ws_drop"  # the WebSocket dies (no close frame); reconnect after a delay, maybe elsewhere
 REPLAY_DUPLICATE = "replay_duplicate"  # after a reconnect one queued message is sent twice
@@ -352,6 +356,7 @@ class EmulatedCharger:
                     proxy=None,
                     ssl=self.ssl_context,
                     user_agent_header=f"{self.vendor}/{self.model}",
+                    logger=socket_log,
                 )
             except (OSError, TimeoutError, websockets.exceptions.InvalidHandshake) as exc:
                 failures += 1

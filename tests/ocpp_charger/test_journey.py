@@ -8,6 +8,7 @@ elsewhere: these tests check what the charger puts on the wire and how it answer
 from __future__ import annotations
 
 import asyncio
+import base64
 import sys
 
 import pytest
@@ -475,3 +476,17 @@ def test_the_command_line_plays_a_charger_from_stdin(version):
                     await proc.wait()
 
     run(scenario())
+
+
+def test_the_password_never_reaches_a_log_line_even_at_debug(caplog):
+    async def scenario():
+        async with booted("1.6") as (central, charger):
+            assert charger.booted
+
+    with caplog.at_level("DEBUG"):
+        run(scenario())
+    text = "\n".join(r.getMessage() for r in caplog.records)
+    assert "Authorization: [redacted]" in text  # the header was logged, without its value
+    assert (
+        PASSWORD not in text and base64.b64encode(f"CP1:{PASSWORD}".encode()).decode() not in text
+    )
