@@ -282,6 +282,10 @@ class EmulatedCharger:
         for candidate in (url, *alternate_urls):
             if not re.match(r"^wss?://[^\s]+$", candidate):
                 raise ValueError(f"central system URL must be ws:// or wss://, not {candidate!r}")
+        if ssl_context is not None and not all(
+            u.startswith("wss://") for u in (url, *alternate_urls)
+        ):
+            raise ValueError("a TLS context (security profile 2) needs wss:// URLs")
         self.url = url
         self.charger_id = charger_id
         self.version = version

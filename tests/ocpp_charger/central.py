@@ -46,6 +46,7 @@ class StandInCentral:
         heartbeat: int = 300,
         name: str = "central",
         first_transaction_id: int = 1001,
+        ssl_context=None,
     ):
         self.credentials = credentials
         self.heartbeat = heartbeat
@@ -60,10 +61,12 @@ class StandInCentral:
         self._changed = asyncio.Event()
         self._server = None
         self.port = 0
+        self.ssl_context = ssl_context
 
     @property
     def url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/ocpp"
+        scheme = "wss" if self.ssl_context else "ws"
+        return f"{scheme}://127.0.0.1:{self.port}/ocpp"
 
     async def __aenter__(self) -> StandInCentral:
         self._server = await serve(
@@ -72,6 +75,7 @@ class StandInCentral:
             0,
             subprotocols=["ocpp1.6", "ocpp2.0.1"],
             process_request=basic_auth(realm="ocpp", check_credentials=self._check),
+            ssl=self.ssl_context,
         )
         self.port = self._server.sockets[0].getsockname()[1]
         return self

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import ssl
+import subprocess
 import sys
 
 import pytest
@@ -415,6 +417,8 @@ def test_bad_settings_are_refused_with_a_clear_error():
         FaultPlan(1, 0.5, ["ws_drop", "meteor_strike"])
     with pytest.raises(ValueError, match="between 0 and 1"):
         FaultPlan(1, 1.5)
+    with pytest.raises(ValueError, match="needs wss://"):
+        EmulatedCharger("ws://127.0.0.1:1/ocpp", "CP1", ssl_context=ssl.create_default_context())
     charger = EmulatedCharger("ws://127.0.0.1:1/ocpp", "CP1")
     with pytest.raises(ValueError, match="no connector 3"):
         charger.plug_in(3)
@@ -490,3 +494,48 @@ def test_the_password_never_reaches_a_log_line_even_at_debug(caplog):
     assert (
         PASSWORD not in text and base64.b64encode(f"CP1:{PASSWORD}".encode()).decode() not in text
     )
+
+
+def test_security_profile_2_connects_over_tls_and_refuses_an_unknown_certificate(tmp_path):
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    made = subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        capture_output=True,
+    )
+    assert made.returncode == 0, made.stderr
+    server_tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_tls.load_cert_chain(cert, key)
+
+    async def scenario():
+        async with StandInCentral({"CP1": PASSWORD}, ssl_context=server_tls) as central:
+            assert central.url.startswith("wss://")
+            trusting = ssl.create_default_context(cafile=str(cert))
+            async with charger_on(central, "2.0.1", ssl_context=trusting) as charger:
+                await charger.wait_for("booted", after=0)
+                assert central.connections["CP1"]._connection.username == "CP1"
+            # A charger that does not trust the certificate never gets to send anything.
+            async with charger_on(
+                central, "1.6", "CP1", ssl_context=ssl.create_default_context()
+            ) as other:
+                failed = await other.wait_for("connect_failed", after=0)
+                assert "CERTIFICATE_VERIFY_FAILED" in failed.data["error"]
+            assert len(central.of("BootNotification")) == 1
+
+    run(scenario())
