@@ -231,9 +231,12 @@ class EmulatedCharger:
     """One OCPP charge point with ``connectors`` connectors.
 
     ``url`` is the central system's base URL (``ws://host:port/ocpp``); the charger connects to
-    ``<url>/<charger_id>``. ``alternate_urls`` are other server processes a random drop may
-    reconnect to. ``power_w`` and ``time_scale`` (simulated seconds per real second) set how
-    fast the meter runs; ``meter_interval`` is real seconds between meter values.
+    ``<url>/<charger_id>``. ``alternate_urls`` are other server processes a drop from the
+    fault plan may reconnect to (any of them or ``url``, at random). ``power_w`` and
+    ``time_scale`` (simulated seconds per real second) set how fast the meter runs;
+    ``meter_interval`` is real seconds between meter values. Faults come from ``fault_plan``,
+    or else from a plan seeded with ``seed`` and this charger's id at ``fault_rate`` over
+    ``faults`` (so chargers sharing a seed do not fault in step).
     """
 
     def __init__(
@@ -254,6 +257,8 @@ class EmulatedCharger:
         transaction_message_attempts: int = 3,
         transaction_message_retry_interval: float = 1.0,
         fault_plan: FaultPlan | None = None,
+        fault_rate: float = 0.0,
+        faults: Iterable[str] = FAULTS,
         alternate_urls: Iterable[str] = (),
         seed: int | str = 0,
         ssl_context: ssl.SSLContext | None = None,
@@ -300,7 +305,8 @@ class EmulatedCharger:
         self.connection_timeout = float(connection_timeout)
         self.transaction_message_attempts = max(1, int(transaction_message_attempts))
         self.transaction_message_retry_interval = float(transaction_message_retry_interval)
-        self.fault_plan = fault_plan or FaultPlan(seed, 0.0)
+        self.fault_plan = fault_plan or FaultPlan(f"{seed}:{charger_id}", fault_rate, faults)
+        self._urls = [url, *self.alternate_urls]
         self.ssl_context = ssl_context
         self.vendor, self.model, self.firmware_version = vendor, model, firmware_version
         self._password = password
@@ -1049,8 +1055,8 @@ class EmulatedCharger:
                 fault, options = self._decide("charging")
                 if fault == WS_DROP:
                     url = options.get("url")
-                    if url is None and self.alternate_urls and "reconnect_after" not in options:
-                        url = self._rng.choice([self.url, *self.alternate_urls])
+                    if url is None and self.alternate_urls:
+                        url = self._rng.choice(self._urls)
                     await self.drop_connection(options.get("reconnect_after"), url)
                 elif fault in (REBOOT_KEEP_TRANSACTION, REBOOT_LOSE_TRANSACTION):
                     await self.reboot(fault == REBOOT_KEEP_TRANSACTION, options.get("delay"))
@@ -1654,7 +1660,6 @@ HELP = """commands:
 
 
 async def _cli(args: argparse.Namespace) -> int:
-    plan = FaultPlan(args.seed, args.fault_rate, args.faults.split(",") if args.faults else FAULTS)
     charger = EmulatedCharger(
         args.url,
         args.id,
@@ -1665,7 +1670,9 @@ async def _cli(args: argparse.Namespace) -> int:
         power_w=args.power,
         time_scale=args.time_scale,
         heartbeat_interval=args.heartbeat,
-        fault_plan=plan,
+        fault_rate=args.fault_rate,
+        faults=args.faults.split(",") if args.faults else FAULTS,
+        alternate_urls=args.alternate_url,
         seed=args.seed,
         ssl_context=ssl.create_default_context(cafile=args.cafile) if args.cafile else None,
     )
@@ -1770,6 +1777,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--seed", default="0")
     parser.add_argument("--fault-rate", type=float, default=0.0)
+    parser.add_argument(
+        "--alternate-url",
+        action="append",
+        default=[],
+        help="another server process a drop may reconnect to (repeatable)",
+    )
     parser.add_argument("--faults", help=f"comma-separated subset of: {','.join(FAULTS)}")
     parser.add_argument("--cafile", help="CA bundle for wss:// (security profile 2)")
     parser.add_argument("--stay", action="store_true", help="keep running after stdin ends")

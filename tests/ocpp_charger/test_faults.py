@@ -425,13 +425,15 @@ def test_a_seeded_random_plan_plays_the_same_faults_every_run(version):
                 sum(e.kind == "fault" for e in charger.events),
                 below,
                 len(stopped),
+                sorted(name for name, c in (("a", a), ("b", b)) if c.connection_count["CP1"]),
             )
 
     first = run(sessions(21), timeout=60)
     second = run(sessions(21), timeout=60)
     assert first == second
-    outcomes, counts, fault_events, below_start, stopped = first
+    outcomes, counts, fault_events, below_start, stopped, servers = first
     assert outcomes == ["Accepted"] * 8 and stopped == 8
+    assert servers == ["a", "b"]  # some drops went to the other server
     assert sum(counts.values()) == fault_events >= 6
     assert len(counts) >= 4  # several kinds, not one fault over and over
     assert below_start == counts.get(oc.METER_STOP_BELOW_START, 0)
