@@ -370,14 +370,14 @@ class EmulatedCharger:
                 )
             except (OSError, TimeoutError, websockets.exceptions.InvalidHandshake) as exc:
                 failures += 1
-                self._emit("connect_failed", data={"url": self.endpoint, "error": str(exc)})
+                self._emit("connect_failed", url=self.endpoint, error=str(exc))
                 await self._sleep_unless_closing(min(self.reconnect_delay * failures, 30.0))
                 continue
             failures = 0
             if ws.subprotocol != VERSIONS[self.version]:
                 await ws.close()
                 error = f"server chose subprotocol {ws.subprotocol!r}"
-                self._emit("connect_failed", data={"url": self.endpoint, "error": error})
+                self._emit("connect_failed", url=self.endpoint, error=error)
                 await self._sleep_unless_closing(self.reconnect_delay)
                 continue
             await self._serve_connection(ws, reconnect=not first)
@@ -596,7 +596,7 @@ class EmulatedCharger:
         reader = asyncio.create_task(cp.start(), name=f"{self.charger_id}-reader")
         workers: list[asyncio.Task] = []
         self.connected = True
-        self._emit("connected", data={"url": self.endpoint, "reconnect": reconnect})
+        self._emit("connected", url=self.endpoint, reconnect=reconnect)
         try:
             if self._need_boot:
                 booting = asyncio.create_task(self._boot(cp))
@@ -673,7 +673,7 @@ class EmulatedCharger:
                     self.heartbeat_interval = float(interval)
                 self.booted = True
                 self.boot_reason = "PowerUp"
-                self._emit("booted", data={"interval": interval})
+                self._emit("booted", interval=interval)
                 return
             # Pending / Rejected: ask again after the interval the central system gave.
             await asyncio.sleep(max(1.0, float(interval)) if interval > 0 else self.reconnect_delay)
@@ -1132,8 +1132,6 @@ class EmulatedCharger:
         transaction_id: int | str | None = None,
         **data: Any,
     ) -> ChargerEvent:
-        if "data" in data and len(data) == 1 and isinstance(data["data"], dict):
-            data = data["data"]
         event = ChargerEvent(self.cursor() + 1, kind, connector_id, transaction_id, data)
         self.events.append(event)
         if len(self.events) > 5000:
@@ -1162,12 +1160,12 @@ class EmulatedCharger:
                     return conn
         return None
 
-    def remote_start_fault(self) -> str | None:
+    def _remote_start_fault(self) -> str | None:
         """Called by the ChargePoint as a RemoteStart arrives, before any answer."""
         fault, _options = self._decide("remote_start")
         return fault
 
-    def handle_remote_start(
+    def _handle_remote_start(
         self, fault: str | None, id_tag: str, connector_id: int | None, remote_start_id: int | None
     ) -> tuple[bool, Callable[[], None] | None]:
         if fault == REMOTE_START_REJECT:
@@ -1202,7 +1200,7 @@ class EmulatedCharger:
         if pending:
             self._emit("remote_start_expired", conn.id, id_tag=pending["id_tag"])
 
-    def handle_remote_stop(
+    def _handle_remote_stop(
         self, transaction_id: int | str
     ) -> tuple[bool, Callable[[], None] | None]:
         for conn in self.connectors.values():
@@ -1218,8 +1216,8 @@ class EmulatedCharger:
         self._emit("remote_stop", None, transaction_id, outcome="rejected")
         return False, None
 
-    def handle_reset(self, kind: str) -> tuple[str, Callable[[], None] | None]:
-        self._emit("reset", data={"type": kind})
+    def _handle_reset(self, kind: str) -> tuple[str, Callable[[], None] | None]:
+        self._emit("reset", type=kind)
         busy = any(c.transaction for c in self.connectors.values())
         if kind == "OnIdle" and busy:
             self._reset_when_idle = True
@@ -1238,7 +1236,7 @@ class EmulatedCharger:
             await asyncio.sleep(0.1)
         self._restart(True, None, reason="RemoteReset")
 
-    def handle_change_availability(self, connector_id: int, operative: bool) -> str:
+    def _handle_change_availability(self, connector_id: int, operative: bool) -> str:
         targets = (
             list(self.connectors.values())
             if connector_id == 0
@@ -1261,7 +1259,7 @@ class EmulatedCharger:
                 self._set_status(conn, "Unavailable")
         return "Scheduled" if scheduled else "Accepted"
 
-    def handle_trigger(
+    def _handle_trigger(
         self, message: str, connector_id: int | None
     ) -> tuple[str, Callable[[], None] | None]:
         conns = (
@@ -1307,7 +1305,7 @@ class EmulatedCharger:
             ):
                 await cp.call(payload, suppress=False)
 
-    def configuration(self) -> dict[str, tuple[str, bool]]:
+    def _configuration(self) -> dict[str, tuple[str, bool]]:
         """The 1.6 configuration keys this charger knows: name -> (value, read-only)."""
         return {
             "HeartbeatInterval": (str(int(self.heartbeat_interval)), False),
@@ -1321,8 +1319,8 @@ class EmulatedCharger:
             "SupportedFeatureProfiles": ("Core,RemoteTrigger", True),
         }
 
-    def change_configuration(self, key: str, value: str) -> str:
-        known = self.configuration()
+    def _change_configuration(self, key: str, value: str) -> str:
+        known = self._configuration()
         if key not in known:
             return "NotSupported"
         if known[key][1]:
@@ -1363,7 +1361,7 @@ class _Routing:
             and msg.message_type_id == MessageType.Call
             and msg.action in ("RemoteStartTransaction", "RequestStartTransaction")
         ):
-            fault = self.charger.remote_start_fault()
+            fault = self.charger._remote_start_fault()
             if fault == REMOTE_START_NO_ANSWER:
                 payload = msg.payload if isinstance(msg.payload, dict) else {}
                 token = payload.get("idToken")
@@ -1394,7 +1392,7 @@ class _ChargePoint16(_Routing, ChargePoint16):
     @on("RemoteStartTransaction")
     def on_remote_start_16(self, id_tag, connector_id=None, call_unique_id=None, **kwargs):
         fault = self._start_faults.pop(call_unique_id, None)
-        accepted, follow_up = self.charger.handle_remote_start(fault, id_tag, connector_id, None)
+        accepted, follow_up = self.charger._handle_remote_start(fault, id_tag, connector_id, None)
         self._later(call_unique_id, follow_up)
         return _result16("RemoteStartTransaction", status="Accepted" if accepted else "Rejected")
 
@@ -1404,7 +1402,7 @@ class _ChargePoint16(_Routing, ChargePoint16):
 
     @on("RemoteStopTransaction")
     def on_remote_stop_16(self, transaction_id, call_unique_id=None, **kwargs):
-        accepted, follow_up = self.charger.handle_remote_stop(transaction_id)
+        accepted, follow_up = self.charger._handle_remote_stop(transaction_id)
         self._later(call_unique_id, follow_up)
         return _result16("RemoteStopTransaction", status="Accepted" if accepted else "Rejected")
 
@@ -1414,7 +1412,7 @@ class _ChargePoint16(_Routing, ChargePoint16):
 
     @on("Reset")
     def on_reset_16(self, type, call_unique_id=None, **kwargs):
-        status, follow_up = self.charger.handle_reset(type)
+        status, follow_up = self.charger._handle_reset(type)
         self._later(call_unique_id, follow_up)
         return _result16("Reset", status=status if status == "Accepted" else "Rejected")
 
@@ -1424,7 +1422,7 @@ class _ChargePoint16(_Routing, ChargePoint16):
 
     @on("TriggerMessage")
     def on_trigger_16(self, requested_message, connector_id=None, call_unique_id=None, **kwargs):
-        status, follow_up = self.charger.handle_trigger(requested_message, connector_id)
+        status, follow_up = self.charger._handle_trigger(requested_message, connector_id)
         self._later(call_unique_id, follow_up)
         return _result16("TriggerMessage", status=status)
 
@@ -1434,12 +1432,12 @@ class _ChargePoint16(_Routing, ChargePoint16):
 
     @on("ChangeAvailability")
     def on_change_availability_16(self, connector_id, type, **kwargs):
-        status = self.charger.handle_change_availability(connector_id, type == "Operative")
+        status = self.charger._handle_change_availability(connector_id, type == "Operative")
         return _result16("ChangeAvailability", status=status)
 
     @on("GetConfiguration")
     def on_get_configuration_16(self, key=None, **kwargs):
-        known = self.charger.configuration()
+        known = self.charger._configuration()
         wanted = list(known) if not key else [k for k in key if isinstance(k, str)]
         return _result16(
             "GetConfiguration",
@@ -1454,7 +1452,7 @@ class _ChargePoint16(_Routing, ChargePoint16):
     @on("ChangeConfiguration")
     def on_change_configuration_16(self, key, value, **kwargs):
         return _result16(
-            "ChangeConfiguration", status=self.charger.change_configuration(key, value)
+            "ChangeConfiguration", status=self.charger._change_configuration(key, value)
         )
 
 
@@ -1469,7 +1467,7 @@ class _ChargePoint201(_Routing, ChargePoint201):
     ):
         fault = self._start_faults.pop(call_unique_id, None)
         token = id_token.get("id_token") if isinstance(id_token, dict) else None
-        accepted, follow_up = self.charger.handle_remote_start(
+        accepted, follow_up = self.charger._handle_remote_start(
             fault, token, evse_id, remote_start_id
         )
         self._later(call_unique_id, follow_up)
@@ -1481,7 +1479,7 @@ class _ChargePoint201(_Routing, ChargePoint201):
 
     @on("RequestStopTransaction")
     def on_request_stop_201(self, transaction_id, call_unique_id=None, **kwargs):
-        accepted, follow_up = self.charger.handle_remote_stop(transaction_id)
+        accepted, follow_up = self.charger._handle_remote_stop(transaction_id)
         self._later(call_unique_id, follow_up)
         return result201.RequestStopTransaction(status="Accepted" if accepted else "Rejected")
 
@@ -1491,7 +1489,7 @@ class _ChargePoint201(_Routing, ChargePoint201):
 
     @on("Reset")
     def on_reset_201(self, type, evse_id=None, call_unique_id=None, **kwargs):
-        status, follow_up = self.charger.handle_reset(type)
+        status, follow_up = self.charger._handle_reset(type)
         self._later(call_unique_id, follow_up)
         return result201.Reset(status=status)
 
@@ -1502,7 +1500,7 @@ class _ChargePoint201(_Routing, ChargePoint201):
     @on("TriggerMessage")
     def on_trigger_201(self, requested_message, evse=None, call_unique_id=None, **kwargs):
         evse_id = evse.get("id") if isinstance(evse, dict) else None
-        status, follow_up = self.charger.handle_trigger(requested_message, evse_id)
+        status, follow_up = self.charger._handle_trigger(requested_message, evse_id)
         self._later(call_unique_id, follow_up)
         return result201.TriggerMessage(status=status)
 
@@ -1513,7 +1511,9 @@ class _ChargePoint201(_Routing, ChargePoint201):
     @on("ChangeAvailability")
     def on_change_availability_201(self, operational_status, evse=None, **kwargs):
         evse_id = evse.get("id", 0) if isinstance(evse, dict) else 0
-        status = self.charger.handle_change_availability(evse_id, operational_status == "Operative")
+        status = self.charger._handle_change_availability(
+            evse_id, operational_status == "Operative"
+        )
         return result201.ChangeAvailability(status=status)
 
     @on("GetVariables")
