@@ -173,10 +173,11 @@ def make_tx(session, operation=Operation.AUTHORISE, **fields):
     return TerminalTransaction.objects.create(**values)
 
 
-def make_receipt(tx, lines=("CCV Demo", "VISA **** 1234", "TOTAL EUR 4,50"), seq=1):
-    return DeviceMessage.objects.create(
-        transaction=tx, seq=seq, target="Printer", lines=list(lines)
-    )
+def make_receipt(
+    tx, lines=("CCV Demo", "VISA **** 1234", "TOTAL EUR 4,50"), seq=1, target="Printer"
+):
+    """A terminal ticket: the merchant copy ("Printer") unless `target` says otherwise."""
+    return DeviceMessage.objects.create(transaction=tx, seq=seq, target=target, lines=list(lines))
 
 
 def make_exception(
