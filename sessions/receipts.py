@@ -266,7 +266,7 @@ def build_receipt(session: ChargingSession, issued: IssuedReceipt, link: str = "
     receipt.facts = [
         (_("Receipt number"), issued.label),
         (_("Date"), _local(session.closed_at or session.requested_at, site)),
-        (_("Location"), site.name),
+        (_("Location"), ", ".join(receipt.location)),
         (_("Charge point (EVSE)"), session.connector.evse_id),
         (_("Started"), _local(started, site)),
         (_("Ended"), _local(ended, site)),
