@@ -380,3 +380,19 @@ def test_a_signed_in_admin_opening_a_drivers_link_is_not_asked_for_the_second_fa
     TOTPDevice.objects.create(user=admin_user, name="phone", confirmed=True)
     client = client_for(admin_user)
     assert client.get(link(paid)).status_code == 200
+
+
+def test_the_charger_api_gives_the_receipt_link_for_its_display_once_paid(client, paid, settings):
+    from sessions.models import ApiKey
+
+    settings.EVPAY_PUBLIC_BASE_URL = "https://pay.example.nl"
+    _key, raw = ApiKey.issue("charger-1", paid.site)
+    read = client.get(f"/api/v1/sessions/{paid.public_id}", HTTP_AUTHORIZATION=f"Bearer {raw}")
+    url = read.json()["receipt_url"]
+    assert url == "https://pay.example.nl" + link(paid)
+    assert client.get(link(paid)).status_code == 200
+    charging = f.make_session(
+        f.make_connector(paid.terminal), state="charging", closed_at=None, captured_amount_minor=0
+    )
+    read = client.get(f"/api/v1/sessions/{charging.public_id}", HTTP_AUTHORIZATION=f"Bearer {raw}")
+    assert read.json()["receipt_url"] is None
