@@ -330,5 +330,7 @@ LOGGING = {
     "loggers": {
         "django.db.backends": {"level": "WARNING"},
         "axes": {"level": "WARNING"},
+        # fpdf2 subsets the receipt fonts and fontTools logs every glyph table at INFO.
+        "fontTools": {"level": "WARNING"},
     },
 }

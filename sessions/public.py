@@ -109,10 +109,17 @@ class LookupForm(forms.Form):
 
 
 class EmailForm(forms.Form):
+    # Both forms are on one page and both have an "email": ids of their own.
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, auto_id="mail-%s", **kwargs)
+
     email = forms.EmailField(label=gettext_lazy("E-mail address"), max_length=254)
 
 
 class InvoiceForm(forms.Form):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, auto_id="invoice-%s", **kwargs)
+
     company_name = forms.CharField(label=gettext_lazy("Company name"), max_length=200)
     vat_number = forms.CharField(label=gettext_lazy("VAT number"), max_length=20)
     address = forms.CharField(

@@ -1,6 +1,3 @@
-from datetime import datetime
-from zoneinfo import ZoneInfo
-
 import pytest
 from django.urls import reverse
 
@@ -72,28 +69,7 @@ def world(db):
 @pytest.fixture
 def paid(db):
     """A settled session at a site with its legal details, its capture and both tickets."""
-    site = f.make_site("Depot Utrecht", address="Laan 1\n3511 AA Utrecht")
-    site.legal_name = "Laadpaal Exploitatie B.V."
-    site.legal_address = "Herengracht 100\n1015 BS Amsterdam"
-    site.vat_number = "NL123456789B01"
-    site.save()
-    connector = f.make_connector(f.make_terminal(site), evse_id="NL*EVP*E1234")
-    session = f.make_session(
-        connector,
-        requested_at=datetime(2026, 3, 1, 22, 30, tzinfo=ZoneInfo("UTC")),
-        authorised_at=datetime(2026, 3, 1, 22, 30, tzinfo=ZoneInfo("UTC")),
-        charging_started_at=datetime(2026, 3, 1, 22, 31, tzinfo=ZoneInfo("UTC")),
-        charging_ended_at=datetime(2026, 3, 1, 23, 31, tzinfo=ZoneInfo("UTC")),
-        closed_at=datetime(2026, 3, 1, 23, 40, tzinfo=ZoneInfo("UTC")),
-        pan_last4="4242",
-        masked_pan="4111 **** **** 4242",
-    )
-    auth = f.make_tx(session, Operation.AUTHORISE)
-    f.make_receipt(auth, lines=("PRE-AUTH", "EUR 50,00"), target="PrinterReceipt")
-    capture = f.make_tx(session, Operation.CAPTURE, amount_minor=450, original=auth)
-    f.make_receipt(capture, lines=("MERCHANT COPY",), seq=1)
-    f.make_receipt(capture, lines=("CARDHOLDER COPY", "EUR 4,50"), seq=2, target="PrinterReceipt")
-    return session
+    return f.make_paid_session()
 
 
 @pytest.fixture
