@@ -396,3 +396,51 @@ def test_the_charger_api_gives_the_receipt_link_for_its_display_once_paid(client
     )
     read = client.get(f"/api/v1/sessions/{charging.public_id}", HTTP_AUTHORIZATION=f"Bearer {raw}")
     assert read.json()["receipt_url"] is None
+
+
+def test_the_drivers_pages_neither_time_out_nor_refresh_a_staff_session(client_for, operator, paid):
+    import time
+
+    from evpay.security import LAST_ACTIVITY
+
+    client = client_for(operator)
+    assert client.get("/").status_code == 200
+    session = client.session
+    session[LAST_ACTIVITY] = idle_since = time.time() - 16 * 60
+    session.save()
+    # A driver's link opened in a staff browser: shown, not a log-in page, and not activity.
+    assert client.get(link(paid)).status_code == 200
+    assert client.session[LAST_ACTIVITY] == idle_since
+    assert client.get("/sessions/").status_code == 302  # the staff pages still time out
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_receipt_numbers_stay_unique_and_gapless_when_issued_concurrently_on_postgresql():
+    from evpay.audit import Actor
+
+    first = f.make_paid_session("Concurrent site")
+    others = [f.make_session(first.connector) for _ in range(5)]
+    # Every session asked for twice at the same moment, as two workers would.
+    targets = [first, *others] * 2
+    barrier, errors = threading.Barrier(len(targets)), []
+
+    def issue(session):
+        barrier.wait()
+        try:
+            receipts.issue_receipt(session, Actor.system("test"))
+        except Exception as exc:  # noqa: BLE001  (reported below)
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=issue, args=(s,)) for s in targets]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    numbers = sorted(IssuedReceipt.objects.values_list("number", flat=True))
+    assert numbers == [1, 2, 3, 4, 5, 6]
+    first.site.refresh_from_db()
+    assert first.site.receipt_counter == 6
