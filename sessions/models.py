@@ -12,6 +12,7 @@ from datetime import timedelta
 from django.db import models, transaction
 from django.db.models import F, Q
 from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
 
 from evpay import audit
 from terminals.models import Connector, Site, Terminal
@@ -605,18 +606,18 @@ class InvoiceRequest(models.Model):
     """A driver's request for an invoice in a company's name, for finance to act on."""
 
     class State(models.TextChoices):
-        REQUESTED = "requested", "Requested"
-        SENT = "sent", "Invoice sent"
-        REFUSED = "refused", "Refused"
+        REQUESTED = "requested", _("Requested")
+        SENT = "sent", _("Invoice sent")
+        REFUSED = "refused", _("Refused")
 
     public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     session = models.ForeignKey(
         ChargingSession, on_delete=models.PROTECT, related_name="invoice_requests"
     )
-    company_name = models.CharField(max_length=200)
-    vat_number = models.CharField("VAT number", max_length=20)
-    address = models.TextField(max_length=500)
-    email = models.EmailField()
+    company_name = models.CharField(_("company name"), max_length=200)
+    vat_number = models.CharField(_("VAT number"), max_length=20)
+    address = models.TextField(_("address"), max_length=500)
+    email = models.EmailField(_("e-mail"))
     state = models.CharField(max_length=12, choices=State.choices, default=State.REQUESTED)
     created_at = models.DateTimeField(default=timezone.now)
     handled_at = models.DateTimeField(null=True, blank=True)

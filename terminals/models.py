@@ -8,6 +8,7 @@ from zoneinfo import available_timezones
 from django.db import models, transaction
 from django.db.models import F, Q
 from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
 
 from evpay.validation import validate_vat_number
 from terminals.opi.profile import TerminalProfile
@@ -27,21 +28,27 @@ class Site(models.Model):
     # What a receipt must say about the seller (issue #17): the operator's legal entity, which
     # may differ from the site's name and location address, and its VAT number.
     legal_name = models.CharField(
+        _("legal name"),
         max_length=200,
         blank=True,
-        help_text="Operator's legal name on receipts (site name if empty)",
+        help_text=_("Operator's legal name on receipts (site name if empty)"),
     )
     legal_address = models.TextField(
-        blank=True, help_text="Operator's registered address on receipts (site address if empty)"
+        _("legal address"),
+        blank=True,
+        help_text=_("Operator's registered address on receipts (site address if empty)"),
     )
     vat_number = models.CharField(
-        "VAT number", max_length=20, blank=True, validators=[validate_vat_number]
+        _("VAT number"), max_length=20, blank=True, validators=[validate_vat_number]
     )
     receipt_prefix = models.CharField(
+        _("receipt prefix"),
         max_length=12,
         blank=True,
-        help_text="Receipt numbers read PREFIX-000001 (S<site id> if empty); change only "
-        "before the first receipt",
+        help_text=_(
+            "Receipt numbers read PREFIX-000001 (S<site id> if empty); change only "
+            "before the first receipt"
+        ),
     )
     # The last receipt number issued at this site; sessions.receipts.issue_receipt increments
     # it under a row lock, so numbers are sequential without gaps or repeats.
