@@ -31,7 +31,7 @@ from django.conf import settings
 from django.core import signing
 from django.db import transaction
 from django.urls import reverse
-from django.utils import timezone
+from django.utils import formats, timezone
 from django.utils.translation import gettext as _
 
 from evpay import audit
@@ -206,6 +206,15 @@ def _seconds(start: datetime | None, end: datetime | None) -> int:
     return int((end - start).total_seconds())
 
 
+def _number(value, places: int) -> str:
+    """In the active language's format (10.000 in English, 10,000 in Dutch), no grouping."""
+    return formats.number_format(Decimal(str(value)), places, use_l10n=True, force_grouping=False)
+
+
+def _kwh(energy_wh: int) -> str:
+    return _number(Decimal(energy_wh) / 1000, 3)
+
+
 def _price_lines(session: ChargingSession) -> list[Line]:
     """The tariff components as sessions.pricing applied them, from the snapshot at start."""
     tariff, cur = session.tariff or {}, session.currency
@@ -213,7 +222,7 @@ def _price_lines(session: ChargingSession) -> list[Line]:
     lines = []
     if tariff.get("start_fee_minor") or session.cost_start_minor:
         lines.append(Line(_("Start fee"), "", money(session.cost_start_minor)))
-    kwh = f"{session.energy_wh / 1000:.3f}"
+    kwh = _kwh(session.energy_wh)
     lines.append(
         Line(
             _("Energy"),
@@ -228,7 +237,10 @@ def _price_lines(session: ChargingSession) -> list[Line]:
             Line(
                 _("Charging time"),
                 _("%(minutes)s min × %(price)s/min")
-                % {"minutes": f"{minutes:.1f}", "price": money(tariff["price_per_minute_minor"])},
+                % {
+                    "minutes": _number(minutes, 1),
+                    "price": money(tariff["price_per_minute_minor"]),
+                },
                 money(session.cost_time_minor),
             )
         )
@@ -240,7 +252,7 @@ def _price_lines(session: ChargingSession) -> list[Line]:
                 _("Idle fee"),
                 _("%(minutes)s min after %(grace)s min grace × %(price)s/min")
                 % {
-                    "minutes": f"{max(0.0, idle):.1f}",
+                    "minutes": _number(max(0.0, idle), 1),
                     "grace": grace,
                     "price": money(tariff["idle_fee_per_minute_minor"]),
                 },
@@ -271,7 +283,7 @@ def build_receipt(session: ChargingSession, issued: IssuedReceipt, link: str = "
         (_("Started"), _local(started, site)),
         (_("Ended"), _local(ended, site)),
         (_("Duration (h:mm)"), _duration(_seconds(started, ended))),
-        (_("Energy"), f"{session.energy_wh / 1000:.3f} kWh"),
+        (_("Energy"), f"{_kwh(session.energy_wh)} kWh"),
     ]
     receipt.lines = _price_lines(session)
     rate = (session.tariff or {}).get("vat_rate_bp", 0)

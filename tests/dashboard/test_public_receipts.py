@@ -59,6 +59,14 @@ def test_the_signed_link_shows_the_cardholder_receipt_without_login(client, paid
     assert response["Cache-Control"].startswith("max-age=0")
 
 
+def test_the_receipt_page_needs_four_queries_session_number_ticket_and_invoice_state(
+    client, paid, django_assert_max_num_queries
+):
+    client.get(link(paid))  # the first view issues the number (a few writes, once)
+    with django_assert_max_num_queries(4):
+        assert client.get(link(paid)).status_code == 200
+
+
 def test_a_tampered_or_unknown_token_is_a_bare_404(client, paid):
     token = receipts.receipt_token(paid)
     forged = signing.Signer(salt=receipts.TOKEN_SALT, key="not-our-key").sign(paid.public_id.hex)

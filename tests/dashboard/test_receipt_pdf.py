@@ -1,5 +1,7 @@
 """The PDF receipt, rendered to an image by PDFium (pypdfium2) and read back as text."""
 
+from pathlib import Path
+
 import pypdfium2 as pdfium
 import pytest
 from django.urls import reverse
@@ -7,6 +9,8 @@ from django.urls import reverse
 from sessions import receipts
 
 pytestmark = pytest.mark.django_db
+
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "artifacts" / "screenshots"
 
 LEGAL_FIELDS = (
     "Laadpaal Exploitatie B.V.",
@@ -67,7 +71,9 @@ def test_the_pdf_renders_to_an_image_with_the_qr_code_in_its_corner(
     width, height = page.get_size()
     assert (round(width), round(height)) == (595, 842)  # A4 in points
     image = page.render(scale=1.5).to_pil().convert("L")
-    image.save(tmp_path / "receipt.png")  # kept by pytest for a look when this fails
+    # For the issue's closing note, beside the browser tests' screenshots.
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    image.save(SCREENSHOTS / "receipt-pdf-en.png")
     # The QR code (top right, 32 mm square from 18 mm off the right edge): dark and light
     # modules in about equal parts. The rest of the page is mostly white paper.
     mm = image.width / 210
