@@ -166,7 +166,6 @@ def _receipt_page(request, session, token, *, status=200, **extra):
         "site": session.site,
         "receipt": receipt,
         "token": token,
-        "qr_svg": receipts.qr_svg(receipt.link),
         "email_form": extra.pop("email_form", None) or EmailForm(),
         "invoice_form": extra.pop("invoice_form", None) or InvoiceForm(),
         "invoice_open": session.invoice_requests.filter(

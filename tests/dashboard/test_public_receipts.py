@@ -452,3 +452,15 @@ def test_receipt_numbers_stay_unique_and_gapless_when_issued_concurrently_on_pos
     assert numbers == [1, 2, 3, 4, 5, 6]
     first.site.refresh_from_db()
     assert first.site.receipt_counter == 6
+
+
+def test_without_the_set_language_view_the_drivers_pages_have_no_language_choice(client):
+    assert 'name="language"' not in client.get(reverse("receipts:lookup")).content.decode()
+
+
+@pytest.mark.urls("tests.dashboard.urls_with_i18n")
+def test_with_the_set_language_view_the_drivers_pages_offer_a_language_choice(client, paid):
+    for page in (reverse("receipts:lookup"), link(paid)):
+        html = client.get(page).content.decode()
+        assert 'action="/i18n/setlang/"' in html and 'name="language"' in html
+        assert f'name="next" type="hidden" value="{page}"' in html
