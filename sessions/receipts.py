@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import io
 import logging
+import textwrap
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -317,8 +318,10 @@ def receipt_for(session: ChargingSession, actor: audit.Actor, request=None) -> R
 
 
 def _pair(label: str, value: str, width: int = WIDTH) -> str:
-    gap = max(1, width - len(label) - len(value))
-    return f"{label}{' ' * gap}{value}"
+    """Label left, value right; a value too long for the line goes under it, wrapped."""
+    if len(label) + 1 + len(value) <= width:
+        return f"{label}{' ' * (width - len(label) - len(value))}{value}"
+    return "\n".join([label, *(line.rjust(width) for line in textwrap.wrap(value, width))])
 
 
 def receipt_lines(receipt: Receipt) -> list[str]:
@@ -342,6 +345,7 @@ def receipt_lines(receipt: Receipt) -> list[str]:
     lines.append(_pair(_("Authorised"), receipt.authorised))
     if receipt.released:
         lines.append(_pair(_("Released"), receipt.released))
+    lines += textwrap.wrap(receipt.released_note, WIDTH)
     if receipt.ticket:
         lines += ["-" * WIDTH, _("Terminal ticket (cardholder copy):"), *receipt.ticket]
     if receipt.link:
