@@ -347,9 +347,9 @@ def receipt_lines(receipt: Receipt) -> list[str]:
         lines.append(_pair(_("Released"), receipt.released))
     lines += textwrap.wrap(receipt.released_note, WIDTH)
     if receipt.ticket:
-        lines += ["-" * WIDTH, _("Terminal ticket (cardholder copy):"), *receipt.ticket]
+        lines += ["-" * WIDTH, _("Terminal ticket (cardholder copy)") + ":", *receipt.ticket]
     if receipt.link:
-        lines += ["-" * WIDTH, _("This receipt online:"), receipt.link]
+        lines += ["-" * WIDTH, _("This receipt online") + ":", receipt.link]
     lines.append("=" * WIDTH)
     return lines
 
