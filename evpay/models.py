@@ -39,6 +39,8 @@ class AuditEvent(models.Model):
         JOB = "job", "Background job"
         TERMINAL = "terminal", "Terminal"
         SYSTEM = "system", "System"
+        # Someone without an account on a public receipt page (issue #17).
+        DRIVER = "driver", "Driver (public page)"
 
     at = models.DateTimeField(auto_now_add=True, db_index=True)
     actor_kind = models.CharField(max_length=10, choices=ActorKind.choices)
@@ -178,3 +180,23 @@ class JobRun(models.Model):
         if self.finished_at is None:
             return None
         return (self.finished_at - self.started_at).total_seconds()
+
+
+class RateCounter(models.Model):
+    """Hits per key in a fixed time window, for limits that must hold across every worker
+    and host (evpay/throttle.py); the database is the one store they all share."""
+
+    key = models.CharField(max_length=100)
+    window_start = models.DateTimeField()
+    count = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            # throttle.hit's get_or_create relies on one row per key and window.
+            models.UniqueConstraint(fields=["key", "window_start"], name="rate_counter_window")
+        ]
+        # throttle.hit drops expired windows by age.
+        indexes = [models.Index(fields=["window_start"], name="rate_counter_age")]
+
+    def __str__(self):
+        return f"{self.key} @ {self.window_start:%Y-%m-%d %H:%M}: {self.count}"

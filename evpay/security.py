@@ -12,6 +12,9 @@ from django.shortcuts import redirect, resolve_url
 LAST_ACTIVITY = "evpay_last_activity"
 ACTIVITY_RESOLUTION = 60  # seconds
 POLL_HEADER = "X-Evpay-Poll"  # set by static/js/evpay.js on htmx `every …` polls
+# Pages for drivers without an account (sessions/public.py): no staff session rules apply, so a
+# signed-in admin opening a driver's link is neither timed out nor sent to the second factor.
+PUBLIC_PATHS = ("/r/", "/receipt/")
 
 
 def is_poll(request) -> bool:
@@ -50,7 +53,7 @@ class IdleTimeoutMiddleware:
         self.get_response = get_response
 
     def __call__(self, request):
-        if request.user.is_authenticated:
+        if request.user.is_authenticated and not request.path.startswith(PUBLIC_PATHS):
             now = time.time()
             last = request.session.get(LAST_ACTIVITY)
             idle_seconds = settings.EVPAY_SESSION_IDLE_MINUTES * 60
@@ -83,7 +86,7 @@ class IdleTimeoutMiddleware:
 # Admins may enrol a TOTP device (evpay/account.py); once they have a confirmed one, signing in
 # takes a token after the password. With EVPAY_REQUIRE_ADMIN_OTP admins must enrol first.
 
-OTP_OPEN_PATHS = ("/account/otp/", "/logout/", "/static/", "/healthz")
+OTP_OPEN_PATHS = ("/account/otp/", "/logout/", "/static/", "/healthz", *PUBLIC_PATHS)
 
 
 def is_admin(user) -> bool:

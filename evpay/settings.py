@@ -78,6 +78,29 @@ try:
     # interface by default (anyone reaching the port could talk to it).
     EVPAY_DEVICE_CHANNEL_HOST = env_str("EVPAY_DEVICE_CHANNEL_HOST", "127.0.0.1")
     EVPAY_DEVICE_CHANNEL_PORT = env_int("EVPAY_DEVICE_CHANNEL_PORT", 4102, minimum=1)
+    # Receipts for drivers (README "Receipts for drivers").
+    # The address drivers' phones reach the public receipt pages on (QR codes, e-mails); the
+    # requesting host when empty.
+    EVPAY_PUBLIC_BASE_URL = env_str("EVPAY_PUBLIC_BASE_URL", "")
+    EVPAY_RECEIPT_FONT_DIR = env_str("EVPAY_RECEIPT_FONT_DIR", "/usr/share/fonts/truetype/dejavu")
+    # Receipt lookups per client address per window; e-mails per address and per session.
+    EVPAY_RECEIPT_LOOKUP_LIMIT = env_int("EVPAY_RECEIPT_LOOKUP_LIMIT", 10, minimum=1)
+    EVPAY_RECEIPT_LOOKUP_WINDOW_MINUTES = env_int(
+        "EVPAY_RECEIPT_LOOKUP_WINDOW_MINUTES", 15, minimum=1
+    )
+    EVPAY_RECEIPT_EMAIL_LIMIT = env_int("EVPAY_RECEIPT_EMAIL_LIMIT", 3, minimum=1)
+    EVPAY_RECEIPT_EMAIL_WINDOW_MINUTES = env_int(
+        "EVPAY_RECEIPT_EMAIL_WINDOW_MINUTES", 60, minimum=1
+    )
+    # Django's e-mail backend: the console (mail printed to the log) unless configured.
+    EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
+    EMAIL_HOST = env_str("EMAIL_HOST", "localhost")
+    EMAIL_PORT = env_int("EMAIL_PORT", 25, minimum=1)
+    EMAIL_HOST_USER = env_str("EMAIL_HOST_USER", "")
+    EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD", "")
+    EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
+    EMAIL_TIMEOUT = env_int("EMAIL_TIMEOUT", 10, minimum=1)
+    DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "receipts@evpay.invalid")
     # The process supervisor of `make run` (see README "Operations").
     EVPAY_RESTART_BACKOFF_MAX = env_int("EVPAY_RESTART_BACKOFF_MAX", 60, minimum=1)
 except ImproperlyConfiguredEnv as exc:
@@ -307,5 +330,7 @@ LOGGING = {
     "loggers": {
         "django.db.backends": {"level": "WARNING"},
         "axes": {"level": "WARNING"},
+        # fpdf2 subsets the receipt fonts and fontTools logs every glyph table at INFO.
+        "fontTools": {"level": "WARNING"},
     },
 }

@@ -11,6 +11,8 @@ urlpatterns = [
     path("", views.overview, name="overview"),
     path("", include("terminals.urls")),
     path("", include("sessions.urls")),
+    # Receipts for drivers, without login: /receipt/ and /r/<token>/ (evpay.security.PUBLIC_PATHS).
+    path("", include("sessions.public_urls")),
     path("exceptions/", views.exceptions, name="exceptions"),
     path("exceptions/<uuid:public_id>/resolve/", views.exception_resolve, name="exception_resolve"),
     path("exceptions/<uuid:public_id>/retry/", views.exception_retry, name="exception_retry"),

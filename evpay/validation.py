@@ -18,6 +18,7 @@ from django.http import HttpResponse, HttpResponseBadRequest, JsonResponse
 from django.template.loader import render_to_string
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
+from django.utils.translation import gettext as _
 
 log = logging.getLogger(__name__)
 
@@ -231,3 +232,77 @@ def bad_request(request, errors):
 
 def _printable(text: str) -> str:
     return _CONTROL.sub("?", text)[:60]
+
+
+# --------------------------------------------------------------------------- VAT numbers
+
+# The form of an EU VAT identification number (what VIES would be asked about): a country
+# prefix, then the national pattern where we know it, else 2 to 13 letters and digits. Form only:
+# whether the number is registered is VIES's to say, which finance checks before invoicing.
+_VAT_FORMS = {
+    "AT": r"U\d{8}",
+    "BE": r"[01]\d{9}",
+    "DE": r"\d{9}",
+    "DK": r"\d{8}",
+    "ES": r"[0-9A-Z]\d{7}[0-9A-Z]",
+    "FR": r"[0-9A-HJ-NP-Z]{2}\d{9}",
+    "IT": r"\d{11}",
+    "LU": r"\d{8}",
+    "NL": r"\d{9}B\d{2}",
+    "PL": r"\d{10}",
+    "SE": r"\d{10}01",
+}
+_VAT_COUNTRIES = [
+    "AT",
+    "BE",
+    "BG",
+    "CY",
+    "CZ",
+    "DE",
+    "DK",
+    "EE",
+    "EL",
+    "ES",
+    "FI",
+    "FR",
+    "HR",
+    "HU",
+    "IE",
+    "IT",
+    "LT",
+    "LU",
+    "LV",
+    "MT",
+    "NL",
+    "PL",
+    "PT",
+    "RO",
+    "SE",
+    "SI",
+    "SK",
+    "XI",
+]
+
+
+def normalise_vat_number(value: str) -> str:
+    return re.sub(r"[\s.\-]", "", value or "").upper()
+
+
+def vat_number_error(value: str) -> str | None:
+    """Why a VAT number is not in the form of an EU VAT number, or None."""
+    number = normalise_vat_number(value)
+    country, rest = number[:2], number[2:]
+    if country not in _VAT_COUNTRIES:
+        return _("must start with an EU country code, e.g. NL123456789B01")
+    form = _VAT_FORMS.get(country, r"[0-9A-Z]{2,13}")
+    if not re.fullmatch(form, rest):
+        return _("is not in the form of a %(country)s VAT number") % {"country": country}
+    return None
+
+
+def validate_vat_number(value: str) -> None:
+    """Django validator for model and form fields holding a VAT number."""
+    from django.core.exceptions import ValidationError
+
+    if error := vat_number_error(value):
+        raise ValidationError(_("The VAT number %(error)s.") % {"error": error}, code="vat_number")

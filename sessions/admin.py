@@ -11,6 +11,8 @@ from sessions.models import (
     ChargingSession,
     DeviceMessage,
     IdempotencyRecord,
+    InvoiceRequest,
+    IssuedReceipt,
     Tariff,
     TerminalTransaction,
 )
@@ -305,3 +307,23 @@ class IdempotencyRecordAdmin(ReadOnlyAdmin):
     list_display = ["key", "api_key", "status_code", "created_at"]
     search_fields = ["key"]
     list_select_related = ["api_key"]
+
+
+@admin.register(IssuedReceipt)
+class IssuedReceiptAdmin(ReadOnlyAdmin):
+    """Read-only: numbers are given by sessions.receipts.issue_receipt, never by hand."""
+
+    list_display = ["label", "site", "issued_at", "session"]
+    list_filter = ["site"]
+    search_fields = ["=number", "=session__public_id"]
+    list_select_related = ["site", "session"]
+
+
+@admin.register(InvoiceRequest)
+class InvoiceRequestAdmin(ReadOnlyAdmin):
+    """Read-only: finance marks requests on the staff page (audited), not here."""
+
+    list_display = ["created_at", "company_name", "vat_number", "email", "state", "handled_by"]
+    list_filter = ["state"]
+    search_fields = ["company_name", "vat_number", "email", "=session__public_id"]
+    list_select_related = ["session"]

@@ -32,7 +32,7 @@ from pydantic import AwareDatetime
 from evpay.audit import Actor, InvalidReason
 from evpay.money import to_decimal_string
 from evpay.validation import moment_error
-from sessions import enqueue, services
+from sessions import enqueue, receipts, services
 from sessions.models import ApiKey, ChargingSession, IdempotencyRecord, SessionState
 from terminals.models import Connector, Terminal
 
@@ -217,6 +217,11 @@ class SessionOut(Schema):
     requested_at: datetime
     authorised_at: datetime | None
     closed_at: datetime | None
+    receipt_url: str | None = Field(
+        None,
+        description="The driver's receipt page once the payment is captured (no login): show "
+        "it as a QR code on the charger's display. Absolute with EVPAY_PUBLIC_BASE_URL set.",
+    )
 
 
 class CardReadOut(Schema):
@@ -235,7 +240,7 @@ _ACTIONS = {
 }
 
 
-def session_out(session: ChargingSession) -> dict:
+def session_out(session: ChargingSession, request=None) -> dict:
     if session.state == SessionState.CLOSED:
         charged = session.authorised_at is not None
         action, message = (
@@ -288,6 +293,9 @@ def session_out(session: ChargingSession) -> dict:
         "requested_at": session.requested_at,
         "authorised_at": session.authorised_at,
         "closed_at": session.closed_at,
+        "receipt_url": receipts.public_url(session, request)
+        if receipts.has_receipt(session)
+        else None,
     }
 
 
@@ -419,14 +427,14 @@ def start(request, payload: StartIn):
     if connector is None:
         raise HttpError(404, f"no connector {payload.evse_id}")
     session = services.start_session(connector, _actor(request))
-    return Status(202, session_out(session))
+    return Status(202, session_out(session, request))
 
 
 @api.get(
     "/sessions/{session_id}", response={200: SessionOut, **RESPONSES}, summary="Read a session"
 )
 def read(request, session_id: UUID):
-    return session_out(_session_for(request, session_id))
+    return session_out(_session_for(request, session_id), request)
 
 
 def _check_at(session: ChargingSession, at, after: str) -> None:
@@ -446,7 +454,7 @@ def _act(request, session_id, action, *, at=None, after="requested"):
     _check_at(session, at, after)
     action(session, _actor(request))
     session.refresh_from_db()
-    return Status(200, session_out(session))
+    return Status(200, session_out(session, request))
 
 
 @api.post("/sessions/{session_id}/meter", response={200: SessionOut, **RESPONSES})

@@ -12,6 +12,7 @@ from datetime import timedelta
 from django.db import models, transaction
 from django.db.models import F, Q
 from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
 
 from evpay import audit
 from terminals.models import Connector, Site, Terminal
@@ -572,3 +573,91 @@ class IdempotencyRecord(models.Model):
 
     def __str__(self):
         return self.key
+
+
+class IssuedReceipt(models.Model):
+    """The number a session's receipt carries: given once (sessions.receipts.issue_receipt),
+    sequential per site, the same on every copy, format and language afterwards."""
+
+    session = models.OneToOneField(
+        ChargingSession, on_delete=models.PROTECT, related_name="issued_receipt"
+    )
+    site = models.ForeignKey(Site, on_delete=models.PROTECT, related_name="issued_receipts")
+    number = models.PositiveBigIntegerField()
+    issued_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["site", "number"]
+        constraints = [
+            # issue_receipt counts on the site's counter; this proves it never repeats a number.
+            models.UniqueConstraint(fields=["site", "number"], name="receipt_number_per_site")
+        ]
+
+    def __str__(self):
+        return self.label
+
+    @property
+    def label(self) -> str:
+        prefix = self.site.receipt_prefix or f"S{self.site_id}"
+        return f"{prefix}-{self.number:06d}"
+
+
+class InvoiceRequest(models.Model):
+    """A driver's request for an invoice in a company's name, for finance to act on."""
+
+    class State(models.TextChoices):
+        REQUESTED = "requested", _("Requested")
+        SENT = "sent", _("Invoice sent")
+        REFUSED = "refused", _("Refused")
+
+    public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    session = models.ForeignKey(
+        ChargingSession, on_delete=models.PROTECT, related_name="invoice_requests"
+    )
+    company_name = models.CharField(_("company name"), max_length=200)
+    vat_number = models.CharField(_("VAT number"), max_length=20)
+    address = models.TextField(_("address"), max_length=500)
+    email = models.EmailField(_("e-mail"))
+    state = models.CharField(max_length=12, choices=State.choices, default=State.REQUESTED)
+    created_at = models.DateTimeField(default=timezone.now)
+    handled_at = models.DateTimeField(null=True, blank=True)
+    handled_by = models.CharField(max_length=150, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            # The public form refuses a second open request; this makes it hold under a race.
+            models.UniqueConstraint(
+                fields=["session"],
+                condition=Q(state="requested"),
+                name="invoice_one_open_per_session",
+            )
+        ]
+        # Finance's list: open requests first (the admin's default filter).
+        indexes = [models.Index(fields=["state", "-created_at"], name="invoice_state_created")]
+
+    def __str__(self):
+        return f"invoice request {self.company_name} ({self.get_state_display()})"
+
+    def mark(self, state: str, actor, note: str = "") -> bool:
+        """Requested -> sent / refused, once: a conditional UPDATE, then the audit row."""
+        if state not in (self.State.SENT, self.State.REFUSED):
+            raise ValueError(f"an invoice request cannot be marked {state!r}")
+        now = timezone.now()
+        with transaction.atomic():
+            claimed = InvoiceRequest.objects.filter(pk=self.pk, state=self.State.REQUESTED).update(
+                state=state, handled_at=now, handled_by=actor.label[:150]
+            )
+            if not claimed:
+                return False
+            self.state, self.handled_at, self.handled_by = state, now, actor.label[:150]
+            audit.record(
+                actor,
+                self,
+                "invoice.handled",
+                from_state=self.State.REQUESTED,
+                to_state=state,
+                reason=note,
+                session=self.session,
+            )
+        return True

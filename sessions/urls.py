@@ -35,4 +35,10 @@ urlpatterns = [
     path("sessions/<uuid:public_id>/receipt.txt", views.receipt_text, name="receipt_text"),
     path("sessions/<uuid:public_id>/receipt.pdf", views.receipt_pdf, name="receipt_pdf"),
     path("receipts/", views.receipt_search, name="receipts"),
+    path("receipts/invoices/", views.invoice_requests, name="invoice_requests"),
+    path(
+        "receipts/invoices/<uuid:public_id>/mark/",
+        views.invoice_request_mark,
+        name="invoice_request_mark",
+    ),
 ]

@@ -14,6 +14,7 @@ from django.http import Http404, HttpResponse
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_POST
 
 from evpay import audit
@@ -41,6 +42,7 @@ from sessions import services
 from sessions.models import (
     ChargingSession,
     CloseReason,
+    InvoiceRequest,
     Outcome,
     SessionState,
     TerminalTransaction,
@@ -372,7 +374,12 @@ def session_detail(request, public_id):
     _explain_wallet_stops(session, timeline)
     exceptions = list(ExceptionRecord.objects.filter(session_ref=session.public_id))
     has_pending = any(tx.state in PENDING_TX_STATES for tx in transactions)
+    # The driver's link and its QR code, for staff to show or send (no receipt number is
+    # issued by looking at the session).
+    receipt_link = receipt_rendering.public_url(session, request) if has_receipt(session) else ""
     context = {
+        "receipt_link": receipt_link,
+        "receipt_qr": receipt_rendering.qr_svg(receipt_link) if receipt_link else "",
         "session": session,
         "site": session.site,
         "timeline": timeline,
@@ -625,10 +632,7 @@ def session_action(request, public_id, action):
 
 # A receipt is proof of payment: the session closed with money captured.
 SETTLED = Q(state=SessionState.CLOSED, captured_amount_minor__gt=0)
-
-
-def has_receipt(session) -> bool:
-    return session.state == SessionState.CLOSED and session.captured_amount_minor > 0
+has_receipt = receipt_rendering.has_receipt
 
 
 def _get_receipt_session(public_id) -> ChargingSession:
@@ -638,16 +642,22 @@ def _get_receipt_session(public_id) -> ChargingSession:
     return session
 
 
-def _receipt_context(session):
-    receipt = receipt_rendering.build_receipt(session)
-    return {"session": session, "site": session.site, "receipt": receipt}
+def _staff_receipt(request, public_id):
+    session = _get_receipt_session(public_id)
+    return session, receipt_rendering.receipt_for(session, audit.Actor.user(request.user), request)
 
 
 @permission_required(VIEW_PERM)
 @require_GET
 def receipt(request, public_id):
-    session = _get_receipt_session(public_id)
-    return render(request, "sessions/receipt.html", _receipt_context(session))
+    session, receipt = _staff_receipt(request, public_id)
+    context = {
+        "session": session,
+        "site": session.site,
+        "receipt": receipt,
+        "qr_svg": receipt_rendering.qr_svg(receipt.link),
+    }
+    return render(request, "sessions/receipt.html", context)
 
 
 def _attachment(body, content_type: str, filename: str) -> HttpResponse:
@@ -659,18 +669,17 @@ def _attachment(body, content_type: str, filename: str) -> HttpResponse:
 @permission_required(VIEW_PERM)
 @require_GET
 def receipt_text(request, public_id):
-    session = _get_receipt_session(public_id)
-    text = receipt_rendering.render_text(receipt_rendering.build_receipt(session))
-    return _attachment(text, "text/plain; charset=utf-8", f"receipt-{session.public_id}.txt")
+    _session, receipt = _staff_receipt(request, public_id)
+    text = receipt_rendering.render_text(receipt)
+    return _attachment(text, "text/plain; charset=utf-8", f"receipt-{receipt.number}.txt")
 
 
 @permission_required(VIEW_PERM)
 @require_GET
 def receipt_pdf(request, public_id):
-    session = _get_receipt_session(public_id)
-    receipt = receipt_rendering.build_receipt(session)
-    pdf = receipt_rendering.render_pdf(receipt_rendering.receipt_lines(receipt))
-    return _attachment(pdf, "application/pdf", f"receipt-{session.public_id}.pdf")
+    _session, receipt = _staff_receipt(request, public_id)
+    pdf = receipt_rendering.render_pdf(receipt)
+    return _attachment(pdf, "application/pdf", f"receipt-{receipt.number}.pdf")
 
 
 RECEIPT_FILTER_FIELDS = {"date": "r-date", "amount": "r-amount", "last4": "r-last4"}
@@ -719,3 +728,43 @@ def receipt_search(request):
         "searched": any(params.get(k) for k in ("date", "amount", "last4")),
     }
     return render_page(request, "sessions/receipts.html", context, partial="results")
+
+
+# --------------------------------------------------------------------------- invoice requests
+
+
+@permission_required(VIEW_PERM)
+@require_GET
+def invoice_requests(request):
+    """Drivers' requests for a company invoice (the public receipt page), for finance."""
+    state = request.GET.get("state", InvoiceRequest.State.REQUESTED)
+    qs = InvoiceRequest.objects.select_related("session__site", "session__issued_receipt")
+    if state in InvoiceRequest.State.values:
+        qs = qs.filter(state=state)
+    else:
+        state = ""
+    context = {
+        "page": paginate(request, qs.order_by("-created_at", "-id")),
+        "state": state,
+        "states": InvoiceRequest.State.choices,
+        "can_operate": can_operate(request.user),
+    }
+    return render_page(request, "sessions/invoice_requests.html", context, partial="results")
+
+
+@permission_required(OPERATE_PERM)
+@require_POST
+def invoice_request_mark(request, public_id):
+    invoice = get_object_or_404(InvoiceRequest, public_id=public_id)
+    state = request.POST.get("state", "")
+    if state not in (InvoiceRequest.State.SENT, InvoiceRequest.State.REFUSED):
+        messages.error(request, _("Choose whether the invoice was sent or refused."))
+    elif invoice.mark(state, audit.Actor.user(request.user), request.POST.get("note", "")[:500]):
+        messages.success(
+            request,
+            _("Invoice request of %(company)s marked “%(state)s”.")
+            % {"company": invoice.company_name, "state": invoice.get_state_display()},
+        )
+    else:
+        messages.info(request, _("That invoice request had already been handled."))
+    return after_post(request, reverse("sessions:invoice_requests"))

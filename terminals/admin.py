@@ -17,8 +17,23 @@ from terminals.models import (
 class SiteAdmin(admin.ModelAdmin):
     list_display = ["name", "time_zone", "currency"]
     list_filter = ["time_zone", "currency"]
-    search_fields = ["name", "address"]
-    readonly_fields = ["public_id"]
+    search_fields = ["name", "address", "legal_name", "vat_number"]
+    readonly_fields = ["public_id", "receipt_counter"]
+    fieldsets = [
+        (None, {"fields": ["public_id", "name", "address", "time_zone", "currency"]}),
+        (
+            "Receipts",
+            {
+                "fields": [
+                    "legal_name",
+                    "legal_address",
+                    "vat_number",
+                    "receipt_prefix",
+                    "receipt_counter",
+                ]
+            },
+        ),
+    ]
 
 
 class ConnectorInline(admin.TabularInline):

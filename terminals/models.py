@@ -8,7 +8,9 @@ from zoneinfo import available_timezones
 from django.db import models, transaction
 from django.db.models import F, Q
 from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
 
+from evpay.validation import validate_vat_number
 from terminals.opi.profile import TerminalProfile
 
 TIME_ZONE_CHOICES = sorted((tz, tz) for tz in available_timezones() if "/" in tz)
@@ -23,11 +25,48 @@ class Site(models.Model):
     )
     currency = models.CharField(max_length=3, default="EUR")
 
+    # What a receipt must say about the seller (issue #17): the operator's legal entity, which
+    # may differ from the site's name and location address, and its VAT number.
+    legal_name = models.CharField(
+        _("legal name"),
+        max_length=200,
+        blank=True,
+        help_text=_("Operator's legal name on receipts (site name if empty)"),
+    )
+    legal_address = models.TextField(
+        _("legal address"),
+        blank=True,
+        help_text=_("Operator's registered address on receipts (site address if empty)"),
+    )
+    vat_number = models.CharField(
+        _("VAT number"), max_length=20, blank=True, validators=[validate_vat_number]
+    )
+    receipt_prefix = models.CharField(
+        _("receipt prefix"),
+        max_length=12,
+        blank=True,
+        help_text=_(
+            "Receipt numbers read PREFIX-000001 (S<site id> if empty); change only "
+            "before the first receipt"
+        ),
+    )
+    # The last receipt number issued at this site; sessions.receipts.issue_receipt increments
+    # it under a row lock, so numbers are sequential without gaps or repeats.
+    receipt_counter = models.PositiveBigIntegerField(default=0, editable=False)
+
     class Meta:
         ordering = ["name"]
 
     def __str__(self):
         return self.name
+
+    @property
+    def receipt_name(self) -> str:
+        return self.legal_name or self.name
+
+    @property
+    def receipt_address(self) -> str:
+        return self.legal_address or self.address
 
 
 class TerminalStatus(models.TextChoices):

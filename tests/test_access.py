@@ -5,7 +5,9 @@ import re
 import pytest
 from django.urls import URLPattern, URLResolver, get_resolver
 
-PUBLIC = {"/healthz", "/login/", "/api/v1/", "/static/"}
+# The driver's receipt pages (sessions/public.py) are public by design, tested in
+# tests/dashboard/test_public_receipts.py.
+PUBLIC = {"/healthz", "/login/", "/api/v1/", "/static/", "/r/", "/receipt/"}
 # Log-out changes state, so it only accepts POST; a GET is refused before any login check.
 POST_ONLY = {"/logout/"}
 

@@ -7,6 +7,7 @@ from urllib.parse import parse_qs, urlparse
 import pytest
 from playwright.sync_api import expect
 
+from sessions import receipts
 from sessions.models import Operation
 from tests.dashboard import factories as f
 
@@ -70,6 +71,10 @@ def test_the_main_pages_load_without_content_security_policy_violations(
         "/jobs/",
         "/account/password/",
         "/admin/",
+        # The drivers' pages (no login needed, but the same policy).
+        "/receipt/",
+        f"/r/{receipts.receipt_token(data['session'])}/",
+        "/receipts/invoices/",
     ]
     for path in paths:
         response = page.goto(path)

@@ -67,6 +67,12 @@ def world(db):
 
 
 @pytest.fixture
+def paid(db):
+    """A settled session at a site with its legal details, its capture and both tickets."""
+    return f.make_paid_session()
+
+
+@pytest.fixture
 def enqueued(monkeypatch):
     """Replaces .delay of the tasks the dashboard enqueues; records (task name, args)."""
     from sessions import tasks as session_tasks

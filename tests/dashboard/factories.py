@@ -1,7 +1,8 @@
 """Plain helpers that create dashboard data; bulk_* variants use bulk_create for volume tests."""
 
 import itertools
-from datetime import timedelta
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
 
 from django.utils import timezone
 
@@ -28,6 +29,7 @@ from terminals.models import (
 )
 
 _seq = itertools.count(1)
+UTC = ZoneInfo("UTC")
 
 
 def make_site(
@@ -173,10 +175,11 @@ def make_tx(session, operation=Operation.AUTHORISE, **fields):
     return TerminalTransaction.objects.create(**values)
 
 
-def make_receipt(tx, lines=("CCV Demo", "VISA **** 1234", "TOTAL EUR 4,50"), seq=1):
-    return DeviceMessage.objects.create(
-        transaction=tx, seq=seq, target="Printer", lines=list(lines)
-    )
+def make_receipt(
+    tx, lines=("CCV Demo", "VISA **** 1234", "TOTAL EUR 4,50"), seq=1, target="Printer"
+):
+    """A terminal ticket: the merchant copy ("Printer") unless `target` says otherwise."""
+    return DeviceMessage.objects.create(transaction=tx, seq=seq, target=target, lines=list(lines))
 
 
 def make_exception(
@@ -238,3 +241,29 @@ def make_audit(session, action="session.started", **fields):
         "action": action,
     } | fields
     return AuditEvent.objects.create(**values)
+
+
+def make_paid_session(site_name="Depot Utrecht"):
+    """A settled session at a site with its legal details, its capture and both tickets."""
+    site = make_site(site_name, address="Laan 1\n3511 AA Utrecht")
+    site.legal_name = "Laadpaal Exploitatie B.V."
+    site.legal_address = "Herengracht 100\n1015 BS Amsterdam"
+    site.vat_number = "NL123456789B01"
+    site.save()
+    connector = make_connector(make_terminal(site), evse_id="NL*EVP*E1234")
+    session = make_session(
+        connector,
+        requested_at=datetime(2026, 3, 1, 22, 30, tzinfo=UTC),
+        authorised_at=datetime(2026, 3, 1, 22, 30, tzinfo=UTC),
+        charging_started_at=datetime(2026, 3, 1, 22, 31, tzinfo=UTC),
+        charging_ended_at=datetime(2026, 3, 1, 23, 31, tzinfo=UTC),
+        closed_at=datetime(2026, 3, 1, 23, 40, tzinfo=UTC),
+        pan_last4="4242",
+        masked_pan="4111 **** **** 4242",
+    )
+    auth = make_tx(session, Operation.AUTHORISE)
+    make_receipt(auth, lines=("PRE-AUTH", "EUR 50,00"), target="PrinterReceipt")
+    capture = make_tx(session, Operation.CAPTURE, amount_minor=450, original=auth)
+    make_receipt(capture, lines=("MERCHANT COPY",), seq=1)
+    make_receipt(capture, lines=("CARDHOLDER COPY", "EUR 4,50"), seq=2, target="PrinterReceipt")
+    return session

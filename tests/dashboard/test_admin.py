@@ -28,6 +28,8 @@ REGISTERED = [
     "charging.DeviceMessage",
     "charging.ApiKey",
     "charging.IdempotencyRecord",
+    "charging.IssuedReceipt",
+    "charging.InvoiceRequest",
 ]
 READ_ONLY = [
     "evpay.AuditEvent",
@@ -35,6 +37,8 @@ READ_ONLY = [
     "charging.DeviceMessage",
     "charging.ChargingSession",
     "terminals.ClosingBrandTotal",
+    "charging.IssuedReceipt",
+    "charging.InvoiceRequest",
 ]
 
 
@@ -128,3 +132,28 @@ def test_creating_an_api_key_shows_the_raw_key_once_and_stores_only_its_hash(
     assert key.key_hash not in html
     change = client.get(_admin_url("charging.ApiKey", "change", key.pk)).content.decode()
     assert raw not in change and key.key_hash not in change and "key_hash" not in change
+
+
+def test_a_sites_receipt_details_are_edited_in_the_admin_and_a_bad_vat_number_is_refused(
+    client_for, admin_user, world
+):
+    site = world["site"]
+    client = client_for(admin_user)
+    change = _admin_url("terminals.Site", "change", site.pk)
+    assert "Receipts" in client.get(change).content.decode()
+    data = {
+        "name": site.name,
+        "address": site.address,
+        "time_zone": site.time_zone,
+        "currency": site.currency,
+        "legal_name": "Laadpaal Exploitatie B.V.",
+        "legal_address": "Herengracht 100",
+        "vat_number": "NL12345678B01",
+        "receipt_prefix": "UTR",
+    }
+    refused = client.post(change, data)
+    assert refused.status_code == 200
+    assert "is not in the form of a NL VAT number" in refused.content.decode()
+    assert client.post(change, data | {"vat_number": "NL123456789B01"}).status_code == 302
+    site.refresh_from_db()
+    assert (site.vat_number, site.receipt_prefix) == ("NL123456789B01", "UTR")

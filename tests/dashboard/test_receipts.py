@@ -5,7 +5,6 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from sessions.receipts import render_pdf
 from tests.dashboard import factories as f
 from tests.dashboard.conftest import url
 
@@ -62,40 +61,41 @@ def test_a_bad_receipt_date_is_named_and_the_other_fields_still_search(client_fo
     )
 
 
-def test_printable_receipt_has_ticket_lines_breakdown_and_site_local_times(
+def _cardholder_copy(world, lines=("CARDHOLDER COPY", "VISA **** 1234", "PAID EUR 4,50")):
+    return f.make_receipt(world["capture"], lines=lines, seq=2, target="PrinterReceipt")
+
+
+def test_printable_receipt_has_the_cardholder_ticket_breakdown_and_site_local_times(
     client_for, viewer, world
 ):
     session = world["closed"]
+    _cardholder_copy(world)
     html = client_for(viewer).get(url("sessions:receipt", session.public_id)).content.decode()
-    assert "Depot Utrecht" in html and "Laan 1<br>Utrecht" in html
-    assert "TOTAL EUR 4,50" in html and "VISA **** 1234" in html
-    assert "VAT 21% incl." in html and "€\u00a00.78" in html and "€\u00a04.50" in html
+    assert "Depot Utrecht" in html and "Laan 1<br>" in html
+    assert "PAID EUR 4,50" in html and "Visa 4111 **** **** 1234" in html
+    # The merchant copy (world's "Printer" ticket) is the operator's, not the driver's.
+    assert "TOTAL EUR 4,50" not in html
+    assert "VAT 21% included" in html and "€\u00a00.78" in html and "€\u00a04.50" in html
     assert " CET" in html or " CEST" in html
 
 
 def test_receipt_as_text(client_for, viewer, world):
+    _cardholder_copy(world)
     response = client_for(viewer).get(url("sessions:receipt_text", world["closed"].public_id))
     assert response["Content-Type"].startswith("text/plain")
     text = response.content.decode()
-    assert "Depot Utrecht" in text and "€\u00a04.50" in text and "TOTAL EUR 4,50" in text
+    assert "Depot Utrecht" in text and "€\u00a04.50" in text and "PAID EUR 4,50" in text
+    assert "TOTAL EUR 4,50" not in text
 
 
 def test_receipt_as_pdf(client_for, viewer, world):
     response = client_for(viewer).get(url("sessions:receipt_pdf", world["closed"].public_id))
     assert response["Content-Type"] == "application/pdf"
-    body = response.content
-    assert body.startswith(b"%PDF-1.4") and body.rstrip().endswith(b"%%EOF")
-    assert b"4.50" in body and b"/BaseFont /Courier" in body
-
-
-def test_the_pdf_cross_reference_table_points_at_the_objects():
-    pdf = render_pdf(["Hello (world)", "back\\slash", "€ 1.00"])
-    xref_at = int(pdf.rsplit(b"startxref\n", 1)[1].split(b"\n")[0])
-    assert pdf[xref_at:].startswith(b"xref")
-    offsets = [int(line[:10]) for line in pdf[xref_at:].split(b"\n")[3:8]]
-    for number, offset in enumerate(offsets, start=1):
-        assert pdf[offset:].startswith(f"{number} 0 obj".encode())
-    assert b"(Hello \\(world\\)) Tj" in pdf and b"(back\\\\slash)" in pdf and b"\x80 1.00" in pdf
+    assert response.content.startswith(b"%PDF-")
+    assert (
+        response["Content-Disposition"]
+        == f'attachment; filename="receipt-S{world["site"].pk}-000001.pdf"'
+    )
 
 
 def test_receipts_need_a_role(client_for, no_role_user, world):

@@ -17,6 +17,8 @@ from django.apps import apps
 from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver
 
+from sessions import receipts
+from sessions.models import InvoiceRequest
 from terminals.models import MifareRead
 from tests.dashboard.conftest import enqueued, world  # noqa: F401  (fixtures)
 
@@ -113,7 +115,17 @@ def staff_urls(world) -> list[str]:  # noqa: F811  (the fixture's value, passed 
     """Every staff URL with its ids filled from the world; fails on a URL it cannot fill, so a
     new page with a new kind of id gets a fixture here rather than going untested."""
     read = MifareRead.objects.create(terminal=world["terminal"])
+    invoice = InvoiceRequest.objects.create(
+        session=world["closed"],
+        company_name="Acme B.V.",
+        vat_number="NL123456789B01",
+        address="Laan 2",
+        email="finance@acme.example",
+    )
     ids = {
+        # The drivers' pages (no login) are crawled too: the link's token fills them.
+        "r/": [receipts.receipt_token(world["closed"])],
+        "receipts/invoices/": [invoice.public_id],
         "sessions/": [world["charging"].public_id, world["closed"].public_id],
         "terminals/mifare/": [read.public_id],
         "terminals/": [world["terminal"].public_id],

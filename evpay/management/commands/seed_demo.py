@@ -11,10 +11,17 @@ from django.db import transaction
 from sessions.models import ApiKey, Tariff
 from terminals.models import Connector, Site, Terminal
 
+# The operator on the demo's receipts: a made-up company, a VAT number of the Dutch form.
+OPERATOR = {
+    "legal_name": "evpay Demo Laadpunten B.V.",
+    "legal_address": "Voorbeeldstraat 1\n1011 AA Amsterdam",
+    "vat_number": "NL000099998B57",
+}
 SITES = [
     {
         "name": "Amsterdam Zuidas P1",
         "address": "Gustav Mahlerlaan 10, 1082 PP Amsterdam",
+        "receipt_prefix": "AMS",
         "tariff": {
             "name": "Standard AC/DC",
             "price_per_kwh_minor": 59,
@@ -28,6 +35,7 @@ SITES = [
     {
         "name": "Utrecht Jaarbeurs P3",
         "address": "Jaarbeursplein 6, 3521 AL Utrecht",
+        "receipt_prefix": "UTR",
         "tariff": {
             "name": "Fast charging",
             "price_per_kwh_minor": 69,
@@ -58,7 +66,13 @@ class Command(BaseCommand):
         keys = {}
         sites = []
         for spec in SITES:
-            site = Site.objects.create(name=spec["name"], address=spec["address"], currency="EUR")
+            site = Site.objects.create(
+                name=spec["name"],
+                address=spec["address"],
+                currency="EUR",
+                receipt_prefix=spec["receipt_prefix"],
+                **OPERATOR,
+            )
             Tariff.objects.create(site=site, vat_rate_bp=2100, **spec["tariff"])
             _, raw = ApiKey.issue(f"demo chargers {site.name}", site)
             keys[site.name] = raw
