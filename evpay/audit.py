@@ -119,6 +119,7 @@ ACTION_LABELS: dict[str, str] = {
     "closing.rerun": "Closing ran again",
     "account.password_changed": "Password changed",
     "account.otp_enrolled": "Authenticator app set up",
+    "account.language_changed": "Language changed",
 }
 
 # "session.state" rows are named by the state the session moved to.

@@ -178,3 +178,24 @@ class JobRun(models.Model):
         if self.finished_at is None:
             return None
         return (self.finished_at - self.started_at).total_seconds()
+
+
+class StaffPreferences(models.Model):
+    """A staff member's own settings: for now the language of the staff pages.
+
+    Read once at log-in into the session (evpay/i18n.py), so a page costs no extra query.
+    """
+
+    user = models.OneToOneField(
+        "auth.User", on_delete=models.CASCADE, primary_key=True, related_name="evpay_preferences"
+    )
+    # Empty: no choice made, the browser's language (Accept-Language) decides.
+    language = models.CharField(max_length=10, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = "staff preferences"
+        verbose_name_plural = "staff preferences"
+
+    def __str__(self):
+        return f"preferences of {self.user_id}"

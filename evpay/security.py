@@ -83,7 +83,15 @@ class IdleTimeoutMiddleware:
 # Admins may enrol a TOTP device (evpay/account.py); once they have a confirmed one, signing in
 # takes a token after the password. With EVPAY_REQUIRE_ADMIN_OTP admins must enrol first.
 
-OTP_OPEN_PATHS = ("/account/otp/", "/logout/", "/static/", "/healthz")
+# The language switches too: the code page itself may need to be read in another language.
+OTP_OPEN_PATHS = (
+    "/account/otp/",
+    "/account/language/",
+    "/i18n/",
+    "/logout/",
+    "/static/",
+    "/healthz",
+)
 
 
 def is_admin(user) -> bool:
