@@ -21,6 +21,8 @@ from evpay.web import after_post
 STAFF_LANGUAGES = ("en", "nl")
 #: The session key holding the stored choice ("" for none), set at log-in and on a change.
 SESSION_KEY = "evpay_language"
+#: Paths for machines, always in LANGUAGE_CODE.
+MACHINE_PATHS = ("/api/", "/healthz")
 
 
 def staff_language_choices() -> list[tuple[str, str]]:
@@ -46,6 +48,11 @@ class StaffLanguageMiddleware:
         self.get_response = get_response
 
     def __call__(self, request):
+        if request.path.startswith(MACHINE_PATHS):
+            # Chargers read the API's texts (and log them): one language whatever they send.
+            translation.activate(settings.LANGUAGE_CODE)
+            request.LANGUAGE_CODE = translation.get_language()
+            return self.get_response(request)
         user = getattr(request, "user", None)
         if user is not None and user.is_authenticated:
             if SESSION_KEY not in request.session:  # a session from before this feature

@@ -12,6 +12,7 @@ from functools import wraps
 
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
+from django.utils.translation import gettext as _
 
 VIEWER, OPERATOR, ADMIN = "viewer", "operator", "admin"
 ROLES = (VIEWER, OPERATOR, ADMIN)
@@ -48,7 +49,10 @@ def permission_required(perm: str):
         @wraps(view)
         def wrapped(request, *args, **kwargs):
             if not request.user.has_perm(perm):
-                raise PermissionDenied(f"Your role does not allow this ({perm.split('.')[-1]}).")
+                raise PermissionDenied(
+                    _("Your role does not allow this (%(permission)s).")
+                    % {"permission": perm.split(".")[-1]}
+                )
             return view(request, *args, **kwargs)
 
         return login_required(wrapped)

@@ -10,6 +10,7 @@ from django.http import HttpResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
+from django.utils.translation import gettext as _
 
 from evpay.roles import OPERATE_PERM
 from evpay.validation import parse_bounded_date
@@ -136,14 +137,16 @@ def date_param(params, key: str, errors: dict) -> date | None:
     day = parse_date(value)
     # The last day has no "next day" to end the range at.
     if day is None or day == date.max:
-        errors[key] = f"“{value}” is not a date (use YYYY-MM-DD); not filtering by this date."
+        errors[key] = _(
+            "“%(value)s” is not a date (use YYYY-MM-DD); not filtering by this date."
+        ) % {"value": value}
         return None
     return day
 
 
 def check_date_range(errors: dict, first: date | None, last: date | None, key: str = "to"):
     if first and last and first > last:
-        errors[key] = "This is before the “from” date, so nothing can match."
+        errors[key] = _("This is before the “from” date, so nothing can match.")
 
 
 def error_slots(errors: dict, fields: dict[str, str]) -> list[tuple[str, str]]:

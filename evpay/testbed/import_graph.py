@@ -68,6 +68,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...], bool], ...] = (
             "evpay.health",
             "evpay.security",  # idle timeout and the admins' second factor (middleware)
             "evpay.charts",  # pure SVG geometry for the pages of every app
+            "evpay.i18n",  # languages: the staff member's choice (middleware, header selector)
         ),
         False,
     ),
