@@ -3,7 +3,7 @@ from django.utils.translation import gettext_lazy as _
 
 from evpay import supervision
 from evpay.i18n import staff_language_choices
-from evpay.roles import ADMIN, user_roles
+from evpay.roles import ADMIN, ROLE_LABELS, ROLES, user_roles
 
 # (label, url name, path prefix that marks it current)
 NAV = [
@@ -23,6 +23,7 @@ def roles(request):
     user_role_set = user_roles(user) if user is not None else frozenset()
     return {
         "roles": user_role_set,
+        "role_labels": [ROLE_LABELS[role] for role in ROLES if role in user_role_set],
         "nav_items": navigation(request, user_role_set),
         "staff_languages": staff_language_choices() if user_role_set else [],
     }

@@ -13,9 +13,16 @@ from functools import wraps
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 
 VIEWER, OPERATOR, ADMIN = "viewer", "operator", "admin"
 ROLES = (VIEWER, OPERATOR, ADMIN)
+# As the header shows them (the codes stay the group names).
+ROLE_LABELS = {
+    VIEWER: gettext_lazy("viewer"),
+    OPERATOR: gettext_lazy("operator"),
+    ADMIN: gettext_lazy("admin"),
+}
 
 VIEW_PERM = "evpay.view_dashboard"
 OPERATE_PERM = "evpay.operate"
