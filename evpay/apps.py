@@ -21,6 +21,11 @@ class EvpayConfig(AppConfig):
 
         # The stored language goes into the session at log-in, so pages need no query for it.
         user_logged_in.connect(load_preference, dispatch_uid="evpay.language")
+        from django.core import checks
+
+        from evpay.i18n import check_compiled_catalogues
+
+        checks.register(check_compiled_catalogues, "translation")
 
 
 def _sync_after_migrate(sender, using="default", **kwargs):

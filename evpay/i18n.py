@@ -25,6 +25,28 @@ SESSION_KEY = "evpay_language"
 MACHINE_PATHS = ("/api/", "/healthz")
 
 
+def check_compiled_catalogues(app_configs=None, **kwargs):
+    """System check: a catalogue without a current .mo file is not used (pages stay English)."""
+    from pathlib import Path
+
+    from django.core.checks import Warning
+
+    problems = []
+    for base in settings.LOCALE_PATHS:
+        for po in sorted(Path(base).glob("*/LC_MESSAGES/*.po")):
+            mo = po.with_suffix(".mo")
+            if not mo.exists() or mo.stat().st_mtime < po.stat().st_mtime:
+                problems.append(
+                    Warning(
+                        f"{mo} is missing or older than {po.name}: those pages show English.",
+                        hint="Run `python manage.py compilemessages --ignore=.venv --ignore=var` "
+                        "(needs GNU gettext; `make run` and `make test` do it).",
+                        id="evpay.W001",
+                    )
+                )
+    return problems
+
+
 def staff_language_choices() -> list[tuple[str, str]]:
     names = dict(settings.LANGUAGES)
     return [(code, names[code]) for code in STAFF_LANGUAGES if code in names]

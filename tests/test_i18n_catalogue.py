@@ -124,3 +124,16 @@ def test_the_check_sees_a_string_that_has_no_translation(tmp_path):
         encoding="utf-8",
     )
     assert problems(read_po(po)) == ["untranslated: 'New page'", "fuzzy: 'Sessions'"]
+
+
+def test_the_system_check_warns_about_a_catalogue_that_was_not_compiled(tmp_path, settings):
+    from evpay.i18n import check_compiled_catalogues
+
+    messages = tmp_path / "nl" / "LC_MESSAGES"
+    messages.mkdir(parents=True)
+    po = messages / "django.po"
+    po.write_text('msgid ""\nmsgstr ""\n"Language: nl\\n"\n', encoding="utf-8")
+    settings.LOCALE_PATHS = [tmp_path]
+    assert [w.id for w in check_compiled_catalogues()] == ["evpay.W001"]
+    subprocess.run(["msgfmt", "-o", str(po.with_suffix(".mo")), str(po)], check=True)
+    assert check_compiled_catalogues() == []
