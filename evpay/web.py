@@ -6,8 +6,8 @@ from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 
 from django.core.paginator import Paginator
-from django.http import HttpResponse, StreamingHttpResponse
-from django.shortcuts import redirect, render
+from django.http import HttpResponse, HttpResponseRedirect, StreamingHttpResponse
+from django.shortcuts import render
 from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.translation import gettext as _
@@ -36,14 +36,18 @@ def after_post(request, fallback: str):
     `next` (same host only) wins so an action taken from a list returns to that list.
     """
     target = request.POST.get("next") or ""
-    if not url_has_allowed_host_and_scheme(target, {request.get_host()}, request.is_secure()):
+    # A path on this site only: redirect() would also try any other text as a URL name
+    # ("NaN", "a:b"), which is a 500, not a redirect.
+    if not target.startswith("/") or not url_has_allowed_host_and_scheme(
+        target, {request.get_host()}, request.is_secure()
+    ):
         target = ""
     target = target or fallback
     if request.htmx:
         response = HttpResponse(status=204)
         response["HX-Location"] = target
         return response
-    return redirect(target)
+    return HttpResponseRedirect(target)
 
 
 class _Echo:

@@ -101,6 +101,10 @@ def test_the_language_selector_refuses_an_unknown_language_a_get_and_anonymous_v
     assert staff.post(
         url("set_staff_language"), {"language": "nl", "next": "https://evil.example/"}
     )["Location"] == url("overview")
+    # Not a path: a URL name would be looked up by redirect() (a 500 before after_post checked).
+    for target in ("NaN", "a:b", "overview"):
+        response = staff.post(url("set_staff_language"), {"language": "en", "next": target})
+        assert response["Location"] == url("overview")
     assert not StaffPreferences.objects.filter(language="de").exists()
 
 
