@@ -41,9 +41,24 @@ def site_localtime(value: datetime, site_or_tz=None) -> datetime:
     return timezone.localtime(value, site_zone(site_or_tz))
 
 
-#: A moment as staff read it, per language (Django date format); ISO order otherwise.
+#: A moment / a day as staff read it, per language (Django date formats); ISO order otherwise.
 SITETIME_FORMATS = {"nl": "d-m-Y H:i:s"}
 SITETIME_DEFAULT = "Y-m-d H:i:s"
+DAY_FORMATS = {"nl": "d-m-Y"}
+DAY_DEFAULT = "Y-m-d"
+
+
+def _language() -> str:
+    return (translation.get_language() or "").split("-")[0]
+
+
+@register.filter
+def day(value):
+    """{{ closing.business_date|day }}: 'YYYY-MM-DD' (Dutch: 'DD-MM-YYYY'). Machine-read
+    values (data-*, datetime=, URLs) keep |date:"Y-m-d"."""
+    if not value:
+        return "—"
+    return dateformat.format(value, DAY_FORMATS.get(_language(), DAY_DEFAULT))
 
 
 @register.filter
@@ -52,8 +67,7 @@ def sitetime(value, site_or_tz=None):
     'DD-MM-YYYY HH:MM:SS')."""
     if not value:
         return "—"
-    language = (translation.get_language() or "").split("-")[0]
-    fmt = SITETIME_FORMATS.get(language, SITETIME_DEFAULT)
+    fmt = SITETIME_FORMATS.get(_language(), SITETIME_DEFAULT)
     return dateformat.format(site_localtime(value, site_or_tz), fmt)
 
 

@@ -146,3 +146,18 @@ def test_the_stored_language_costs_no_query_per_page(client_for, viewer, world):
     with CaptureQueriesContext(connection) as dutch:
         assert "<h1>Laadsessies</h1>" in staff.get(url("sessions:list")).content.decode()
     assert len(dutch) == len(english)
+
+
+def test_a_dutch_closings_page_shows_days_in_dutch_order(client_for, viewer, world):
+    _prefer(viewer, "nl")
+    closing = world["closing"]
+    html = client_for(viewer).get(url("terminals:closings")).content.decode()
+    assert f">{closing.business_date:%d-%m-%Y}</a>" in html
+    assert "<h1>Periodeafsluitingen</h1>" in html and ">Verschil</span>" in html
+    english = client_for(viewer)
+    _prefer(viewer, "en")
+    english.post(url("set_staff_language"), {"language": "en"})
+    assert (
+        f">{closing.business_date:%Y-%m-%d}</a>"
+        in english.get(url("terminals:closings")).content.decode()
+    )
