@@ -161,3 +161,12 @@ def test_a_dutch_closings_page_shows_days_in_dutch_order(client_for, viewer, wor
         f">{closing.business_date:%Y-%m-%d}</a>"
         in english.get(url("terminals:closings")).content.decode()
     )
+
+
+def test_a_refused_value_is_explained_in_dutch_to_a_dutch_staff_member(client_for, viewer, world):
+    _prefer(viewer, "nl")
+    response = client_for(viewer).get(url("sessions:list"), {"min": "NaN"})
+    html = response.content.decode()
+    assert response.status_code == 400
+    assert "<h1>Ongeldig verzoek</h1>" in html
+    assert "is geen eindig bedrag van hoogstens" in html
