@@ -170,3 +170,17 @@ def test_a_refused_value_is_explained_in_dutch_to_a_dutch_staff_member(client_fo
     assert response.status_code == 400
     assert "<h1>Ongeldig verzoek</h1>" in html
     assert "is geen eindig bedrag van hoogstens" in html
+
+
+def test_the_public_language_switch_posts_to_set_language_with_every_language(rf, db):
+    from django.template.loader import render_to_string
+    from django.utils import translation
+
+    request = rf.get("/receipt/abc/?x=1")
+    with translation.override("nl"):
+        html = render_to_string("includes/language_switch.html", request=request)
+    assert 'action="/i18n/setlang/"' in html and 'name="csrfmiddlewaretoken"' in html
+    assert 'name="next" value="/receipt/abc/?x=1"' in html
+    assert '<option value="nl" lang="nl" selected>Nederlands</option>' in html
+    assert '<option value="en" lang="en">English</option>' in html
+    assert ">Wisselen</button>" in html
