@@ -38,6 +38,9 @@ def test_a_staff_member_switches_to_dutch_in_the_header_and_stays_dutch(
     row = page.locator("#results tbody tr").first
     assert "€\u00a01.234,56" in row.inner_text()
     screenshot(page, "language-sessions-nl")
+    page.goto(f"/sessions/{session.public_id}/")
+    page.wait_for_selector("th:text-is('Blokkeertarief')")
+    screenshot(page, "language-session-detail-nl")
 
     # Signed out and in again: the log-in page is Dutch (the cookie), and so are the pages.
     page.get_by_role("button", name="Uitloggen").click()

@@ -184,3 +184,17 @@ def test_the_public_language_switch_posts_to_set_language_with_every_language(rf
     assert '<option value="nl" lang="nl" selected>Nederlands</option>' in html
     assert '<option value="en" lang="en">English</option>' in html
     assert ">Wisselen</button>" in html
+
+
+def test_an_action_on_the_exceptions_queue_answers_a_dutch_operator_in_dutch(
+    client_for, operator, world
+):
+    _prefer(operator, "nl")
+    record = world["exception"]
+    response = client_for(operator).post(
+        url("exception_resolve", record.public_id), {"note": ""}, HTTP_HX_REQUEST="true"
+    )
+    html = response.content.decode()
+    assert response.status_code == 400
+    assert "Een notitie is verplicht om een uitzondering af te handelen." in html
+    assert ">Afhandelen</button>" in html and ">Aan mij toewijzen</button>" in html
