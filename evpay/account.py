@@ -8,6 +8,7 @@ from django.contrib.auth.decorators import login_required
 from django.shortcuts import redirect, render
 from django.urls import reverse, reverse_lazy
 from django.utils.http import url_has_allowed_host_and_scheme
+from django.utils.translation import gettext as _
 from django_otp import devices_for_user, user_has_device
 from django_otp import login as otp_login
 from django_otp.plugins.otp_totp.models import TOTPDevice
@@ -27,7 +28,7 @@ class PasswordChangeView(auth_views.PasswordChangeView):
         response = super().form_valid(form)  # saves and keeps this session signed in
         user = self.request.user
         audit.record(audit.Actor.user(user), user, "account.password_changed")
-        messages.success(self.request, "Your password was changed.")
+        messages.success(self.request, _("Your password was changed."))
         return response
 
 
@@ -43,7 +44,7 @@ def otp_setup(request):
     """An admin enrols an authenticator app: the otpauth URI and secret, then one token."""
     user = request.user
     if user_has_device(user):
-        messages.info(request, "An authenticator app is already set up for your account.")
+        messages.info(request, _("An authenticator app is already set up for your account."))
         return redirect("overview")
     device = TOTPDevice.objects.filter(user=user, confirmed=False).first()
     if device is None:
@@ -55,9 +56,9 @@ def otp_setup(request):
             device.save(update_fields=["confirmed"])
             otp_login(request, device)
             audit.record(audit.Actor.user(user), user, "account.otp_enrolled")
-            messages.success(request, "Authenticator app set up: log-ins now ask for its code.")
+            messages.success(request, _("Authenticator app set up: log-ins now ask for its code."))
             return redirect(_next_url(request))
-        error = "That code did not match. Check the app's clock and try the current code."
+        error = _("That code did not match. Check the app's clock and try the current code.")
     context = {
         "config_url": device.config_url,
         "secret": b32encode(device.bin_key).decode(),
@@ -77,6 +78,6 @@ def otp_verify(request):
             if device.verify_token(token):
                 otp_login(request, device)
                 return redirect(_next_url(request))
-        error = "That code did not match. Try the current code from your authenticator app."
+        error = _("That code did not match. Try the current code from your authenticator app.")
     context = {"error": error, "next": _next_url(request)}
     return render(request, "registration/otp_verify.html", context)

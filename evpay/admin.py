@@ -4,19 +4,20 @@ from django.contrib import admin
 from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied
 from django.shortcuts import resolve_url
+from django.utils.translation import gettext_lazy
 from django.views.decorators.cache import never_cache
 
 from evpay.models import AuditEvent, ExceptionRecord, Heartbeat, JobRun
 from evpay.roles import CONFIGURE_PERM
 from evpay.security import otp_step_needed
 
-NO_ADMIN_ACCESS = "The Django admin is for the admin role only."
+NO_ADMIN_ACCESS = gettext_lazy("The Django admin is for the admin role only.")
 
 
 class EvpayAdminSite(admin.AdminSite):
-    site_header = "evpay administration"
-    site_title = "evpay admin"
-    index_title = "Configuration and raw data"
+    site_header = gettext_lazy("evpay administration")
+    site_title = gettext_lazy("evpay admin")
+    index_title = gettext_lazy("Configuration and raw data")
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

@@ -17,6 +17,15 @@ class EvpayConfig(AppConfig):
         # The idle clock starts at log-in (the session is saved then anyway), not with an
         # extra session write on the first page.
         user_logged_in.connect(start_idle_clock, dispatch_uid="evpay.idle_clock")
+        from evpay.i18n import load_preference
+
+        # The stored language goes into the session at log-in, so pages need no query for it.
+        user_logged_in.connect(load_preference, dispatch_uid="evpay.language")
+        from django.core import checks
+
+        from evpay.i18n import check_compiled_catalogues
+
+        checks.register(check_compiled_catalogues, "translation")
 
 
 def _sync_after_migrate(sender, using="default", **kwargs):

@@ -4,9 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from django.utils.functional import Promise
+from django.utils.translation import gettext, gettext_lazy
+
 from evpay.models import AuditEvent
 from evpay.pan import mask_pans
 from evpay.validation import text_error
+
+StrOrPromise = str | Promise  # a label, translated when shown
 
 
 class InvalidReason(ValueError):
@@ -84,63 +89,64 @@ def record(
 # What staff read for an audit action on a timeline. The codes stay in the database and the
 # admin (they are what code and queries match on); an action missing here still reads as
 # words (see action_label), so adding one never shows a raw code.
-ACTION_LABELS: dict[str, str] = {
-    "session.created": "Session requested",
-    "session.started": "Session started",
-    "session.closed": "Session closed",
-    "session.resolved_manually": "Resolved manually by staff",
-    "tx.authorise": "Terminal answered the authorisation",
-    "tx.card_token": "Terminal read the card",
-    "tx.capture": "Terminal answered the capture",
-    "tx.release": "Terminal answered the release of the reservation",
-    "tx.reprint": "Terminal answered the ticket reprint",
-    "tx.recovery": "Recovery checked the outcome with the terminal",
-    "tx.repeat_last_message": "Terminal repeated its last answer",
-    "tx.late_answer": "Terminal answered after we stopped waiting",
-    "tx.resolved_manually": "Terminal request resolved by staff",
-    "stop.refused": "Stop by card refused",
-    "guard.expiry": "Authorisation close to expiring",
-    "operator.capture_now": "Staff asked to capture now",
-    "operator.release": "Staff asked to release the reservation",
-    "operator.retry_recovery": "Staff asked to retry recovery",
-    "exception.raised": "Exception raised",
-    "exception.resolved": "Exception resolved",
-    "exception.assigned": "Exception assigned",
-    "exception.unassigned": "Exception unassigned",
-    "exception.retry": "Exception: recovery retried",
-    "terminal.status": "Terminal status changed",
-    "terminal.brands": "Card brands refreshed",
-    "terminal.reprint": "Ticket reprint",
-    "terminal.mifare": "Mifare card read",
-    "closing.reconciled": "Closing reconciled",
-    "closing.unverified": "Closing could not be verified",
-    "closing.abandoned": "Closing abandoned",
-    "closing.rerun_requested": "Closing asked to run again",
-    "closing.rerun": "Closing ran again",
-    "account.password_changed": "Password changed",
-    "account.otp_enrolled": "Authenticator app set up",
+ACTION_LABELS: dict[str, StrOrPromise] = {
+    "session.created": gettext_lazy("Session requested"),
+    "session.started": gettext_lazy("Session started"),
+    "session.closed": gettext_lazy("Session closed"),
+    "session.resolved_manually": gettext_lazy("Resolved manually by staff"),
+    "tx.authorise": gettext_lazy("Terminal answered the authorisation"),
+    "tx.card_token": gettext_lazy("Terminal read the card"),
+    "tx.capture": gettext_lazy("Terminal answered the capture"),
+    "tx.release": gettext_lazy("Terminal answered the release of the reservation"),
+    "tx.reprint": gettext_lazy("Terminal answered the ticket reprint"),
+    "tx.recovery": gettext_lazy("Recovery checked the outcome with the terminal"),
+    "tx.repeat_last_message": gettext_lazy("Terminal repeated its last answer"),
+    "tx.late_answer": gettext_lazy("Terminal answered after we stopped waiting"),
+    "tx.resolved_manually": gettext_lazy("Terminal request resolved by staff"),
+    "stop.refused": gettext_lazy("Stop by card refused"),
+    "guard.expiry": gettext_lazy("Authorisation close to expiring"),
+    "operator.capture_now": gettext_lazy("Staff asked to capture now"),
+    "operator.release": gettext_lazy("Staff asked to release the reservation"),
+    "operator.retry_recovery": gettext_lazy("Staff asked to retry recovery"),
+    "exception.raised": gettext_lazy("Exception raised"),
+    "exception.resolved": gettext_lazy("Exception resolved"),
+    "exception.assigned": gettext_lazy("Exception assigned"),
+    "exception.unassigned": gettext_lazy("Exception unassigned"),
+    "exception.retry": gettext_lazy("Exception: recovery retried"),
+    "terminal.status": gettext_lazy("Terminal status changed"),
+    "terminal.brands": gettext_lazy("Card brands refreshed"),
+    "terminal.reprint": gettext_lazy("Ticket reprint"),
+    "terminal.mifare": gettext_lazy("Mifare card read"),
+    "closing.reconciled": gettext_lazy("Closing reconciled"),
+    "closing.unverified": gettext_lazy("Closing could not be verified"),
+    "closing.abandoned": gettext_lazy("Closing abandoned"),
+    "closing.rerun_requested": gettext_lazy("Closing asked to run again"),
+    "closing.rerun": gettext_lazy("Closing ran again"),
+    "account.password_changed": gettext_lazy("Password changed"),
+    "account.otp_enrolled": gettext_lazy("Authenticator app set up"),
+    "account.language_changed": gettext_lazy("Language changed"),
 }
 
 # "session.state" rows are named by the state the session moved to.
-SESSION_STATE_LABELS: dict[str, str] = {
-    "authorising": "Waiting for the card",
-    "authorised": "Card authorised",
-    "charging": "Charging started",
-    "stopping": "Stop requested",
-    "ended": "Charging ended",
-    "settling": "Settling the payment",
-    "closed": "Session closed",
+SESSION_STATE_LABELS: dict[str, StrOrPromise] = {
+    "authorising": gettext_lazy("Waiting for the card"),
+    "authorised": gettext_lazy("Card authorised"),
+    "charging": gettext_lazy("Charging started"),
+    "stopping": gettext_lazy("Stop requested"),
+    "ended": gettext_lazy("Charging ended"),
+    "settling": gettext_lazy("Settling the payment"),
+    "closed": gettext_lazy("Session closed"),
 }
 
 
-def action_label(action: str, to_state: str = "") -> str:
+def action_label(action: str, to_state: str = "") -> StrOrPromise:
     """A readable label for an audit action: from the tables above, else its code in words
     ("foo.bar_baz" -> "Foo: bar baz")."""
     if action == "session.state":
-        return SESSION_STATE_LABELS.get(to_state, "Session state changed")
+        return SESSION_STATE_LABELS.get(to_state, gettext_lazy("Session state changed"))
     if action in ACTION_LABELS:
         return ACTION_LABELS[action]
     subject, _, verb = action.partition(".")
     words = subject.replace("_", " ").strip().capitalize()
     verb = verb.replace("_", " ").replace(".", " ").strip()
-    return f"{words}: {verb}" if verb else words or "Event"
+    return f"{words}: {verb}" if verb else words or gettext("Event")

@@ -9,6 +9,8 @@ import calendar
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
+from django.utils.translation import gettext, gettext_lazy
+
 # The bar charts' viewBox: a fixed width shared by the days, so a week's bars are not giants
 # on a phone and a month's still fit; its text scales with it.
 WIDTH = 480
@@ -143,7 +145,9 @@ def duration_text(seconds: float) -> str:
     """'3 h 05 min', '12 min', '0 min': durations in the figures' text alternatives."""
     minutes = int(round(seconds / 60))
     hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min"
+    if hours:
+        return gettext("%(hours)d h %(minutes)02d min") % {"hours": hours, "minutes": minutes}
+    return gettext("%(minutes)d min") % {"minutes": minutes}
 
 
 def hour_ticks(start: datetime, end: datetime, every: int = 3) -> list[dict]:
@@ -174,8 +178,12 @@ def shift_month(day: date, months: int) -> date:
 
 
 # Date presets of the overview's figures: (key, label).
-PRESETS = [("7d", "Last 7 days"), ("30d", "Last 30 days"), ("month", "This month")]
-PRESETS.append(("last_month", "Last month"))
+PRESETS = [
+    ("7d", gettext_lazy("Last 7 days")),
+    ("30d", gettext_lazy("Last 30 days")),
+    ("month", gettext_lazy("This month")),
+]
+PRESETS.append(("last_month", gettext_lazy("Last month")))
 DEFAULT_PRESET = "7d"
 
 

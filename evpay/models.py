@@ -1,6 +1,7 @@
 import uuid
 
 from django.db import models
+from django.utils.translation import gettext_lazy
 
 
 class StaffPermissions(models.Model):
@@ -34,13 +35,13 @@ class AuditEvent(models.Model):
     """Every state change and operator action: who/what, from, to, why, when. Append-only."""
 
     class ActorKind(models.TextChoices):
-        USER = "user", "Staff user"
-        CHARGER = "charger", "Charger"
-        JOB = "job", "Background job"
-        TERMINAL = "terminal", "Terminal"
-        SYSTEM = "system", "System"
+        USER = "user", gettext_lazy("Staff user")
+        CHARGER = "charger", gettext_lazy("Charger")
+        JOB = "job", gettext_lazy("Background job")
+        TERMINAL = "terminal", gettext_lazy("Terminal")
+        SYSTEM = "system", gettext_lazy("System")
         # Someone without an account on a public receipt page (issue #17).
-        DRIVER = "driver", "Driver (public page)"
+        DRIVER = "driver", gettext_lazy("Driver (public page)")
 
     at = models.DateTimeField(auto_now_add=True, db_index=True)
     actor_kind = models.CharField(max_length=10, choices=ActorKind.choices)
@@ -75,21 +76,27 @@ class ExceptionRecord(models.Model):
     """Something that needs a person: what happened, what to do, and who resolved it."""
 
     class Kind(models.TextChoices):
-        UNKNOWN_OUTCOME = "unknown_outcome", "Outcome unknown past the recovery window"
-        CAPTURE_FAILED = "capture_failed", "Capture or release failed"
-        AUTH_EXPIRY = "auth_expiry", "Authorisation about to expire"
-        TERMINAL_OFFLINE = "terminal_offline", "Terminal offline with open sessions"
-        CLOSING_MISMATCH = "closing_mismatch", "Period closing does not match our records"
-        REFUSED_STOPS = "refused_stops", "Repeated refused stop attempts"
-        STRANDED_AUTHORISATION = "stranded_auth", "Authorisation for a closed session"
-        CONFIGURATION = "configuration", "Terminal configuration"
-        OTHER = "other", "Other"
+        UNKNOWN_OUTCOME = (
+            "unknown_outcome",
+            gettext_lazy("Outcome unknown past the recovery window"),
+        )
+        CAPTURE_FAILED = "capture_failed", gettext_lazy("Capture or release failed")
+        AUTH_EXPIRY = "auth_expiry", gettext_lazy("Authorisation about to expire")
+        TERMINAL_OFFLINE = "terminal_offline", gettext_lazy("Terminal offline with open sessions")
+        CLOSING_MISMATCH = (
+            "closing_mismatch",
+            gettext_lazy("Period closing does not match our records"),
+        )
+        REFUSED_STOPS = "refused_stops", gettext_lazy("Repeated refused stop attempts")
+        STRANDED_AUTHORISATION = "stranded_auth", gettext_lazy("Authorisation for a closed session")
+        CONFIGURATION = "configuration", gettext_lazy("Terminal configuration")
+        OTHER = "other", gettext_lazy("Other")
 
     class Severity(models.IntegerChoices):
         # Ordered so that "most severe first" is a plain descending sort.
-        INFO = 10, "Info"
-        WARNING = 20, "Warning"
-        CRITICAL = 30, "Critical"
+        INFO = 10, gettext_lazy("Info")
+        WARNING = 20, gettext_lazy("Warning")
+        CRITICAL = 30, gettext_lazy("Critical")
 
     public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     kind = models.CharField(max_length=20, choices=Kind.choices)
@@ -118,7 +125,7 @@ class ExceptionRecord(models.Model):
     )
 
     class Meta:
-        verbose_name = "exception"
+        verbose_name = gettext_lazy("exception")
         ordering = ["-severity", "-created_at"]
         constraints = [
             # evpay.exceptions.raise_exception relies on this to stay idempotent.
@@ -152,12 +159,12 @@ class JobRun(models.Model):
     """
 
     class Outcome(models.TextChoices):
-        RUNNING = "running", "Running"
-        OK = "ok", "OK"
-        PARTIAL = "partial", "Partly failed"
+        RUNNING = "running", gettext_lazy("Running")
+        OK = "ok", gettext_lazy("OK")
+        PARTIAL = "partial", gettext_lazy("Partly failed")
         # "Not now" (terminal busy) with another attempt scheduled: not a failure yet.
-        RETRYING = "retrying", "Retrying"
-        FAILED = "failed", "Failed"
+        RETRYING = "retrying", gettext_lazy("Retrying")
+        FAILED = "failed", gettext_lazy("Failed")
 
     kind = models.CharField(max_length=40)  # e.g. recovery_sweep, status_poll, closing
     subject = models.CharField(max_length=120, blank=True)  # e.g. a terminal id
@@ -200,3 +207,24 @@ class RateCounter(models.Model):
 
     def __str__(self):
         return f"{self.key} @ {self.window_start:%Y-%m-%d %H:%M}: {self.count}"
+
+
+class StaffPreferences(models.Model):
+    """A staff member's own settings: for now the language of the staff pages.
+
+    Read once at log-in into the session (evpay/i18n.py), so a page costs no extra query.
+    """
+
+    user = models.OneToOneField(
+        "auth.User", on_delete=models.CASCADE, primary_key=True, related_name="evpay_preferences"
+    )
+    # Empty: no choice made, the browser's language (Accept-Language) decides.
+    language = models.CharField(max_length=10, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = gettext_lazy("staff preferences")
+        verbose_name_plural = gettext_lazy("staff preferences")
+
+    def __str__(self):
+        return f"preferences of {self.user_id}"

@@ -2,6 +2,8 @@
 
 from decimal import ROUND_HALF_UP, Decimal
 
+from django.utils import formats
+
 from terminals.opi.messages import currency_exponent
 
 _SYMBOLS = {
@@ -36,10 +38,25 @@ def round_half_up(value: Decimal) -> int:
     return int(value.quantize(Decimal(1), rounding=ROUND_HALF_UP))
 
 
-def format_money(amount_minor: int | None, currency: str) -> str:
-    """'€ 12.50' for templates."""
+def format_money(amount_minor: int | None, currency: str, *, localize: bool = True) -> str:
+    """An amount for people, in the active language's number format, always grouped:
+    '€ 1,234.50' in English, '€ 1.234,50' in Dutch (a no-break space after the euro sign).
+
+    localize=False gives the language-neutral '€ 1234.50', for texts that are stored (audit
+    reasons, exception and closing texts): they are read later by staff in any language, and
+    a stored "€ 1.234,50" would read as a different amount in English.
+    """
     if amount_minor is None:
         return "—"
     symbol = _SYMBOLS.get(currency.upper(), currency.upper() + " ")
     sign = "-" if amount_minor < 0 else ""
-    return f"{sign}{symbol}{to_decimal_string(abs(amount_minor), currency)}".replace("€", "€\u00a0")
+    if localize:
+        number = formats.number_format(
+            to_decimal(abs(amount_minor), currency),
+            exponent(currency),
+            use_l10n=True,
+            force_grouping=True,
+        )
+    else:
+        number = to_decimal_string(abs(amount_minor), currency)
+    return f"{sign}{symbol}{number}".replace("€", "€\u00a0")

@@ -12,9 +12,17 @@ from functools import wraps
 
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 
 VIEWER, OPERATOR, ADMIN = "viewer", "operator", "admin"
 ROLES = (VIEWER, OPERATOR, ADMIN)
+# As the header shows them (the codes stay the group names).
+ROLE_LABELS = {
+    VIEWER: gettext_lazy("viewer"),
+    OPERATOR: gettext_lazy("operator"),
+    ADMIN: gettext_lazy("admin"),
+}
 
 VIEW_PERM = "evpay.view_dashboard"
 OPERATE_PERM = "evpay.operate"
@@ -48,7 +56,10 @@ def permission_required(perm: str):
         @wraps(view)
         def wrapped(request, *args, **kwargs):
             if not request.user.has_perm(perm):
-                raise PermissionDenied(f"Your role does not allow this ({perm.split('.')[-1]}).")
+                raise PermissionDenied(
+                    _("Your role does not allow this (%(permission)s).")
+                    % {"permission": perm.split(".")[-1]}
+                )
             return view(request, *args, **kwargs)
 
         return login_required(wrapped)

@@ -8,6 +8,7 @@ from django.contrib import messages
 from django.contrib.auth import logout
 from django.http import HttpResponse
 from django.shortcuts import redirect, resolve_url
+from django.utils.translation import gettext as _
 
 LAST_ACTIVITY = "evpay_last_activity"
 ACTIVITY_RESOLUTION = 60  # seconds
@@ -62,8 +63,11 @@ class IdleTimeoutMiddleware:
                 logout(request)
                 messages.info(
                     request,
-                    f"You were signed out after {settings.EVPAY_SESSION_IDLE_MINUTES} minutes "
-                    "without activity. Please log in again.",
+                    _(
+                        "You were signed out after %(minutes)d minutes without activity. "
+                        "Please log in again."
+                    )
+                    % {"minutes": settings.EVPAY_SESSION_IDLE_MINUTES},
                 )
                 return to_login(request, next_path)
             # At most one session write a minute: a click-through of pages saves once, and
@@ -86,7 +90,16 @@ class IdleTimeoutMiddleware:
 # Admins may enrol a TOTP device (evpay/account.py); once they have a confirmed one, signing in
 # takes a token after the password. With EVPAY_REQUIRE_ADMIN_OTP admins must enrol first.
 
-OTP_OPEN_PATHS = ("/account/otp/", "/logout/", "/static/", "/healthz", *PUBLIC_PATHS)
+# The language switches too: the code page itself may need to be read in another language.
+OTP_OPEN_PATHS = (
+    "/account/otp/",
+    "/account/language/",
+    "/i18n/",
+    "/logout/",
+    "/static/",
+    "/healthz",
+    *PUBLIC_PATHS,
+)
 
 
 def is_admin(user) -> bool:

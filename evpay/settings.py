@@ -142,6 +142,9 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
+    # After sessions, before CommonMiddleware (Django's order): the language cookie, else
+    # Accept-Language, else LANGUAGE_CODE. Staff get their stored choice below, after auth.
+    "django.middleware.locale.LocaleMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
@@ -150,6 +153,9 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "csp.middleware.CSPMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    # After auth: a signed-in staff member's stored language (evpay/i18n.py); before the idle
+    # timeout, whose "signed out" message is then in that language.
+    "evpay.i18n.StaffLanguageMiddleware",
     # After auth, messages and htmx: signs out idle staff (polls are not activity).
     "evpay.security.IdleTimeoutMiddleware",
     # An admin with a TOTP device (or all admins, EVPAY_REQUIRE_ADMIN_OTP) owes the token first.
@@ -203,9 +209,19 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
 
+# English unless the browser (Accept-Language), the language cookie or a staff member's stored
+# choice says otherwise. Staff pages: English and Dutch (evpay.i18n.STAFF_LANGUAGES); the
+# catalogues are in locale/ (README "Languages").
 LANGUAGE_CODE = "en-gb"
+LANGUAGES = [("en", "English"), ("nl", "Nederlands")]
+LOCALE_PATHS = [BASE_DIR / "locale"]
 USE_I18N = True
 USE_TZ = True
+# Not on: it would group every number in templates (request ids, ports, years). Money is
+# grouped explicitly (evpay/money.py format_money).
+USE_THOUSAND_SEPARATOR = False
+LANGUAGE_COOKIE_SECURE = not DEBUG
+LANGUAGE_COOKIE_HTTPONLY = True
 
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]

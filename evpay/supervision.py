@@ -21,6 +21,7 @@ from pathlib import Path
 
 from django.conf import settings
 from django.utils import timezone
+from django.utils.translation import gettext
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +73,9 @@ def restart_alerts(now: datetime | None = None, path: Path | None = None) -> lis
                 "at": at,
                 "restarts": restarts,
                 "log": alert.get("log", ""),
-                "message": f"The {child} restarted {restarts} times in {minutes:g} minutes",
+                "message": gettext(
+                    "The %(child)s restarted %(restarts)d times in %(minutes)s minutes"
+                )
+                % {"child": child, "restarts": restarts, "minutes": f"{minutes:g}"},
             }
     return sorted(latest.values(), key=lambda a: a["at"], reverse=True)

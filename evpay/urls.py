@@ -2,7 +2,7 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
-from evpay import account, health, views
+from evpay import account, health, i18n, views
 from sessions.api import api
 
 handler403 = "evpay.views.permission_denied"
@@ -28,6 +28,9 @@ urlpatterns = [
     path("account/password/", account.PasswordChangeView.as_view(), name="password_change"),
     path("account/otp/setup/", account.otp_setup, name="otp_setup"),
     path("account/otp/verify/", account.otp_verify, name="otp_verify"),
+    path("account/language/", i18n.set_staff_language, name="set_staff_language"),
+    # Django's set_language (POST, CSRF) for anyone, signed in or not: the driver pages' choice.
+    path("i18n/", include("django.conf.urls.i18n")),
     path("healthz", health.healthz, name="healthz"),
     path("admin/", admin.site.urls),
     path("api/v1/", api.urls),

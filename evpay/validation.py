@@ -18,7 +18,7 @@ from django.http import HttpResponse, HttpResponseBadRequest, JsonResponse
 from django.template.loader import render_to_string
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
-from django.utils.translation import gettext as _
+from django.utils.translation import gettext
 
 log = logging.getLogger(__name__)
 
@@ -121,22 +121,26 @@ def text_error(value: str) -> str | None:
 
 
 def query_error(key: str, value: str) -> str | None:
-    """Why one query parameter cannot be used, or None."""
+    """Why one query parameter cannot be used, or None (in the request's language: the staff
+    pages show it; the API always answers in English, evpay/i18n.py)."""
     if _CONTROL.search(key) or _CONTROL.search(value):
-        return "contains a control character"
+        return gettext("contains a control character")
     if len(value) > MAX_GET_VALUE:
-        return f"is longer than {MAX_GET_VALUE} characters"
+        return gettext("is longer than %(max)d characters") % {"max": MAX_GET_VALUE}
     if not value.strip():
         return None
     # Amounts and dates that are not one at all ("x") are the page's to explain (the receipt
     # search says "Enter an amount like 12.50"); refused here is what parses but no query can
     # use: NaN, Infinity, 1e999999, year 9999 (+1 day overflows), year 1 (-14 h overflows).
     if key in _AMOUNT_PARAMS and _is_decimal(value) and parse_amount(value) is None:
-        return f"is not a finite amount of at most {MAX_AMOUNT:,}"
+        return gettext("is not a finite amount of at most %(max)s") % {"max": f"{MAX_AMOUNT:,}"}
     if key in _DATE_PARAMS and _is_date(value) and parse_bounded_date(value) is None:
-        return f"is not a date between {MIN_YEAR}-01-01 and {MAX_YEAR}-12-31"
+        return gettext("is not a date between %(first)s and %(last)s") % {
+            "first": f"{MIN_YEAR}-01-01",
+            "last": f"{MAX_YEAR}-12-31",
+        }
     if key in _DATETIME_PARAMS and parse_bounded_datetime(value) is None:
-        return "is not a date and time like 2026-01-01T12:00:00+01:00"
+        return gettext("is not a date and time like 2026-01-01T12:00:00+01:00")
     return None
 
 
@@ -158,9 +162,9 @@ def _is_date(value: str) -> bool:
 
 def form_error(key: str, value: str) -> str | None:
     if _CONTROL.search(key) or _CONTROL_IN_TEXT.search(value):
-        return "contains a control character"
+        return gettext("contains a control character")
     if len(value) > MAX_POST_VALUE:
-        return f"is longer than {MAX_POST_VALUE} characters"
+        return gettext("is longer than %(max)d characters") % {"max": MAX_POST_VALUE}
     return None
 
 
@@ -168,7 +172,7 @@ def request_errors(request) -> list[tuple[str, str]]:
     """(field, why) for every part of the request no view should have to defend against."""
     errors = []
     if _CONTROL.search(request.path_info):
-        errors.append(("path", "contains a control character"))
+        errors.append(("path", gettext("contains a control character")))
     for key, values in request.GET.lists():
         for value in values:
             if why := query_error(key, value):
@@ -222,7 +226,7 @@ def bad_request(request, errors):
         # htmx swaps nothing on a 4xx, so the click would seem to do nothing: answer with the
         # message only (out of band), and leave the page as it is.
         text = "; ".join(f"{e['field']} {e['message']}" for e in described)
-        messages.error(request, f"Not accepted: {text}.")
+        messages.error(request, gettext("Not accepted: %(errors)s.") % {"errors": text})
         response = HttpResponse(render_to_string("includes/messages_oob.html", request=request))
         response["HX-Reswap"] = "none"
         return response
@@ -293,10 +297,10 @@ def vat_number_error(value: str) -> str | None:
     number = normalise_vat_number(value)
     country, rest = number[:2], number[2:]
     if country not in _VAT_COUNTRIES:
-        return _("must start with an EU country code, e.g. NL123456789B01")
+        return gettext("must start with an EU country code, e.g. NL123456789B01")
     form = _VAT_FORMS.get(country, r"[0-9A-Z]{2,13}")
     if not re.fullmatch(form, rest):
-        return _("is not in the form of a %(country)s VAT number") % {"country": country}
+        return gettext("is not in the form of a %(country)s VAT number") % {"country": country}
     return None
 
 
@@ -305,4 +309,6 @@ def validate_vat_number(value: str) -> None:
     from django.core.exceptions import ValidationError
 
     if error := vat_number_error(value):
-        raise ValidationError(_("The VAT number %(error)s.") % {"error": error}, code="vat_number")
+        raise ValidationError(
+            gettext("The VAT number %(error)s.") % {"error": error}, code="vat_number"
+        )

@@ -10,6 +10,8 @@ from django.http import Http404
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 from django.views.decorators.http import require_GET, require_POST
 
 from evpay import audit, charts
@@ -89,7 +91,11 @@ def payment_figures(preset: str) -> dict:
 
 # --------------------------------------------------------------------------- exceptions
 
-EXCEPTION_STATUSES = {"open": "Unresolved", "resolved": "Resolved", "all": "All"}
+EXCEPTION_STATUSES = {
+    "open": gettext_lazy("Unresolved"),
+    "resolved": gettext_lazy("Resolved"),
+    "all": gettext_lazy("All"),
+}
 
 
 def _exception_queryset(params):
@@ -182,13 +188,13 @@ def exception_resolve(request, public_id):
     record = get_object_or_404(ExceptionRecord, public_id=public_id)
     note = request.POST.get("note", "").strip()
     if not note:
-        messages.error(request, "A note is required to resolve an exception.")
+        messages.error(request, _("A note is required to resolve an exception."))
         status = 400
     else:
         if exception_service.resolve_exception(record, request.user, note):
-            messages.success(request, f"Resolved: {record.title}")
+            messages.success(request, _("Resolved: %(title)s") % {"title": record.title})
         else:
-            messages.info(request, "This exception was already resolved.")
+            messages.info(request, _("This exception was already resolved."))
         status = 200
     return _after_row_post(request, record, status)
 
@@ -198,15 +204,17 @@ def exception_resolve(request, public_id):
 def exception_retry(request, public_id):
     record = get_object_or_404(ExceptionRecord, public_id=public_id)
     if record.resolved_at is not None:
-        messages.info(request, "This exception is already resolved; nothing to retry.")
+        messages.info(request, _("This exception is already resolved; nothing to retry."))
     else:
         try:
             with transaction.atomic():
                 exception_service.retry_exception(record, request.user)
         except (ValueError, LookupError) as exc:
-            messages.error(request, f"Cannot retry: {exc}")
+            messages.error(request, _("Cannot retry: %(reason)s") % {"reason": exc})
         else:
-            messages.success(request, "Retry enqueued; the result appears here when it finishes.")
+            messages.success(
+                request, _("Retry enqueued; the result appears here when it finishes.")
+            )
     return _after_row_post(request, record)
 
 
@@ -224,10 +232,10 @@ def exception_session_action(request, public_id, action):
         ChargingSession.objects.select_related("site", "terminal"), public_id=record.session_ref
     )
     if record.resolved_at is not None:
-        messages.info(request, "This exception is already resolved; act on the session's page.")
+        messages.info(request, _("This exception is already resolved; act on the session's page."))
     else:
         session_views.perform_action(
-            request, session, action, "this list updates when the terminal answers."
+            request, session, action, _("this list updates when the terminal answers.")
         )
     return _after_row_post(request, record)
 
@@ -242,11 +250,13 @@ def exception_assign(request, public_id):
         # Locked so that two operators taking it at once audit one change after the other.
         current = ExceptionRecord.objects.select_for_update().get(pk=record.pk)
         if current.resolved_at is not None:
-            messages.info(request, "This exception is already resolved; nobody needs to take it.")
+            messages.info(
+                request, _("This exception is already resolved; nobody needs to take it.")
+            )
         elif current.assignee_id == getattr(assignee, "pk", None):
             # A repeat (double click, two tabs): nothing changes, nothing is audited.
             messages.info(
-                request, "It is already yours." if assignee else "It is already unassigned."
+                request, _("It is already yours.") if assignee else _("It is already unassigned.")
             )
         else:
             before = current.assignee.get_username() if current.assignee else ""
@@ -261,7 +271,10 @@ def exception_assign(request, public_id):
                 data={"from": before, "to": after},
             )
             messages.success(
-                request, f"Assigned to you: {current.title}" if assignee else "Unassigned."
+                request,
+                _("Assigned to you: %(title)s") % {"title": current.title}
+                if assignee
+                else _("Unassigned."),
             )
     return _after_row_post(request, record)
 
@@ -311,5 +324,7 @@ class LoginView(auth_views.LoginView):
 
 
 def permission_denied(request, exception=None):
-    message = str(exception) if exception and str(exception) else "You do not have access to this."
+    message = (
+        str(exception) if exception and str(exception) else _("You do not have access to this.")
+    )
     return render(request, "403.html", {"message": message}, status=403)

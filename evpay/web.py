@@ -6,10 +6,11 @@ from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 
 from django.core.paginator import Paginator
-from django.http import HttpResponse, StreamingHttpResponse
-from django.shortcuts import redirect, render
+from django.http import HttpResponse, HttpResponseRedirect, StreamingHttpResponse
+from django.shortcuts import render
 from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
+from django.utils.translation import gettext as _
 
 from evpay.roles import OPERATE_PERM
 from evpay.validation import parse_bounded_date
@@ -35,8 +36,8 @@ def after_post(request, fallback: str):
     `next` (same host only) wins so an action taken from a list returns to that list.
     """
     target = request.POST.get("next") or ""
-    # A path of ours only: redirect() would take a bare word ("NaN") for a URL pattern name
-    # and fail with NoReverseMatch (a 500 found by tests/hostile/test_staff_pages.py).
+    # A path on this site only: redirect() would also try any other text as a URL name
+    # ("NaN", "a:b"), which is a 500, not a redirect.
     if not target.startswith("/") or not url_has_allowed_host_and_scheme(
         target, {request.get_host()}, request.is_secure()
     ):
@@ -46,7 +47,7 @@ def after_post(request, fallback: str):
         response = HttpResponse(status=204)
         response["HX-Location"] = target
         return response
-    return redirect(target)
+    return HttpResponseRedirect(target)
 
 
 class _Echo:
@@ -140,14 +141,16 @@ def date_param(params, key: str, errors: dict) -> date | None:
     day = parse_date(value)
     # The last day has no "next day" to end the range at.
     if day is None or day == date.max:
-        errors[key] = f"“{value}” is not a date (use YYYY-MM-DD); not filtering by this date."
+        errors[key] = _(
+            "“%(value)s” is not a date (use YYYY-MM-DD); not filtering by this date."
+        ) % {"value": value}
         return None
     return day
 
 
 def check_date_range(errors: dict, first: date | None, last: date | None, key: str = "to"):
     if first and last and first > last:
-        errors[key] = "This is before the “from” date, so nothing can match."
+        errors[key] = _("This is before the “from” date, so nothing can match.")
 
 
 def error_slots(errors: dict, fields: dict[str, str]) -> list[tuple[str, str]]:

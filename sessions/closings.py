@@ -110,7 +110,8 @@ def _explain(row: ClosingBrandTotal, closing: PeriodClosing, ours_of_brand) -> s
     amounts = [amount for _request_id, amount in ours]
 
     def money(minor):
-        return format_money(minor, row.currency)
+        # Stored (ClosingTotal.explanation): one number format for staff of any language.
+        return format_money(minor, row.currency, localize=False)
 
     text = (
         f"{row.brand}: the terminal's totals are {_captures(n)}, {money(their_total)}; "
@@ -221,7 +222,7 @@ def _in_doubt(row: ClosingBrandTotal, closing: PeriodClosing) -> str:
     if closing.period_start:
         doubtful = doubtful.filter(created_at__gt=closing.period_start)
     ids = [
-        f"#{tx.request_id} ({tx.outcome}, {format_money(tx.amount_minor, tx.currency or row.currency)})"
+        f"#{tx.request_id} ({tx.outcome}, {format_money(tx.amount_minor, tx.currency or row.currency, localize=False)})"
         for tx in doubtful.order_by("id")[:10]
     ]
     if not ids:

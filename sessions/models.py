@@ -12,7 +12,7 @@ from datetime import timedelta
 from django.db import models, transaction
 from django.db.models import F, Q
 from django.utils import timezone
-from django.utils.translation import gettext_lazy as _
+from django.utils.translation import gettext_lazy
 
 from evpay import audit
 from terminals.models import Connector, Site, Terminal
@@ -76,27 +76,27 @@ class Tariff(models.Model):
 
 
 class SessionState(models.TextChoices):
-    AUTHORISING = "authorising", "Authorising"
-    AUTHORISED = "authorised", "Authorised, waiting for charging"
-    CHARGING = "charging", "Charging"
-    STOPPING = "stopping", "Stop requested"
-    ENDED = "ended", "Charging ended, plugged in"
-    SETTLING = "settling", "Settling payment"
-    CLOSED = "closed", "Closed"
+    AUTHORISING = "authorising", gettext_lazy("Authorising")
+    AUTHORISED = "authorised", gettext_lazy("Authorised, waiting for charging")
+    CHARGING = "charging", gettext_lazy("Charging")
+    STOPPING = "stopping", gettext_lazy("Stop requested")
+    ENDED = "ended", gettext_lazy("Charging ended, plugged in")
+    SETTLING = "settling", gettext_lazy("Settling payment")
+    CLOSED = "closed", gettext_lazy("Closed")
 
 
 OPEN_STATES = [s for s in SessionState if s != SessionState.CLOSED]
 
 
 class CloseReason(models.TextChoices):
-    CAPTURED = "captured", "Captured"
-    RELEASED = "released", "Reservation released"
-    DECLINED = "declined", "Card declined"
-    ABORTED = "aborted", "Aborted by the driver"
-    TIMED_OUT = "timed_out", "No card presented"
-    NOT_DELIVERED = "not_delivered", "Connector no longer available"
-    FAILED = "failed", "Failed"
-    RESOLVED_MANUALLY = "resolved_manually", "Resolved by staff"
+    CAPTURED = "captured", gettext_lazy("Captured")
+    RELEASED = "released", gettext_lazy("Reservation released")
+    DECLINED = "declined", gettext_lazy("Card declined")
+    ABORTED = "aborted", gettext_lazy("Aborted by the driver")
+    TIMED_OUT = "timed_out", gettext_lazy("No card presented")
+    NOT_DELIVERED = "not_delivered", gettext_lazy("Connector no longer available")
+    FAILED = "failed", gettext_lazy("Failed")
+    RESOLVED_MANUALLY = "resolved_manually", gettext_lazy("Resolved by staff")
 
 
 class ChargingSession(models.Model):
@@ -193,36 +193,36 @@ class ChargingSession(models.Model):
 
 
 class Operation(models.TextChoices):
-    AUTHORISE = "authorise", "Authorise"
-    CARD_TOKEN = "card_token", "Read card token"
-    CAPTURE = "capture", "Capture"
-    RELEASE = "release", "Release"
-    RECOVERY = "recovery", "Recovery (repeat last message)"
-    REPRINT = "reprint", "Ticket reprint"
+    AUTHORISE = "authorise", gettext_lazy("Authorise")
+    CARD_TOKEN = "card_token", gettext_lazy("Read card token")
+    CAPTURE = "capture", gettext_lazy("Capture")
+    RELEASE = "release", gettext_lazy("Release")
+    RECOVERY = "recovery", gettext_lazy("Recovery (repeat last message)")
+    REPRINT = "reprint", gettext_lazy("Ticket reprint")
 
 
 MONEY_OPERATIONS = (Operation.AUTHORISE, Operation.CAPTURE, Operation.RELEASE)
 
 
 class TxState(models.TextChoices):
-    SENT = "sent", "Sent (written before sending)"
-    COMPLETED = "completed", "Completed"
-    UNKNOWN = "unknown", "Outcome unknown"
-    NOT_SENT = "not_sent", "Not sent"
-    RESOLVED = "resolved", "Resolved by recovery"
+    SENT = "sent", gettext_lazy("Sent (written before sending)")
+    COMPLETED = "completed", gettext_lazy("Completed")
+    UNKNOWN = "unknown", gettext_lazy("Outcome unknown")
+    NOT_SENT = "not_sent", gettext_lazy("Not sent")
+    RESOLVED = "resolved", gettext_lazy("Resolved by recovery")
 
 
 class Outcome(models.TextChoices):
-    PENDING = "pending", "Pending"
-    SUCCESS = "success", "Approved / success"
-    DECLINED = "declined", "Declined"
-    ABORTED = "aborted", "Aborted"
-    BUSY = "busy", "Busy / unavailable"
-    PRINT_LAST_TICKET = "print_last_ticket", "Print last ticket first"
-    UNKNOWN = "unknown", "Unknown"
-    NOT_SENT = "not_sent", "Not sent"
-    FAILED = "failed", "Failed"
-    NOT_COMPLETED = "not_completed", "Proven not completed"
+    PENDING = "pending", gettext_lazy("Pending")
+    SUCCESS = "success", gettext_lazy("Approved / success")
+    DECLINED = "declined", gettext_lazy("Declined")
+    ABORTED = "aborted", gettext_lazy("Aborted")
+    BUSY = "busy", gettext_lazy("Busy / unavailable")
+    PRINT_LAST_TICKET = "print_last_ticket", gettext_lazy("Print last ticket first")
+    UNKNOWN = "unknown", gettext_lazy("Unknown")
+    NOT_SENT = "not_sent", gettext_lazy("Not sent")
+    FAILED = "failed", gettext_lazy("Failed")
+    NOT_COMPLETED = "not_completed", gettext_lazy("Proven not completed")
 
 
 # How a request row's state may change (TerminalTransaction methods; nothing else writes it).
@@ -505,7 +505,7 @@ class ApiKey(models.Model):
 
     class Meta:
         ordering = ["site__name", "name"]
-        verbose_name = "API key"
+        verbose_name = gettext_lazy("API key")
 
     def __str__(self):
         return f"{self.name} ({self.prefix}…)"
@@ -606,18 +606,18 @@ class InvoiceRequest(models.Model):
     """A driver's request for an invoice in a company's name, for finance to act on."""
 
     class State(models.TextChoices):
-        REQUESTED = "requested", _("Requested")
-        SENT = "sent", _("Invoice sent")
-        REFUSED = "refused", _("Refused")
+        REQUESTED = "requested", gettext_lazy("Requested")
+        SENT = "sent", gettext_lazy("Invoice sent")
+        REFUSED = "refused", gettext_lazy("Refused")
 
     public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     session = models.ForeignKey(
         ChargingSession, on_delete=models.PROTECT, related_name="invoice_requests"
     )
-    company_name = models.CharField(_("company name"), max_length=200)
-    vat_number = models.CharField(_("VAT number"), max_length=20)
-    address = models.TextField(_("address"), max_length=500)
-    email = models.EmailField(_("e-mail"))
+    company_name = models.CharField(gettext_lazy("company name"), max_length=200)
+    vat_number = models.CharField(gettext_lazy("VAT number"), max_length=20)
+    address = models.TextField(gettext_lazy("address"), max_length=500)
+    email = models.EmailField(gettext_lazy("e-mail"))
     state = models.CharField(max_length=12, choices=State.choices, default=State.REQUESTED)
     created_at = models.DateTimeField(default=timezone.now)
     handled_at = models.DateTimeField(null=True, blank=True)

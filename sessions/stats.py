@@ -9,6 +9,8 @@ from urllib.parse import urlencode
 from django.db.models import Count, Sum
 from django.db.models.functions import TruncDate
 from django.urls import reverse
+from django.utils import dateformat
+from django.utils.translation import gettext, gettext_lazy, ngettext
 
 from evpay import charts
 from evpay.money import format_money
@@ -20,7 +22,11 @@ from sessions.models import ChargingSession, Operation, Outcome, TerminalTransac
 # the terminal was busy, the driver aborted, the answer was lost or never sent.
 APPROVED, DECLINED, FAILED = "approved", "declined", "failed"
 OUTCOME_KEYS = [APPROVED, DECLINED, FAILED]
-OUTCOME_LABELS = {APPROVED: "Approved", DECLINED: "Declined", FAILED: "Failed or aborted"}
+OUTCOME_LABELS = {
+    APPROVED: gettext_lazy("Approved"),
+    DECLINED: gettext_lazy("Declined"),
+    FAILED: gettext_lazy("Failed or aborted"),
+}
 
 
 def _outcome_key(outcome: str) -> str:
@@ -88,8 +94,12 @@ def daily_payments(first: date, last: date, tz) -> dict:
                     "url": sessions_of_day_url(d),
                     "amount": money,
                     "count": count,
-                    "text": f"{d:%a %Y-%m-%d}: {money} captured in {count} "
-                    f"session{'s' if count != 1 else ''}",
+                    "text": ngettext(
+                        "%(day)s: %(amount)s captured in %(count)d session",
+                        "%(day)s: %(amount)s captured in %(count)d sessions",
+                        count,
+                    )
+                    % {"day": dateformat.format(d, "D Y-m-d"), "amount": money, "count": count},
                 }
             )
         chart = charts.bars([per_day.get(d, (0, 0))[0] for d in day_list], labels, data)
@@ -117,8 +127,17 @@ def daily_payments(first: date, last: date, tz) -> dict:
                 "counts": counts,
                 "rates": {k: _percent(counts[k], total) for k in OUTCOME_KEYS},
                 "total": total,
-                "text": f"{d:%a %Y-%m-%d}: "
-                + (f"{total} authorisations: {shares}" if total else "no authorisations"),
+                "text": f"{dateformat.format(d, 'D Y-m-d')}: "
+                + (
+                    ngettext(
+                        "%(count)d authorisation: %(shares)s",
+                        "%(count)d authorisations: %(shares)s",
+                        total,
+                    )
+                    % {"count": total, "shares": shares}
+                    if total
+                    else gettext("no authorisations")
+                ),
             }
         )
     approval = charts.stacked_shares([auth[d] for d in day_list], OUTCOME_KEYS, labels, auth_data)

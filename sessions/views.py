@@ -15,6 +15,7 @@ from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 from django.views.decorators.http import require_GET, require_POST
 
 from evpay import audit
@@ -101,13 +102,13 @@ def _brand_code(value: str, choices) -> str | None:
 
 # Date presets of the session list, as (first day, last day) of a site's local today.
 PERIODS = {
-    "today": ("Today", lambda today: (today, today)),
+    "today": (gettext_lazy("Today"), lambda today: (today, today)),
     "yesterday": (
-        "Yesterday",
+        gettext_lazy("Yesterday"),
         lambda today: (today - timedelta(days=1), today - timedelta(days=1)),
     ),
-    "last7": ("Last 7 days", lambda today: (today - timedelta(days=6), today)),
-    "month": ("This month", lambda today: (today.replace(day=1), today)),
+    "last7": (gettext_lazy("Last 7 days"), lambda today: (today - timedelta(days=6), today)),
+    "month": (gettext_lazy("This month"), lambda today: (today.replace(day=1), today)),
 }
 PERIOD_CHOICES = [(key, label) for key, (label, _range) in PERIODS.items()]
 
@@ -191,7 +192,9 @@ def session_queryset(params, brands=None):
         if outcome in CloseReason.values:
             qs = qs.filter(close_reason=outcome)
         else:
-            errors["outcome"] = f"Unknown outcome “{outcome}”; not filtering by outcome."
+            errors["outcome"] = _("Unknown outcome “%(value)s”; not filtering by outcome.") % {
+                "value": outcome
+            }
     for key, lookup in (("site", "site__public_id"), ("terminal", "terminal__public_id")):
         if params.get(key):
             value = parse_uuid(params[key])
@@ -200,7 +203,9 @@ def session_queryset(params, brands=None):
     check_date_range(errors, date_from, date_to)
     period = params.get("period")
     if period and period not in PERIODS:
-        errors["period"] = f"Unknown period “{period}”; not filtering by period."
+        errors["period"] = _("Unknown period “%(value)s”; not filtering by period.") % {
+            "value": period
+        }
         period = None
     if date_from or date_to or period:
         zones = list(Site.objects.values_list("time_zone", flat=True).distinct())
@@ -214,16 +219,27 @@ def session_queryset(params, brands=None):
         if code:
             qs = qs.filter(card_brand=code)
         else:
-            errors["brand"] = f"Unknown card brand “{brand}”; not filtering by brand."
+            errors["brand"] = _("Unknown card brand “%(value)s”; not filtering by brand.") % {
+                "value": brand
+            }
     currencies = None
-    for key, lookup, name in (("min", "gte", "minimum"), ("max", "lte", "maximum")):
+    for key, lookup, message in (
+        (
+            "min",
+            "gte",
+            _("“%(value)s” is not an amount (like 12.50); not filtering by minimum total."),
+        ),
+        (
+            "max",
+            "lte",
+            _("“%(value)s” is not an amount (like 12.50); not filtering by maximum total."),
+        ),
+    ):
         if (params.get(key) or "").strip():
             currencies = currencies or _currencies()
             q = _amount_q("cost_total_minor", lookup, params[key], currencies)
             if q is None:
-                errors[key] = (
-                    f"“{params[key]}” is not an amount (like 12.50); not filtering by {name} total."
-                )
+                errors[key] = message % {"value": params[key]}
             else:
                 qs = qs.filter(q)
     q = (params.get("q") or "").strip()
@@ -331,7 +347,7 @@ def session_list(request):
         "page": paginate(request, qs),
         "sort": sort,
         "sort_links": sort_links,
-        "states": [("open", "Open (any)"), *SessionState.choices],
+        "states": [("open", _("Open (any)")), *SessionState.choices],
         "outcomes": CloseReason.choices,
         "periods": PERIOD_CHOICES,
         "brands": brands,
@@ -421,15 +437,15 @@ def _explain_wallet_stops(session, timeline) -> None:
         if read is None or not read.masked_pan or read.masked_pan == session.masked_pan:
             continue
         matched = (
-            "card token"
+            _("card token")
             if read.card_token and read.card_token == session.card_token
-            else "payment account reference"
+            else _("payment account reference")
         )
-        event.note = (
-            f"Card {read.masked_pan} differs from the paying card {session.masked_pan}: a phone "
-            f"wallet pays with a device account number, so the digits differ, but the {matched} "
-            "matched. It is the same card."
-        )
+        event.note = _(
+            "Card %(read)s differs from the paying card %(paying)s: a phone wallet pays with a "
+            "device account number, so the digits differ, but the %(matched)s matched. It is "
+            "the same card."
+        ) % {"read": read.masked_pan, "paying": session.masked_pan, "matched": matched}
 
 
 def _summary(request, session):
@@ -497,31 +513,37 @@ def available_actions(session, has_pending: bool) -> set[str]:
 def _closed_as(label, session) -> str:
     if session.close_reason == CloseReason.CAPTURED:
         captured = format_money(session.captured_amount_minor, session.currency)
-        return f"{label}: the terminal answered; {captured} captured."
-    return f"{label}: the session is closed ({session.get_close_reason_display().lower()})."
+        return _("%(action)s: the terminal answered; %(captured)s captured.") % {
+            "action": label,
+            "captured": captured,
+        }
+    return _("%(action)s: the session is closed (%(reason)s).") % {
+        "action": label,
+        "reason": str(session.get_close_reason_display()).lower(),
+    }
 
 
 def _capture_done(session, _result):
     if session.state == SessionState.CLOSED:
-        return _closed_as("Capture now", session), False
+        return _closed_as(_("Capture now"), session), False
     if session.cost_total_minor == 0:
-        return "Nothing is owed, so the reservation's release is queued", True
+        return _("Nothing is owed, so the reservation's release is queued"), True
     cost = format_money(session.cost_total_minor, session.currency)
-    return f"Capture of {cost} queued", True
+    return _("Capture of %(amount)s queued") % {"amount": cost}, True
 
 
 def _release_done(session, _result):
     if session.state == SessionState.CLOSED:
-        return _closed_as("Release", session), False
-    return "Release queued", True
+        return _closed_as(_("Release"), session), False
+    return _("Release queued"), True
 
 
 def _retry_done(_session, pending_count):
-    return f"Recovery queued for {pending_count} request(s)", True
+    return _("Recovery queued for %(count)s request(s)") % {"count": pending_count}, True
 
 
 def _resolve_done(_session, _result):
-    return "Resolve manually: done.", False
+    return _("Resolve manually: done."), False
 
 
 @dataclass(frozen=True)
@@ -546,28 +568,28 @@ class Action:
 ACTIONS = {
     "capture": Action(
         services.operator_capture_now,
-        "Capture now",
-        "End the session and capture its cost now?",
+        gettext_lazy("Capture now"),
+        gettext_lazy("End the session and capture its cost now?"),
         _capture_done,
-        question_when_ended="Capture the session's cost now?",
+        question_when_ended=gettext_lazy("Capture the session's cost now?"),
     ),
     "release": Action(
         services.operator_release,
-        "Release",
-        "End the session, waive its cost and release the reservation?",
+        gettext_lazy("Release"),
+        gettext_lazy("End the session, waive its cost and release the reservation?"),
         _release_done,
-        question_when_ended="Waive the cost and release the reservation?",
+        question_when_ended=gettext_lazy("Waive the cost and release the reservation?"),
     ),
     "retry": Action(
         services.operator_retry_recovery,
-        "Retry recovery",
-        "Retry recovery of unknown outcomes?",
+        gettext_lazy("Retry recovery"),
+        gettext_lazy("Retry recovery of unknown outcomes?"),
         _retry_done,
     ),
     "resolve": Action(
         services.resolve_manually,
-        "Resolve manually",
-        "Close this session as resolved by staff?",
+        gettext_lazy("Resolve manually"),
+        gettext_lazy("Close this session as resolved by staff?"),
         _resolve_done,
     ),
 }
@@ -602,13 +624,16 @@ def perform_action(request, session, key: str, updates: str) -> bool:
     action = ACTIONS[key]
     reason = request.POST.get("reason", "").strip()
     if not reason:
-        messages.error(request, f"{action.label}: a reason is required.")
+        messages.error(request, _("%(action)s: a reason is required.") % {"action": action.label})
         return False
     try:
         with transaction.atomic():
             result = action.service(session, request.user, reason)
     except services.JourneyError as exc:
-        messages.error(request, f"{action.label} was not possible: {exc}")
+        messages.error(
+            request,
+            _("%(action)s was not possible: %(reason)s") % {"action": action.label, "reason": exc},
+        )
         return False
     # Read back after the commit: with an in-process worker the answer may already be in.
     session.refresh_from_db()
@@ -623,7 +648,7 @@ def session_action(request, public_id, action):
     if action not in ACTIONS:
         raise Http404("unknown action")
     session = _get_session(public_id)
-    perform_action(request, session, action, "this page updates when the terminal answers.")
+    perform_action(request, session, action, _("this page updates when the terminal answers."))
     return after_post(request, reverse("sessions:detail", args=[session.public_id]))
 
 
@@ -708,7 +733,7 @@ def receipt_search(request):
     if (params.get("amount") or "").strip():
         q = _amount_q("captured_amount_minor", "exact", params["amount"], _currencies())
         if q is None:
-            errors["amount"] = "Enter an amount like 12.50; not searching by amount."
+            errors["amount"] = _("Enter an amount like 12.50; not searching by amount.")
         else:
             qs = qs.filter(q)
     last4 = (params.get("last4") or "").strip()
@@ -716,7 +741,7 @@ def receipt_search(request):
         if last4.isdigit() and len(last4) == 4:
             qs = qs.filter(pan_last4=last4)
         else:
-            errors["last4"] = "Enter the last 4 digits of the card; not searching by card."
+            errors["last4"] = _("Enter the last 4 digits of the card; not searching by card.")
     sessions = list(qs.order_by("-requested_at", "-id")[:500])
     if day:
         # "That day" is the driver's day: the site's local date, not the server's.

@@ -8,6 +8,8 @@ from datetime import date
 
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.dates import WEEKDAYS_ABBR
+from django.utils.translation import gettext_lazy
 
 from evpay import charts
 from evpay.web import parse_uuid
@@ -16,11 +18,11 @@ from terminals.models import PeriodClosing
 State = PeriodClosing.State
 # Each state has a colour, a symbol and a word: never colour alone.
 STATE_MARKS = {
-    State.MATCHED: ("✓", "Matched"),
-    State.MISMATCH: ("≠", "Mismatch"),
-    State.UNVERIFIED: ("?", "Unverified (no totals)"),
-    State.FAILED: ("✗", "Failed"),
-    State.PENDING: ("…", "Running"),
+    State.MATCHED: ("✓", gettext_lazy("Matched")),
+    State.MISMATCH: ("≠", gettext_lazy("Mismatch")),
+    State.UNVERIFIED: ("?", gettext_lazy("Unverified (no totals)")),
+    State.FAILED: ("✗", gettext_lazy("Failed")),
+    State.PENDING: ("…", gettext_lazy("Running")),
 }
 MAX_TERMINALS = 24  # calendars on one page; the terminal filter narrows it to one
 
@@ -98,5 +100,6 @@ def month_calendars(params, today: date | None = None) -> dict:
         "prev_query": _month_query(params, f"{charts.shift_month(first, -1):%Y-%m}"),
         "next_query": _month_query(params, f"{after:%Y-%m}"),
         "legend": [(state, *mark) for state, mark in STATE_MARKS.items()],
-        "weekdays": ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"],
+        # Django's own abbreviations (its catalogues translate them), Monday first.
+        "weekdays": [WEEKDAYS_ABBR[i] for i in range(7)],
     }

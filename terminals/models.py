@@ -8,7 +8,7 @@ from zoneinfo import available_timezones
 from django.db import models, transaction
 from django.db.models import F, Q
 from django.utils import timezone
-from django.utils.translation import gettext_lazy as _
+from django.utils.translation import gettext_lazy
 
 from evpay.validation import validate_vat_number
 from terminals.opi.profile import TerminalProfile
@@ -28,24 +28,24 @@ class Site(models.Model):
     # What a receipt must say about the seller (issue #17): the operator's legal entity, which
     # may differ from the site's name and location address, and its VAT number.
     legal_name = models.CharField(
-        _("legal name"),
+        gettext_lazy("legal name"),
         max_length=200,
         blank=True,
-        help_text=_("Operator's legal name on receipts (site name if empty)"),
+        help_text=gettext_lazy("Operator's legal name on receipts (site name if empty)"),
     )
     legal_address = models.TextField(
-        _("legal address"),
+        gettext_lazy("legal address"),
         blank=True,
-        help_text=_("Operator's registered address on receipts (site address if empty)"),
+        help_text=gettext_lazy("Operator's registered address on receipts (site address if empty)"),
     )
     vat_number = models.CharField(
-        _("VAT number"), max_length=20, blank=True, validators=[validate_vat_number]
+        gettext_lazy("VAT number"), max_length=20, blank=True, validators=[validate_vat_number]
     )
     receipt_prefix = models.CharField(
-        _("receipt prefix"),
+        gettext_lazy("receipt prefix"),
         max_length=12,
         blank=True,
-        help_text=_(
+        help_text=gettext_lazy(
             "Receipt numbers read PREFIX-000001 (S<site id> if empty); change only "
             "before the first receipt"
         ),
@@ -71,18 +71,18 @@ class Site(models.Model):
 
 class TerminalStatus(models.TextChoices):
     # CCV's documented states, plus OFFLINE when we cannot reach the terminal at all.
-    IDLE = "IDLE", "Idle"
-    READY = "READY", "Ready"
-    BUSY = "BUSY", "Busy"
-    REPRINT_TICKET = "REPRINT_TICKET", "Reprint ticket"
-    LOGGED_OUT = "LOGGED_OUT", "Logged out"
-    LOCKED = "LOCKED", "Locked"
-    INOPERABLE = "INOPERABLE", "Inoperable"
-    UNKNOWN = "UNKNOWN", "Unknown"
+    IDLE = "IDLE", gettext_lazy("Idle")
+    READY = "READY", gettext_lazy("Ready")
+    BUSY = "BUSY", gettext_lazy("Busy")
+    REPRINT_TICKET = "REPRINT_TICKET", gettext_lazy("Reprint ticket")
+    LOGGED_OUT = "LOGGED_OUT", gettext_lazy("Logged out")
+    LOCKED = "LOCKED", gettext_lazy("Locked")
+    INOPERABLE = "INOPERABLE", gettext_lazy("Inoperable")
+    UNKNOWN = "UNKNOWN", gettext_lazy("Unknown")
     # It answers, but tells no state: it refused the status request, or its profile polls it
     # with Login because it has no Diagnosis. Not offline: offline means no answer at all.
-    REACHABLE = "REACHABLE", "Reachable, no status"
-    OFFLINE = "OFFLINE", "Offline"
+    REACHABLE = "REACHABLE", gettext_lazy("Reachable, no status")
+    OFFLINE = "OFFLINE", gettext_lazy("Offline")
 
 
 # Not online: no answer we can trust. UNKNOWN (the default until the first status poll, or a
@@ -220,13 +220,13 @@ class PeriodClosing(models.Model):
     """A terminal's period closing (ReconciliationWithClosure) reconciled against our captures."""
 
     class State(models.TextChoices):
-        PENDING = "pending", "Pending"
-        MATCHED = "matched", "Matched"
-        MISMATCH = "mismatch", "Mismatch"
+        PENDING = "pending", gettext_lazy("Pending")
+        MATCHED = "matched", gettext_lazy("Matched")
+        MISMATCH = "mismatch", gettext_lazy("Mismatch")
         # The terminal answered the closing but reported no totals: nothing to compare, which
         # is not the same as totals of zero.
-        UNVERIFIED = "unverified", "Unverified: the terminal reported no totals"
-        FAILED = "failed", "Failed"
+        UNVERIFIED = "unverified", gettext_lazy("Unverified: the terminal reported no totals")
+        FAILED = "failed", gettext_lazy("Failed")
 
     public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     terminal = models.ForeignKey(Terminal, on_delete=models.PROTECT, related_name="closings")
@@ -294,9 +294,9 @@ class MifareRead(models.Model):
     """An operator's request to read a Mifare card's UID at a terminal, and its result."""
 
     class State(models.TextChoices):
-        PENDING = "pending", "Waiting for a card"
-        DONE = "done", "Read"
-        FAILED = "failed", "Failed"
+        PENDING = "pending", gettext_lazy("Waiting for a card")
+        DONE = "done", gettext_lazy("Read")
+        FAILED = "failed", gettext_lazy("Failed")
 
     public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     terminal = models.ForeignKey(Terminal, on_delete=models.CASCADE, related_name="mifare_reads")

@@ -13,6 +13,7 @@ from zoneinfo import ZoneInfo
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
+from django.utils.translation import gettext
 
 from evpay import audit
 from evpay.audit import Actor
@@ -187,15 +188,18 @@ def request_closing(
         return None
     day = existing.business_date.isoformat()
     if existing.state == PeriodClosing.State.PENDING:
-        raise ClosingRefused(f"A closing for {day} is already running.")
+        raise ClosingRefused(gettext("A closing for %(day)s is already running.") % {"day": day})
     if not rerun:
         raise ClosingRefused(
-            f"The closing for {day} is already done ({existing.get_state_display()}). "
-            "To run another one, use Run again and give a reason."
+            gettext(
+                "The closing for %(day)s is already done (%(state)s). "
+                "To run another one, use Run again and give a reason."
+            )
+            % {"day": day, "state": existing.get_state_display()}
         )
     reason = (reason or "").strip()
     if not reason:
-        raise ClosingRefused("A reason is required to run the closing again.")
+        raise ClosingRefused(gettext("A reason is required to run the closing again."))
     audit.record(
         actor,
         terminal,

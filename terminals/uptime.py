@@ -9,7 +9,8 @@ shown, and the last change before it (the status the window starts in).
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from django.utils import timezone
+from django.utils import dateformat, formats, timezone
+from django.utils.translation import gettext, gettext_lazy
 
 from evpay import charts
 from evpay.web import start_of_day
@@ -17,11 +18,11 @@ from terminals.models import Terminal, TerminalStatus
 
 ONLINE, BUSY, NOT_READY, OFFLINE, UNKNOWN = "online", "busy", "not_ready", "offline", "unknown"
 CATEGORY_LABELS = {
-    ONLINE: "Online",
-    BUSY: "Busy",
-    NOT_READY: "Not ready (logged out, locked, inoperable, reprint)",
-    OFFLINE: "Offline",
-    UNKNOWN: "Unknown",
+    ONLINE: gettext_lazy("Online"),
+    BUSY: gettext_lazy("Busy"),
+    NOT_READY: gettext_lazy("Not ready (logged out, locked, inoperable, reprint)"),
+    OFFLINE: gettext_lazy("Offline"),
+    UNKNOWN: gettext_lazy("Unknown"),
 }
 CATEGORY = {
     TerminalStatus.IDLE: ONLINE,
@@ -92,10 +93,16 @@ def _period(intervals, label, start, end, now) -> dict:
     return {
         "label": label,
         "percent": percent,
-        "text": f"{label}: up {percent:.1f}% of the time"
-        + (f" (offline {charts.duration_text(seconds[OFFLINE])})" if seconds[OFFLINE] else "")
+        "text": gettext("%(period)s: up %(percent)s%% of the time")
+        % {"period": label, "percent": formats.number_format(percent, 1, use_l10n=True)}
+        + (
+            gettext(" (offline %(duration)s)")
+            % {"duration": charts.duration_text(seconds[OFFLINE])}
+            if seconds[OFFLINE]
+            else ""
+        )
         if percent is not None
-        else f"{label}: no time yet",
+        else gettext("%(period)s: no time yet") % {"period": label},
     }
 
 
@@ -111,10 +118,10 @@ def terminal_uptime(terminal: Terminal, now: datetime | None = None) -> dict:
     segments = charts.strip(intervals, strip_start, now)
     for seg in segments:
         a, b = seg["start"].astimezone(tz), seg["end"].astimezone(tz)
-        seg["text"] = f"{CATEGORY_LABELS[seg['key']].split(' (')[0]} {a:%H:%M}–{b:%H:%M}"
+        seg["text"] = f"{str(CATEGORY_LABELS[seg['key']]).split(' (')[0]} {a:%H:%M}–{b:%H:%M}"
     totals = _seconds_by_category(intervals, strip_start, now)
     summary = ", ".join(
-        f"{CATEGORY_LABELS[k].split(' (')[0].lower()} {charts.duration_text(v)}"
+        f"{str(CATEGORY_LABELS[k]).split(' (')[0].lower()} {charts.duration_text(v)}"
         for k, v in totals.items()
         if v
     )
@@ -123,17 +130,21 @@ def terminal_uptime(terminal: Terminal, now: datetime | None = None) -> dict:
     for i in range(DAYS - 1, -1, -1):
         day = today - timedelta(days=i)
         start = start_of_day(day, tz)
-        days.append(_period(intervals, f"{day:%a %Y-%m-%d}", start, start + timedelta(days=1), now))
+        label = dateformat.format(day, "D Y-m-d")
+        days.append(_period(intervals, label, start, start + timedelta(days=1), now))
         days[-1]["day"] = day
     day_chart = charts.bars(
-        [d["percent"] or 0 for d in days], [f"{d['day']:%a}" for d in days], days, scale=100
+        [d["percent"] or 0 for d in days],
+        [dateformat.format(d["day"], "D") for d in days],
+        days,
+        scale=100,
     )
     months = []
     for i in range(MONTHS - 1, -1, -1):
         month = charts.shift_month(today, -i)
         start = start_of_day(month, tz)
         end = start_of_day(charts.shift_month(month, 1), tz)
-        months.append(_period(intervals, f"{month:%B %Y}", start, end, now))
+        months.append(_period(intervals, dateformat.format(month, "F Y"), start, end, now))
     return {
         "time_zone": str(tz),
         "strip": segments,

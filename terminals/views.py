@@ -11,6 +11,8 @@ from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 from django.views.decorators.http import require_GET, require_POST
 
 from evpay.audit import Actor
@@ -113,7 +115,7 @@ def terminal_list(request):
     context = {
         "page": paginate(request, qs),
         "sites": Site.objects.only("public_id", "name"),
-        "statuses": [("online", "Online (any)"), *TerminalStatus.choices],
+        "statuses": [("online", _("Online (any)")), *TerminalStatus.choices],
         "brands": brands,
         "cursor": _cursor(),
         "params": querystring(request, drop=("since",)),
@@ -197,10 +199,13 @@ def terminal_detail(request, public_id):
 
 # action -> (task, message)
 ACTIONS = {
-    "status": (tasks.poll_terminal_status_task, "Status refresh requested."),
-    "brands": (tasks.refresh_brands_task, "Card brand refresh requested."),
-    "closing": (tasks.run_closing_task, "Period closing started; it appears under Closings."),
-    "reprint": (tasks.reprint_ticket_task, "Ticket reprint requested."),
+    "status": (tasks.poll_terminal_status_task, gettext_lazy("Status refresh requested.")),
+    "brands": (tasks.refresh_brands_task, gettext_lazy("Card brand refresh requested.")),
+    "closing": (
+        tasks.run_closing_task,
+        gettext_lazy("Period closing started; it appears under Closings."),
+    ),
+    "reprint": (tasks.reprint_ticket_task, gettext_lazy("Ticket reprint requested.")),
 }
 
 
@@ -232,7 +237,7 @@ def terminal_action(request, public_id, action):
                 return after_post(request, detail)
             if rerun_of is not None:
                 args += [rerun_of.pk, reason.strip()]
-                message = "Period closing started again; it appears under Closings."
+                message = _("Period closing started again; it appears under Closings.")
         # Enqueue after commit so the worker sees what this request wrote (a re-run's audit).
         transaction.on_commit(lambda: task.delay(*args))
     messages.success(request, message)
@@ -268,7 +273,7 @@ def mifare_start(request, public_id):
             transaction.on_commit(lambda: tasks.read_mifare_task.delay(read.pk))
     if request.htmx:
         return render(request, "terminals/detail.html#mifare", _mifare_context(terminal, read))
-    messages.info(request, "Present the card at the terminal.")
+    messages.info(request, _("Present the card at the terminal."))
     return after_post(request, reverse("terminals:detail", args=[terminal.public_id]))
 
 

@@ -101,3 +101,26 @@ def each_dialect(request, emulator, emu_terminal):
     20-character STANs, free text in PrivateData, a display update after the response)."""
     emulator.set_dialect(emu_terminal["terminal_id"], request.param)
     return request.param
+
+
+@pytest.fixture(scope="session")
+def compiled_catalogues():
+    """The .mo files, compiled from locale/ when missing or older than their .po (`make test`
+    compiles them first; this keeps a plain `pytest tests/...` working). Needs GNU gettext."""
+    import shutil
+    from pathlib import Path
+
+    from django.conf import settings
+    from django.core.management import call_command
+
+    stale = [
+        po
+        for base in settings.LOCALE_PATHS
+        for po in Path(base).glob("*/LC_MESSAGES/*.po")
+        if not po.with_suffix(".mo").exists()
+        or po.with_suffix(".mo").stat().st_mtime < po.stat().st_mtime
+    ]
+    if stale:
+        if shutil.which("msgfmt") is None:
+            pytest.fail("msgfmt (GNU gettext) is missing: apt-get install gettext")
+        call_command("compilemessages", ignore_patterns=[".venv", "var"], verbosity=0)

@@ -4,7 +4,7 @@ from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from django import template
-from django.utils import timezone
+from django.utils import dateformat, formats, timezone, translation
 
 from evpay.money import format_money, to_decimal_string
 
@@ -41,12 +41,34 @@ def site_localtime(value: datetime, site_or_tz=None) -> datetime:
     return timezone.localtime(value, site_zone(site_or_tz))
 
 
+#: A moment / a day as staff read it, per language (Django date formats); ISO order otherwise.
+SITETIME_FORMATS = {"nl": "d-m-Y H:i:s"}
+SITETIME_DEFAULT = "Y-m-d H:i:s"
+DAY_FORMATS = {"nl": "d-m-Y"}
+DAY_DEFAULT = "Y-m-d"
+
+
+def _language() -> str:
+    return (translation.get_language() or "").split("-")[0]
+
+
 @register.filter
-def sitetime(value, site_or_tz=None):
-    """{{ dt|sitetime:session.site }}: 'YYYY-MM-DD HH:MM:SS' in the site's time zone."""
+def day(value):
+    """{{ closing.business_date|day }}: 'YYYY-MM-DD' (Dutch: 'DD-MM-YYYY'). Machine-read
+    values (data-*, datetime=, URLs) keep |date:"Y-m-d"."""
     if not value:
         return "—"
-    return site_localtime(value, site_or_tz).strftime("%Y-%m-%d %H:%M:%S")
+    return dateformat.format(value, DAY_FORMATS.get(_language(), DAY_DEFAULT))
+
+
+@register.filter
+def sitetime(value, site_or_tz=None):
+    """{{ dt|sitetime:session.site }}: 'YYYY-MM-DD HH:MM:SS' in the site's time zone (Dutch:
+    'DD-MM-YYYY HH:MM:SS')."""
+    if not value:
+        return "—"
+    fmt = SITETIME_FORMATS.get(_language(), SITETIME_DEFAULT)
+    return dateformat.format(site_localtime(value, site_or_tz), fmt)
 
 
 #: CardCircuit codes as terminals send them, and the names people know them by. A terminal also
@@ -121,7 +143,7 @@ def badge_class(value):
 def wh_to_kwh(value):
     if value in (None, ""):
         return "—"
-    return f"{int(value) / 1000:.3f}"
+    return formats.number_format(int(value) / 1000, 3, use_l10n=True)
 
 
 @register.filter
@@ -129,5 +151,5 @@ def bp_percent(value):
     """VAT basis points -> '21%' / '9.5%'."""
     if value in (None, ""):
         return "—"
-    pct = int(value) / 100
-    return f"{pct:g}%"
+    pct = f"{int(value) / 100:g}"
+    return pct.replace(".", formats.get_format("DECIMAL_SEPARATOR")) + "%"

@@ -69,6 +69,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...], bool], ...] = (
             "evpay.security",  # idle timeout and the admins' second factor (middleware)
             "evpay.charts",  # pure SVG geometry for the pages of every app
             "evpay.throttle",  # database-backed rate limits for public forms
+            "evpay.i18n",  # languages: the staff member's choice (middleware, header selector)
         ),
         False,
     ),

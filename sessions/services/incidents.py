@@ -117,7 +117,8 @@ def raise_incident(
 def _with_money(values: dict) -> dict:
     """`amount_minor=340, currency="EUR"` -> also `amount="€ 3.40"` for the texts."""
     money = {
-        name.removesuffix("_minor"): format_money(value, values["currency"])
+        # Stored in the exception's text: one number format whatever the language.
+        name.removesuffix("_minor"): format_money(value, values["currency"], localize=False)
         for name, value in values.items()
         if name.endswith("_minor")
     }

@@ -262,7 +262,7 @@ def to_settling(session, actor, reason, *, enqueue=True, audit_data=None, **fiel
             session,
             S.SETTLING,
             actor,
-            f"{reason}; priced {format_money(cost.total_minor, session.currency)}",
+            f"{reason}; priced {format_money(cost.total_minor, session.currency, localize=False)}",
             audit_data=audit_data,
             **fields,
             **cost_fields(cost),
