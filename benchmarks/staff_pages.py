@@ -38,12 +38,13 @@ import django  # noqa: E402
 django.setup()
 
 from django.contrib.auth import get_user_model  # noqa: E402
-from django.db import connection, models, transaction  # noqa: E402
+from django.db import connection, transaction  # noqa: E402
 from django.test import Client  # noqa: E402
 from django.test.utils import CaptureQueriesContext, setup_test_environment  # noqa: E402
 from django.urls import reverse  # noqa: E402
 from django.utils import timezone  # noqa: E402
 
+from benchmarks.benchdb import bench_database, insert_select  # noqa: E402
 from evpay.templatetags.evpay_tags import site_localtime  # noqa: E402
 from sessions.models import ChargingSession, TerminalTransaction  # noqa: E402
 from terminals.models import (  # noqa: E402
@@ -57,37 +58,6 @@ from terminals.models import (  # noqa: E402
 TERMINALS, CONNECTORS_PER_TERMINAL, DAYS = 50, 2, 90
 # A session's pseudo-random draw 0..999, from its number: deterministic, no random() per row.
 DRAW = "(g::bigint * 2654435761 % 1000)::int"
-
-
-def _insert(model, source: str, values: dict[str, str]) -> int:
-    """One INSERT INTO model's table SELECT ... FROM ``source``; ``values`` gives columns.
-
-    Every other column gets its field's blank value ('' / 0 / false / '{}' / NULL), so a
-    field added to the model later does not break the script. No parameters: the SQL is our
-    own constants, so ``%`` is the modulo operator."""
-    columns, expressions = [], []
-    for field in model._meta.concrete_fields:
-        if isinstance(field, models.AutoField):
-            continue
-        columns.append(field.column)
-        if field.column in values:
-            expressions.append(values[field.column])
-        elif field.null:
-            expressions.append("NULL")
-        elif isinstance(field, models.BooleanField):
-            expressions.append("false")
-        elif isinstance(field, models.JSONField):
-            expressions.append("'{}'::jsonb")
-        elif isinstance(field, (models.IntegerField, models.DecimalField)):
-            expressions.append("0")
-        else:
-            expressions.append("''")
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"INSERT INTO {model._meta.db_table} ({', '.join(columns)}) "  # noqa: S608
-            f"SELECT {', '.join(expressions)} FROM {source}"
-        )
-        return cursor.rowcount
 
 
 def _array(values) -> str:
@@ -154,7 +124,7 @@ def populate(count: int) -> None:
     has_card = f"{r} NOT IN ('timed_out', 'aborted')"
     authorised = f"{r} IN ('captured', 'released', '', 'failed')"
     captured = f"{r} = 'captured'"
-    _insert(
+    insert_select(
         ChargingSession,
         source,
         {
@@ -199,7 +169,7 @@ def populate(count: int) -> None:
         "masked_pan": "s.masked_pan",
         "card_token": "s.card_token",
     }
-    _insert(
+    insert_select(
         TerminalTransaction,
         f"{sessions} s WHERE s.close_reason = 'captured'",
         common
@@ -217,7 +187,7 @@ def populate(count: int) -> None:
     )
     # A capture settles its authorisation (tx_settlement_has_authorisation), one per
     # authorisation (tx_one_live_settlement_per_auth), never above it (tx_amount_le_limit).
-    _insert(
+    insert_select(
         TerminalTransaction,
         f"{tx} a JOIN {sessions} s ON s.id = a.session_id WHERE a.operation = 'authorise'",
         common
@@ -234,7 +204,7 @@ def populate(count: int) -> None:
             "stan": "a.stan",
         },
     )
-    _insert(
+    insert_select(
         PeriodClosing,
         f"unnest({_array(t.pk for t in terminals)}) AS t(id), generate_series(1, {DAYS}) AS d",
         {
@@ -248,7 +218,7 @@ def populate(count: int) -> None:
             "created_at": f"'{end.isoformat()}'::timestamptz - d * interval '1 day'",
         },
     )
-    _insert(
+    insert_select(
         ClosingBrandTotal,
         f"{PeriodClosing._meta.db_table} c, unnest(ARRAY['VISA', 'ECMC', 'MAES', 'AMEX']) AS b",
         {
@@ -404,19 +374,13 @@ def main() -> int:
     parser.add_argument(
         "--reuse", "--keep", action="store_true", help="keep the database and reuse its data"
     )
+    parser.add_argument("--database", help="its name (default: <DATABASE_URL's>_bench_staff)")
     args = parser.parse_args()
     if connection.vendor != "postgresql":
         print("needs PostgreSQL: set DATABASE_URL=postgresql://...", file=sys.stderr)
         return 2
     setup_test_environment()
-    test_settings = connection.settings_dict.setdefault("TEST", {})
-    test_settings["NAME"] = f"{connection.settings_dict['NAME']}_bench_staff"
-    old_name = connection.settings_dict["NAME"]
-    # serialize=False: a kept database of 1 M sessions is not read back into a string.
-    connection.creation.create_test_db(
-        verbosity=0, autoclobber=True, keepdb=args.reuse, serialize=False
-    )
-    try:
+    with bench_database(f"{connection.settings_dict['NAME']}_bench_staff", keep=args.reuse):
         have = ChargingSession.objects.count()
         if have != args.sessions:
             if have:
@@ -438,9 +402,6 @@ def main() -> int:
         else:
             print(f"reusing {have:,} sessions in {connection.settings_dict['NAME']}")
         measure(args.repeats)
-    finally:
-        if not args.reuse:
-            connection.creation.destroy_test_db(old_name, verbosity=0)
     return 0
 
 
