@@ -10,10 +10,11 @@ from decimal import Decimal, InvalidOperation
 from django.contrib import messages
 from django.db import transaction
 from django.db.models import Max, Q
-from django.http import Http404, HttpResponse
+from django.http import Http404, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_POST
 
 from evpay import audit
@@ -23,6 +24,9 @@ from evpay.roles import OPERATE_PERM, VIEW_PERM, permission_required
 from evpay.templatetags.evpay_tags import BRAND_NAMES, site_localtime, site_zone
 from evpay.web import (
     CSV_FLAVOURS,
+    PAGE_PARAMS,
+    BadCursor,
+    KeysetOrder,
     after_post,
     can_operate,
     check_date_range,
@@ -30,6 +34,7 @@ from evpay.web import (
     date_param,
     end_of_day,
     error_slots,
+    keyset_page,
     paginate,
     parse_uuid,
     querystring,
@@ -57,6 +62,8 @@ SORTS = {
     "state": "state",
 }
 DEFAULT_SORT = "-requested"
+# Columns without a value sort above every value (keyset pages need one NULL rule).
+NULLABLE_SORTS = {"closed"}
 
 
 def _amount_q(field: str, lookup: str, value: str, currencies) -> Q | None:
@@ -235,11 +242,15 @@ def session_queryset(params, brands=None):
         else:
             qs = qs.filter(card_token=q)
     sort = params.get("sort") or DEFAULT_SORT
-    field = SORTS.get(sort.lstrip("-"))
-    if field is None:
-        sort, field = DEFAULT_SORT, SORTS[DEFAULT_SORT.lstrip("-")]
-    direction = "-" if sort.startswith("-") else ""
-    return qs.order_by(f"{direction}{field}", f"{direction}id"), sort, errors
+    if sort.lstrip("-") not in SORTS:
+        sort = DEFAULT_SORT
+    return qs.order_by(*session_order(sort).ordering()), sort, errors
+
+
+def session_order(sort: str) -> KeysetOrder:
+    """The keyset order of a valid `sort`; each has its index (ChargingSession.Meta)."""
+    key = sort.lstrip("-")
+    return KeysetOrder(SORTS[key], sort.startswith("-"), nullable=key in NULLABLE_SORTS)
 
 
 CSV_HEADER = [
@@ -316,17 +327,21 @@ def session_list(request):
             _csv_rows(qs.iterator(chunk_size=500), flavour),
             flavour,
         )
+    try:
+        page = keyset_page(request, qs, session_order(sort))
+    except BadCursor:
+        return HttpResponseBadRequest(_("This page link is not valid; open the list again."))
     sort_links = {}
     for key in SORTS:
         # Clicking the current column flips it; others start descending.
         target = key if sort == f"-{key}" else f"-{key}"
         sort_links[key] = {
-            "query": querystring(request, sort=target),
+            "query": querystring(request, drop=PAGE_PARAMS, sort=target),
             "current": sort.lstrip("-") == key,
             "aria": "descending" if sort.startswith("-") else "ascending",
         }
     context = {
-        "page": paginate(request, qs),
+        "page": page,
         "sort": sort,
         "sort_links": sort_links,
         "states": [("open", "Open (any)"), *SessionState.choices],
@@ -340,7 +355,8 @@ def session_list(request):
         "sites": Site.objects.only("public_id", "name"),
         "terminals": Terminal.objects.only("public_id", "name", "terminal_id").order_by("name"),
         "csv_queries": {
-            key.replace("-", "_"): querystring(request, format=key) for key in CSV_FLAVOURS
+            key.replace("-", "_"): querystring(request, drop=PAGE_PARAMS, format=key)
+            for key in CSV_FLAVOURS
         },
     }
     return render_page(request, "sessions/list.html", context, partial="results")

@@ -129,17 +129,26 @@ def _get_terminal(public_id) -> Terminal:
 PANEL_JOBS = ("brands", "closing")
 
 
-def _panels_stamp(terminal) -> str:
+def _panels_stamp(terminal, runs=None, closings=None) -> str:
     """A short fingerprint of what the brands and closings panels show: the brand refresh,
-    the latest runs of their jobs (a failed run changes nothing else) and the latest closings."""
-    runs = list(
-        JobRun.objects.filter(subject=terminal.terminal_id, kind__in=PANEL_JOBS)
-        .order_by("-pk")
-        .values_list("pk", "outcome")[:10]
-    )
-    closings = list(terminal.closings.order_by("-pk").values_list("pk", "state")[:10])
-    parts = repr((terminal.brands_refreshed_at, runs, closings))
+    the latest runs of their jobs (a failed run changes nothing else) and the latest closings.
+    The page passes the rows it shows (one query each, not two); the poll reads only these."""
+    if runs is None:
+        runs = _panel_runs(terminal).values_list("pk", "outcome")
+    else:
+        runs = [(r.pk, r.outcome) for r in runs]
+    if closings is None:
+        closings = terminal.closings.values_list("pk", "state")[:10]
+    else:
+        closings = [(c.pk, c.state) for c in closings]
+    parts = repr((terminal.brands_refreshed_at, list(runs), list(closings)))
     return hashlib.blake2s(parts.encode(), digest_size=8).hexdigest()
+
+
+def _panel_runs(terminal):
+    return JobRun.objects.filter(subject=terminal.terminal_id, kind__in=PANEL_JOBS).order_by("-pk")[
+        :10
+    ]
 
 
 def _status(request, terminal):
@@ -154,11 +163,10 @@ def _status(request, terminal):
     return response
 
 
-def _latest_runs(terminal) -> dict:
+def _latest_runs(runs) -> dict:
     """kind -> the latest JobRun of the panel jobs, to say "running" or why it failed."""
     latest = {}
-    runs = JobRun.objects.filter(subject=terminal.terminal_id, kind__in=PANEL_JOBS)
-    for run in runs.order_by("-pk")[:10]:
+    for run in runs:
         latest.setdefault(run.kind, run)
     return latest
 
@@ -170,15 +178,16 @@ def terminal_detail(request, public_id):
     part = request.GET.get("part") if request.htmx else None
     if part == "status":
         return _status(request, terminal)
+    runs, closings = list(_panel_runs(terminal)), list(terminal.closings.all()[:10])
     context = {
         "terminal": terminal,
         "site": terminal.site,
         "brands": terminal.brands.all(),
-        "closings": terminal.closings.all()[:10],
+        "closings": closings,
         # Running or done today: the page offers an explicit "Run again" instead.
         "closing_today": services.closing_of_the_day(terminal),
-        "runs": _latest_runs(terminal),
-        "stamp": _panels_stamp(terminal),
+        "runs": _latest_runs(runs),
+        "stamp": _panels_stamp(terminal, runs, closings),
         "can_operate": can_operate(request.user),
     }
     if part == "panels":
