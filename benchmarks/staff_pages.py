@@ -380,7 +380,8 @@ def main() -> int:
         print("needs PostgreSQL: set DATABASE_URL=postgresql://...", file=sys.stderr)
         return 2
     setup_test_environment()
-    with bench_database(f"{connection.settings_dict['NAME']}_bench_staff", keep=args.reuse):
+    name = args.database or f"{connection.settings_dict['NAME']}_bench_staff"
+    with bench_database(name, keep=args.reuse):
         have = ChargingSession.objects.count()
         if have != args.sessions:
             if have:
