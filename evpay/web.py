@@ -1,17 +1,22 @@
 """Helpers every staff page uses: paging, page-or-fragment, redirect after POST, CSV, filters."""
 
 import csv
+import hashlib
 import uuid
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
+from functools import lru_cache
 
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
 from django.db.models import F, Q
-from django.http import HttpResponse, StreamingHttpResponse
+from django.http import HttpResponse, HttpResponseNotModified, StreamingHttpResponse
 from django.shortcuts import redirect, render
+from django.template.loader import get_template
 from django.utils import timezone
-from django.utils.http import url_has_allowed_host_and_scheme
+from django.utils.cache import patch_cache_control, patch_vary_headers
+from django.utils.http import parse_etags, url_has_allowed_host_and_scheme
+from django.utils.translation import get_language
 
 from evpay.roles import OPERATE_PERM
 from evpay.validation import parse_bounded_date
@@ -161,6 +166,44 @@ def render_page(request, template: str, context: dict, partial: str | None = Non
     if partial and request.htmx and not request.htmx.boosted:
         return render(request, f"{template}#{partial}", context, **kwargs)
     return render(request, template, context, **kwargs)
+
+
+# --------------------------------------------------------------------------- live polls
+# 200 staff tabs poll fragments every 5 to 10 s (issue 19, P4). A fragment that has not changed
+# is answered 304 from a fingerprint of what it shows, before any rendering: static/js/evpay.js
+# sends the ETag of the fragment an element shows as If-None-Match, and htmx leaves the element
+# as it is on a 304 (htmx-config responseHandling in templates/base.html).
+
+
+@lru_cache(maxsize=64)
+def _template_digest(name: str) -> str:
+    """The source of a template: a deploy that changes the markup changes every ETag."""
+    template = get_template(name).template
+    return hashlib.blake2s(template.source.encode(), digest_size=8).hexdigest()
+
+
+def fragment_etag(template: str, *shown) -> str:
+    """A strong ETag for a fragment of `template` from the values it shows (repr-able), in the
+    active language (the labels are translated)."""
+    parts = repr((_template_digest(template), get_language(), shown))
+    return '"' + hashlib.blake2s(parts.encode(), digest_size=12).hexdigest() + '"'
+
+
+def not_modified(request, etag: str | None) -> HttpResponse | None:
+    """304 when the poll already shows this fragment (its If-None-Match names the ETag)."""
+    if etag and etag in parse_etags(request.headers.get("If-None-Match", "")):
+        return tag_fragment(HttpResponseNotModified(), etag)
+    return None
+
+
+def tag_fragment(response, etag: str | None):
+    """Give a fragment its ETag; private and revalidated, as it depends on who asks."""
+    if etag:
+        response["ETag"] = etag
+    patch_cache_control(response, private=True, no_cache=True)
+    # The same URL is the whole page without HX-Request.
+    patch_vary_headers(response, ["HX-Request"])
+    return response
 
 
 def after_post(request, fallback: str):

@@ -34,12 +34,15 @@ from evpay.web import (
     date_param,
     end_of_day,
     error_slots,
+    fragment_etag,
     keyset_page,
+    not_modified,
     paginate,
     parse_uuid,
     querystring,
     render_page,
     start_of_day,
+    tag_fragment,
 )
 from sessions import receipts as receipt_rendering
 from sessions import services
@@ -480,10 +483,23 @@ def _summary(request, session):
     """The polled summary. It also tells the rest of the page when that is out of date: the
     page sends the stamp of what it shows, and a different one here fires `session-changed`,
     which makes the activity part (actions, timeline, transactions) fetch itself. So the cheap
-    poll stays cheap, and a capture's answer shows without a reload."""
+    poll stays cheap, and a capture's answer shows without a reload. Unchanged, it is a 304
+    before any rendering (evpay.web.fragment_etag of the session's row)."""
     stamp = _current_stamp(session)
     seen = request.GET.get("seen")
     stale = seen is not None and seen != stamp
+    etag = None
+    if not stale:
+        # Out of date below: a 200 every time, so the HX-Trigger repeats until it refetched.
+        etag = fragment_etag(
+            "sessions/detail.html",
+            [getattr(session, f.attname) for f in session._meta.concrete_fields],
+            (session.site.name, session.site.time_zone),
+            (session.terminal.public_id, session.terminal.name, session.connector.evse_id),
+            stamp,
+        )
+        if response := not_modified(request, etag):
+            return response
     context = {
         "session": session,
         "site": session.site,
@@ -493,7 +509,7 @@ def _summary(request, session):
     response = render(request, "sessions/detail.html#summary", context)
     if stale:
         response["HX-Trigger"] = "session-changed"
-    return response
+    return tag_fragment(response, etag)
 
 
 def _stamp(session, last_event_id, transactions, exceptions) -> str:

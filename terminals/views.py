@@ -27,10 +27,13 @@ from evpay.web import (
     csv_response,
     date_param,
     error_slots,
+    fragment_etag,
+    not_modified,
     paginate,
     parse_uuid,
     querystring,
     render_page,
+    tag_fragment,
 )
 from terminals import closing_calendar, gateway, services, tasks, uptime
 from terminals.models import (
@@ -94,14 +97,18 @@ def terminal_list(request):
             number = max(int(request.GET.get("page", 1)), 1)
         except ValueError:
             number = 1
-        # Sliced rather than paginated: the poll needs no count.
-        rows = qs[(number - 1) * PAGE_SIZE : number * PAGE_SIZE]
-        changed = [
-            t
-            for t in rows
-            if (t.status_changed_at and t.status_changed_at > cursor)
-            or (t.last_seen_at and t.last_seen_at > cursor)
+        # Sliced rather than paginated: the poll needs no count. Only the times first.
+        times = qs.values_list("pk", "status_changed_at", "last_seen_at")
+        changed_ids = [
+            pk
+            for pk, changed_at, seen_at in times[(number - 1) * PAGE_SIZE : number * PAGE_SIZE]
+            if (changed_at and changed_at > cursor) or (seen_at and seen_at > cursor)
         ]
+        if not changed_ids:
+            # Nothing on this page changed: 204, htmx swaps nothing and the poller asks again
+            # with the cursor it has (issue 19, P4: most polls of 200 tabs are these).
+            return tag_fragment(HttpResponse(status=204), None)
+        changed = list(qs.filter(pk__in=changed_ids))
         context = {
             "changed": changed,
             "cursor": _cursor(),
@@ -155,12 +162,31 @@ def _status(request, terminal):
     """The polled status. Like the session page's summary it also says when the panels are
     out of date: the page sends the stamp of what they show, and a different one here fires
     `terminal-changed`, which makes them fetch themselves. So brands and closings show
-    a job's result when it finishes, without a reload, and the 5 s poll stays cheap."""
-    response = render(request, "terminals/detail.html#status", {"terminal": terminal})
+    a job's result when it finishes, without a reload, and the 5 s poll stays cheap: when
+    nothing it shows changed it is a 304, not rendered (evpay.web.fragment_etag)."""
     seen = request.GET.get("seen")
-    if seen is not None and seen != _panels_stamp(terminal):
+    stale = seen is not None and seen != _panels_stamp(terminal)
+    # Panels out of date: a 200 every time, so its HX-Trigger repeats until they refetched
+    # (they skip it while a re-run reason is typed).
+    etag = None
+    if not stale:
+        etag = fragment_etag(
+            "terminals/detail.html",
+            terminal.public_id,
+            terminal.status,
+            terminal.status_changed_at,
+            terminal.last_seen_at,
+            terminal.consecutive_failures,
+            terminal.enabled,
+            terminal.site.time_zone,
+            seen,
+        )
+        if response := not_modified(request, etag):
+            return response
+    response = render(request, "terminals/detail.html#status", {"terminal": terminal})
+    if stale:
         response["HX-Trigger"] = "terminal-changed"
-    return response
+    return tag_fragment(response, etag)
 
 
 def _latest_runs(runs) -> dict:
