@@ -146,7 +146,11 @@ def keyset_page(request, queryset, order: KeysetOrder, per_page: int = PAGE_SIZE
     if not rows and (after or before):
         # Past either end (the rows were deleted since, an old link): only "first page".
         has_previous, has_next = False, False
-    count = queryset.order_by().values("pk")[: COUNT_LIMIT + 1].count()
+    counted = queryset.order_by().values("pk")
+    if not queryset.query.where:
+        # Unfiltered: the first ids from the primary key's index, not the table's first pages.
+        counted = counted.order_by("pk")
+    count = counted[: COUNT_LIMIT + 1].count()
     drop = PAGE_PARAMS
     return KeysetPage(
         rows=rows,
