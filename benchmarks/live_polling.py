@@ -348,6 +348,15 @@ def main() -> int:
     p50 = statistics.median(latencies) * 1000
     p99 = percentile(latencies, 0.99) * 1000
     print(f"all polls: p50 {p50:.1f} ms, p99 {p99:.1f} ms (target p99 < 100 ms)")
+    by_status = defaultdict(list)
+    for _k, st, s in results:
+        by_status[st].append(s)
+    if by_status.get(304) and by_status.get(200):
+        unchanged, changed = statistics.median(by_status[304]), statistics.median(by_status[200])
+        print(
+            f"same run: an unchanged fragment's 304 p50 {unchanged * 1000:.1f} ms, a 200 p50 "
+            f"{changed * 1000:.1f} ms: {unchanged / changed:.2f} of it"
+        )
     print(
         f"gunicorn CPU {server_cpu:.1f} % of one core (target < 20 %); "
         f"this client {own_cpu:.1f} %; load average {os.getloadavg()[0]:.2f}"
