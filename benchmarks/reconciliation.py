@@ -33,10 +33,11 @@ import django  # noqa: E402
 
 django.setup()
 
-from django.db import connection, models  # noqa: E402
+from django.db import connection  # noqa: E402
 from django.test.utils import CaptureQueriesContext  # noqa: E402
 from django.utils import timezone  # noqa: E402
 
+from benchmarks.benchdb import bench_database, insert_select  # noqa: E402
 from evpay.audit import Actor  # noqa: E402
 from sessions.closings import reconcile  # noqa: E402
 from sessions.models import TerminalTransaction  # noqa: E402
@@ -49,10 +50,8 @@ ACTOR = Actor.job("benchmark")
 def _insert_transactions(terminal: Terminal, count: int, operation: str, start, values) -> None:
     """One INSERT ... SELECT generate_series of ``count`` rows; ``values`` overrides columns.
 
-    Every other column gets its field's blank value ('' / 0 / NULL), so a field added to the
-    model later does not break the script.
+    Every other column gets its field's blank value (benchmarks.benchdb.insert_select).
     """
-    columns, expressions = [], []
     fixed = {
         "public_id": "gen_random_uuid()",
         "terminal_id": str(terminal.pk),
@@ -66,25 +65,7 @@ def _insert_transactions(terminal: Terminal, count: int, operation: str, start, 
         "completed_at": f"'{start.isoformat()}'::timestamptz + g * interval '1 ms'",
         "deadline_at": f"'{start.isoformat()}'::timestamptz + interval '1 day'",
     } | values
-    for field in TerminalTransaction._meta.concrete_fields:
-        if isinstance(field, models.AutoField):
-            continue
-        columns.append(field.column)
-        if field.column in fixed:
-            expressions.append(fixed[field.column])
-        elif field.null:
-            expressions.append("NULL")
-        elif isinstance(field, models.IntegerField):
-            expressions.append("0")
-        else:
-            expressions.append("''")
-    table = TerminalTransaction._meta.db_table
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"INSERT INTO {table} ({', '.join(columns)}) "  # noqa: S608 (our own constants)
-            f"SELECT {', '.join(expressions)} FROM generate_series(1, %s) AS g",
-            [count],
-        )
+    insert_select(TerminalTransaction, "generate_series(1, %s) AS g", fixed, [count])
 
 
 def make_day(count: int) -> tuple[Terminal, object, object]:
@@ -205,14 +186,8 @@ def main() -> int:
     if connection.vendor != "postgresql":
         print("needs PostgreSQL: set DATABASE_URL=postgresql://...", file=sys.stderr)
         return 2
-    test_settings = connection.settings_dict.setdefault("TEST", {})
-    test_settings["NAME"] = f"{connection.settings_dict['NAME']}_bench_reconcile"
-    old_name = connection.settings_dict["NAME"]
-    connection.creation.create_test_db(verbosity=0, autoclobber=True)
-    try:
+    with bench_database(f"{connection.settings_dict['NAME']}_bench_reconcile"):
         run(args.captures, args.repeats)
-    finally:
-        connection.creation.destroy_test_db(old_name, verbosity=0)
     return 0
 
 

@@ -38,6 +38,10 @@ try:
         )
     DATABASE_URL = env_str("DATABASE_URL", f"sqlite:///{VAR_DIR / 'evpay.sqlite3'}")
     DATABASES = {"default": parse_database_url("DATABASE_URL", DATABASE_URL)}
+    # Seconds a web thread keeps its database connection (0: one per request). Under gunicorn
+    # on PostgreSQL, 60 spares every request a new server process: live polls of 200 tabs
+    # were mostly connection set-up (benchmarks/live_polling.py, README Benchmarks).
+    DATABASES["default"]["CONN_MAX_AGE"] = env_int("DB_CONN_MAX_AGE", 0, minimum=0)
     if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
         # A file, not memory: tests start real worker and service processes on the test DB
         # (they get its path in DATABASE_URL). Per process, so two test runs never share one.

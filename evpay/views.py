@@ -18,7 +18,17 @@ from evpay import audit, charts
 from evpay import exceptions as exception_service
 from evpay.models import ExceptionRecord, JobRun
 from evpay.roles import OPERATE_PERM, VIEW_PERM, permission_required
-from evpay.web import after_post, can_operate, paginate, querystring, render_page, start_of_day
+from evpay.web import (
+    after_post,
+    can_operate,
+    fragment_etag,
+    not_modified,
+    paginate,
+    querystring,
+    render_page,
+    start_of_day,
+    tag_fragment,
+)
 from sessions import stats as session_stats
 from sessions import views as session_views
 from sessions.models import OPEN_STATES, ChargingSession, SessionState, TerminalTransaction
@@ -76,7 +86,26 @@ def overview(request):
     context = overview_context()
     if not request.htmx or request.htmx.boosted:  # the live poll: counters only
         context["figures"] = payment_figures(request.GET.get("range", ""))
-    return render_page(request, "overview.html", context, partial="live")
+        return render(request, "overview.html", context)
+    context["closings"] = list(context["closings"])
+    # The figures as shown, and the "Updated" time to the minute it shows: an unchanged
+    # overview is a 304, not rendered (evpay.web.fragment_etag).
+    etag = fragment_etag(
+        "overview.html",
+        context["terminals"],
+        context["sessions"],
+        context["captured"],
+        [(row["severity"].value, row["count"]) for row in context["exceptions"]],
+        [
+            (c.public_id, c.business_date, c.state, c.period_end, c.terminal.name)
+            + (c.terminal.site.name, c.terminal.site.time_zone)
+            for c in context["closings"]
+        ],
+        timezone.localtime(context["generated_at"]).strftime("%Y-%m-%d %H:%M"),
+    )
+    if response := not_modified(request, etag):
+        return response
+    return tag_fragment(render(request, "overview.html#live", context), etag)
 
 
 def payment_figures(preset: str) -> dict:

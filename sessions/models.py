@@ -170,6 +170,13 @@ class ChargingSession(models.Model):
             models.Index(fields=["-requested_at", "-id"], name="session_requested"),
             # The list sorted by total (SORTS["total"], tie-broken by id).
             models.Index(fields=["-cost_total_minor", "-id"], name="session_total"),
+            # The list's other sorts (views.SORTS): each pages by keyset on (column, id)
+            # (evpay.web.KeysetOrder), read in either direction from its index. closed_at's
+            # NULLs sort first when descending, PostgreSQL's order for this index.
+            models.Index(fields=["-closed_at", "-id"], name="session_closed"),
+            models.Index(fields=["-captured_amount_minor", "-id"], name="session_captured"),
+            models.Index(fields=["-energy_wh", "-id"], name="session_energy"),
+            models.Index(fields=["-state", "-id"], name="session_state_id"),
         ]
 
     def __str__(self):

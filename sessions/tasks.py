@@ -27,13 +27,17 @@ from terminals.models import Terminal
 
 log = logging.getLogger(__name__)
 
-# Busy terminals are retried with exponential backoff (1, 2, 4 … 30 s) plus jitter, bounded:
-# a terminal is busy for seconds (a capture) to minutes (a driver tapping).
-BUSY_RETRY = {"max_retries": 40, "countdown_cap": 30}
+# Busy terminals are retried with exponential backoff (0.25, 0.5, 1 … 30 s) plus jitter,
+# bounded (about 17 minutes in all): a terminal is busy for a fraction of a second (the other
+# connector's capture) to minutes (a driver tapping). Starting at 1 s, a capture that found the
+# terminal busy waited 1 + 2 + 4 s while it sat free between the other requests: p99 6.3 s
+# from unplug to the capture request (benchmarks/unplug_latency.py, issue 19 P2).
+BUSY_RETRY = {"max_retries": 40, "countdown_cap": 30, "first": 0.25}
 
 
 def _retry_busy(task, exc):
-    base = min(BUSY_RETRY["countdown_cap"], 2 ** min(task.request.retries, 5))
+    retries = min(task.request.retries, 7)
+    base = min(BUSY_RETRY["countdown_cap"], BUSY_RETRY["first"] * 2**retries)
     countdown = base + random.uniform(0, base / 2)
     log.info("%s: %s; retrying in %.1fs", task.name, exc, countdown)
     raise task.retry(exc=exc, countdown=countdown, max_retries=BUSY_RETRY["max_retries"])

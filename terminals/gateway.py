@@ -28,6 +28,7 @@ from contextlib import contextmanager
 from typing import Any, NamedTuple, Protocol
 
 from django.core.exceptions import ImproperlyConfigured
+from django.db import connection
 
 from evpay.exceptions import raise_exception
 from evpay.jobs import TryLater
@@ -40,6 +41,12 @@ from terminals.opi.profile import FINANCIAL_OPERATIONS, Operation
 
 # The lease outlives the request timeout a little so a slow answer is still ours.
 LEASE_MARGIN_SECONDS = 30
+# A terminal held by a request that ends within a moment (the other connector's capture, a
+# card read) is waited for here, polling its lease, rather than by a task retry: the retry's
+# countdown outlasts most requests, and retries that kept landing while the terminal was busy
+# left it idle in between (issue 19 P2, benchmarks/unplug_latency.py). Bounded, so a worker
+# thread is held at most this long; a driver's minute-long tap still ends in TerminalBusy.
+LEASE_WAIT_SECONDS, LEASE_WAIT_STEP = 1.0, 0.05
 
 
 class TerminalBusy(TryLater):
@@ -186,6 +193,18 @@ def report_unsupported(terminal: Terminal, operation: Operation, result: OpiResu
     )
 
 
+def _try_lease_waiting(terminal: Terminal, owner: str, seconds: float) -> bool:
+    """try_lease, again every LEASE_WAIT_STEP for up to LEASE_WAIT_SECONDS. Not inside a
+    transaction: sleeping there would keep it open (on SQLite, the write lock the holder
+    needs to release)."""
+    deadline = time.monotonic() + (0 if connection.in_atomic_block else LEASE_WAIT_SECONDS)
+    while not terminal.try_lease(owner, seconds):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(LEASE_WAIT_STEP)
+    return True
+
+
 @contextmanager
 def leased(
     terminal: Terminal, operation: Operation, *, requests: int = 1, recovering: bool = False
@@ -198,7 +217,7 @@ def leased(
     money request at a time."""
     owner = lease_owner()
     seconds = timeout_for(terminal, operation) * requests + LEASE_MARGIN_SECONDS
-    if not terminal.try_lease(owner, seconds):
+    if not _try_lease_waiting(terminal, owner, seconds):
         raise TerminalBusy(f"terminal {terminal.terminal_id} is serving another request")
     try:
         if not recovering and journal().blocks(terminal):

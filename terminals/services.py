@@ -12,6 +12,7 @@ from zoneinfo import ZoneInfo
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 from django.utils.translation import gettext
 
@@ -162,16 +163,17 @@ def closing_of_the_day(terminal: Terminal, now: datetime | None = None) -> Perio
     still running (a live PENDING claim), else the newest done (matched, mismatch,
     unverified). Failed closings and claims of dead workers do not count."""
     now = now or timezone.now()
-    day = PeriodClosing.objects.filter(
-        terminal=terminal, business_date=_local_date(terminal, now)
-    ).exclude(state=PeriodClosing.State.FAILED)
-    running = day.filter(
-        state=PeriodClosing.State.PENDING, created_at__gte=_claim_expired_before(terminal, now)
+    pending = Q(state=PeriodClosing.State.PENDING)
+    # One query for both (the terminal page reads this on every load): a day has a few.
+    day = list(
+        PeriodClosing.objects.filter(terminal=terminal, business_date=_local_date(terminal, now))
+        .exclude(state=PeriodClosing.State.FAILED)
+        .filter(~pending | Q(pending, created_at__gte=_claim_expired_before(terminal, now)))
+        .order_by("-id")
     )
-    return (
-        running.order_by("-id").first()
-        or day.exclude(state=PeriodClosing.State.PENDING).order_by("-id").first()
-    )
+    running = [c for c in day if c.state == PeriodClosing.State.PENDING]
+    done = [c for c in day if c.state != PeriodClosing.State.PENDING]
+    return (running or done or [None])[0]
 
 
 def request_closing(

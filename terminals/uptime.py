@@ -2,8 +2,9 @@
 services.set_status on every status poll that changes it): the last 24 hours as a strip and
 the share of time it was up per day and per month, in the site's time zone.
 
-Two queries whatever the history's length: the changes since the start of the oldest month
-shown, and the last change before it (the status the window starts in).
+At most two queries whatever the history's length: the changes since the start of the oldest
+month shown and, only when there are none, the last change before it (the status the window
+starts in).
 """
 
 from datetime import UTC, datetime, timedelta
@@ -54,18 +55,21 @@ def status_intervals(terminal: Terminal, start: datetime, end: datetime):
         .order_by("at", "id")
         .values_list("at", "from_status", "to_status")
     )
-    before = (
-        terminal.status_changes.filter(at__lte=start)
-        .order_by("-at", "-id")
-        .values_list("to_status", flat=True)
-        .first()
-    )
-    if before is not None:
-        status = before
-    elif changes:
-        status = changes[0][1]  # what it was before its first recorded change
+    if changes:
+        # What it was before its first change in the window: set_status writes each change
+        # from the status it replaced, so this is the last change before the window's "to",
+        # without asking for that row (one query fewer on every terminal page).
+        status = changes[0][1]
     else:
-        status = terminal.status  # no history at all: the status it has held throughout
+        before = (
+            terminal.status_changes.filter(at__lte=start)
+            .order_by("-at", "-id")
+            .values_list("to_status", flat=True)
+            .first()
+        )
+        # No change in the window: the last one before it, or with no history at all the
+        # status it has held throughout.
+        status = before if before is not None else terminal.status
     intervals, since = [], start
     for at, _from, to in changes:
         intervals.append((since, at, category(status)))

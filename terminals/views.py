@@ -29,10 +29,13 @@ from evpay.web import (
     csv_response,
     date_param,
     error_slots,
+    fragment_etag,
+    not_modified,
     paginate,
     parse_uuid,
     querystring,
     render_page,
+    tag_fragment,
 )
 from terminals import closing_calendar, gateway, services, tasks, uptime
 from terminals.models import (
@@ -96,14 +99,18 @@ def terminal_list(request):
             number = max(int(request.GET.get("page", 1)), 1)
         except ValueError:
             number = 1
-        # Sliced rather than paginated: the poll needs no count.
-        rows = qs[(number - 1) * PAGE_SIZE : number * PAGE_SIZE]
-        changed = [
-            t
-            for t in rows
-            if (t.status_changed_at and t.status_changed_at > cursor)
-            or (t.last_seen_at and t.last_seen_at > cursor)
+        # Sliced rather than paginated: the poll needs no count. Only the times first.
+        times = qs.values_list("pk", "status_changed_at", "last_seen_at")
+        changed_ids = [
+            pk
+            for pk, changed_at, seen_at in times[(number - 1) * PAGE_SIZE : number * PAGE_SIZE]
+            if (changed_at and changed_at > cursor) or (seen_at and seen_at > cursor)
         ]
+        if not changed_ids:
+            # Nothing on this page changed: 204, htmx swaps nothing and the poller asks again
+            # with the cursor it has (issue 19, P4: most polls of 200 tabs are these).
+            return tag_fragment(HttpResponse(status=204), None)
+        changed = list(qs.filter(pk__in=changed_ids))
         context = {
             "changed": changed,
             "cursor": _cursor(),
@@ -131,36 +138,63 @@ def _get_terminal(public_id) -> Terminal:
 PANEL_JOBS = ("brands", "closing")
 
 
-def _panels_stamp(terminal) -> str:
+def _panels_stamp(terminal, runs=None, closings=None) -> str:
     """A short fingerprint of what the brands and closings panels show: the brand refresh,
-    the latest runs of their jobs (a failed run changes nothing else) and the latest closings."""
-    runs = list(
-        JobRun.objects.filter(subject=terminal.terminal_id, kind__in=PANEL_JOBS)
-        .order_by("-pk")
-        .values_list("pk", "outcome")[:10]
-    )
-    closings = list(terminal.closings.order_by("-pk").values_list("pk", "state")[:10])
-    parts = repr((terminal.brands_refreshed_at, runs, closings))
+    the latest runs of their jobs (a failed run changes nothing else) and the latest closings.
+    The page passes the rows it shows (one query each, not two); the poll reads only these."""
+    if runs is None:
+        runs = _panel_runs(terminal).values_list("pk", "outcome")
+    else:
+        runs = [(r.pk, r.outcome) for r in runs]
+    if closings is None:
+        closings = terminal.closings.values_list("pk", "state")[:10]
+    else:
+        closings = [(c.pk, c.state) for c in closings]
+    parts = repr((terminal.brands_refreshed_at, list(runs), list(closings)))
     return hashlib.blake2s(parts.encode(), digest_size=8).hexdigest()
+
+
+def _panel_runs(terminal):
+    return JobRun.objects.filter(subject=terminal.terminal_id, kind__in=PANEL_JOBS).order_by("-pk")[
+        :10
+    ]
 
 
 def _status(request, terminal):
     """The polled status. Like the session page's summary it also says when the panels are
     out of date: the page sends the stamp of what they show, and a different one here fires
     `terminal-changed`, which makes them fetch themselves. So brands and closings show
-    a job's result when it finishes, without a reload, and the 5 s poll stays cheap."""
-    response = render(request, "terminals/detail.html#status", {"terminal": terminal})
+    a job's result when it finishes, without a reload, and the 5 s poll stays cheap: when
+    nothing it shows changed it is a 304, not rendered (evpay.web.fragment_etag)."""
     seen = request.GET.get("seen")
-    if seen is not None and seen != _panels_stamp(terminal):
+    stale = seen is not None and seen != _panels_stamp(terminal)
+    # Panels out of date: a 200 every time, so its HX-Trigger repeats until they refetched
+    # (they skip it while a re-run reason is typed).
+    etag = None
+    if not stale:
+        etag = fragment_etag(
+            "terminals/detail.html",
+            terminal.public_id,
+            terminal.status,
+            terminal.status_changed_at,
+            terminal.last_seen_at,
+            terminal.consecutive_failures,
+            terminal.enabled,
+            terminal.site.time_zone,
+            seen,
+        )
+        if response := not_modified(request, etag):
+            return response
+    response = render(request, "terminals/detail.html#status", {"terminal": terminal})
+    if stale:
         response["HX-Trigger"] = "terminal-changed"
-    return response
+    return tag_fragment(response, etag)
 
 
-def _latest_runs(terminal) -> dict:
+def _latest_runs(runs) -> dict:
     """kind -> the latest JobRun of the panel jobs, to say "running" or why it failed."""
     latest = {}
-    runs = JobRun.objects.filter(subject=terminal.terminal_id, kind__in=PANEL_JOBS)
-    for run in runs.order_by("-pk")[:10]:
+    for run in runs:
         latest.setdefault(run.kind, run)
     return latest
 
@@ -172,15 +206,16 @@ def terminal_detail(request, public_id):
     part = request.GET.get("part") if request.htmx else None
     if part == "status":
         return _status(request, terminal)
+    runs, closings = list(_panel_runs(terminal)), list(terminal.closings.all()[:10])
     context = {
         "terminal": terminal,
         "site": terminal.site,
         "brands": terminal.brands.all(),
-        "closings": terminal.closings.all()[:10],
+        "closings": closings,
         # Running or done today: the page offers an explicit "Run again" instead.
         "closing_today": services.closing_of_the_day(terminal),
-        "runs": _latest_runs(terminal),
-        "stamp": _panels_stamp(terminal),
+        "runs": _latest_runs(runs),
+        "stamp": _panels_stamp(terminal, runs, closings),
         "can_operate": can_operate(request.user),
     }
     if part == "panels":

@@ -58,3 +58,33 @@ document.addEventListener("htmx:confirm", function (event) {
     event.preventDefault();
   }
 });
+
+// Live polls ask "has it changed?": each sends the ETag of the fragment its element shows as
+// If-None-Match, and an unchanged fragment comes back as an empty 304 that htmx does not swap
+// (responseHandling in templates/base.html). Set here because a browser adds If-None-Match by
+// itself only from its cache, and then hands the script a 200 with the cached body, which
+// htmx would swap in again. Kept by element id: an outerHTML swap replaces the element.
+var pollEtags = {};
+
+document.addEventListener("htmx:configRequest", function (event) {
+  var elt = event.detail.elt;
+  if (elt.id && pollEtags[elt.id] && event.detail.headers["X-Evpay-Poll"]) {
+    event.detail.headers["If-None-Match"] = pollEtags[elt.id];
+  }
+});
+
+document.addEventListener("htmx:afterRequest", function (event) {
+  // The requesting element: after an outerHTML swap it is detached and the event's own elt
+  // is an ancestor htmx fired it on instead.
+  var elt = (event.detail.requestConfig || {}).elt || event.detail.elt;
+  var xhr = event.detail.xhr;
+  if (!elt.id || !xhr || xhr.status === 304) {
+    return;
+  }
+  var etag = xhr.getResponseHeader("ETag");
+  if (etag && xhr.status === 200) {
+    pollEtags[elt.id] = etag;
+  } else {
+    delete pollEtags[elt.id];
+  }
+});

@@ -135,3 +135,12 @@ def test_session_and_request_lists_in_the_admin_show_money(client_for, admin_use
     assert "€\u00a04.50" in sessions
     requests = client.get(reverse("admin:charging_terminaltransaction_changelist")).content.decode()
     assert "€\u00a04.50" in requests and "€\u00a050.00" in requests
+
+
+@pytest.mark.parametrize("currency", ["EUR", "JPY", "KWD", "GBP"])
+def test_the_exports_integer_formatter_writes_what_to_decimal_string_writes(currency):
+    from evpay.money import decimal_string_formatter, to_decimal_string
+
+    formatted = decimal_string_formatter(currency)
+    amounts = [*range(0, 2000), 99_999, 100_000, 123_456_789, 2**31 - 1, -1, -250]
+    assert [formatted(a) for a in amounts] == [to_decimal_string(a, currency) for a in amounts]
