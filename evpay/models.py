@@ -81,6 +81,7 @@ class ExceptionRecord(models.Model):
         REFUSED_STOPS = "refused_stops", "Repeated refused stop attempts"
         STRANDED_AUTHORISATION = "stranded_auth", "Authorisation for a closed session"
         CONFIGURATION = "configuration", "Terminal configuration"
+        CHARGER_REPORT = "charger_report", "Charger report that cannot be applied"
         OTHER = "other", "Other"
 
     class Severity(models.IntegerChoices):
