@@ -10,7 +10,7 @@ import threading
 import time
 from datetime import UTC, datetime
 
-from ocpp.charge_point import camel_to_snake_case
+from ocpp.charge_point import camel_to_snake_case, remove_nones
 from ocpp.messages import MessageType, unpack
 from ocpp.routing import on
 from ocpp.v16 import ChargePoint as ChargePoint16
@@ -117,8 +117,17 @@ class TestCharger:
     def shutdown(self):
         with contextlib.suppress(Exception):  # already gone
             self.close()
+        with contextlib.suppress(Exception):
+            self._run(self._cancel_all(), timeout=5)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(5)
+        self._loop.close()
+
+    async def _cancel_all(self):
+        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     def __enter__(self):
         return self
@@ -132,7 +141,7 @@ class TestCharger:
         A CallError raises the matching OCPPError."""
         calls = call16 if self.version == "1.6" else call201
         result = self._run(self._cp.call(getattr(calls, action)(**payload), suppress=False))
-        return camel_to_snake_case(result.__dict__)
+        return camel_to_snake_case(remove_nones(result.__dict__))
 
     def raw(self, text: str) -> None:
         self._run(self._cp._connection.send(text))

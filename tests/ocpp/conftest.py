@@ -10,7 +10,7 @@ import pytest
 from sessions.models import ChargingSession
 from terminals.models import ChargePoint, Connector
 from tests.charging.conftest import make_world
-from tests.ocpp.charger import TestCharger
+from tests.ocpp.charger import TestCharger, meter, now_iso
 from tests.procs import Proc, celery_worker, free_port, purge_broker
 
 # Short so the fault tests run in seconds; the defaults are in the README.
@@ -97,3 +97,66 @@ def wait_for(predicate, timeout=30, what="condition"):
             return value
         time.sleep(0.2)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.fixture
+def world16(emulator, emu_terminal):
+    world = ocpp_world(emu_terminal, "1.6")
+    world.emulator = emulator
+    return world
+
+
+@pytest.fixture
+def world201(emulator, emu_terminal):
+    world = ocpp_world(emu_terminal, "2.0.1")
+    world.emulator = emulator
+    return world
+
+
+def ledger_for(world, session, kind="capture"):
+    """The emulated terminal's own record of captures (or releases) of the session's card."""
+    stan = session.authorisation().stan
+    ledger = world.emulator.ledger(world.info["terminal_id"], kind=kind)
+    return [r for r in ledger if r["reservation_stan"] == stan]
+
+
+def charging16(world, charger, card="visa_ok", meter_start=1000):
+    """1.6: plug in, pay at the terminal, start the transaction the central system asks for.
+    Returns (idTag, transactionId)."""
+    world.emulator.present_card(world.info["terminal_id"], card)
+    charger.boot()
+    charger.status(1, "Preparing")
+    remote = charger.wait_command("RemoteStartTransaction")
+    start = charger.call(
+        "StartTransaction", connector_id=1, id_tag=remote["idTag"], meter_start=meter_start,
+        timestamp=now_iso(),
+    )  # fmt: skip
+    assert start["id_tag_info"]["status"] == "Accepted", start
+    return remote["idTag"], start["transaction_id"]
+
+
+def tx_event(charger, event, seq, txid, *, wh=None, token=None, trigger="MeterValuePeriodic", **extra):
+    """2.0.1 TransactionEvent on EVSE 1."""
+    fields = {
+        "event_type": event, "timestamp": now_iso(), "trigger_reason": trigger, "seq_no": seq,
+        "transaction_info": {"transaction_id": txid, **extra}, "evse": {"id": 1, "connector_id": 1},
+    }  # fmt: skip
+    if wh is not None:
+        fields["meter_value"] = meter(wh, version="2.0.1")
+    if token:
+        fields["id_token"] = {"id_token": token, "type": "Central"}
+    return charger.call("TransactionEvent", **fields)
+
+
+def charging201(world, charger, card="visa_ok", txid="TX-1", meter_start=1000):
+    world.emulator.present_card(world.info["terminal_id"], card)
+    charger.boot()
+    charger.status(1, "Occupied")
+    remote = charger.wait_command("RequestStartTransaction")
+    token = remote["idToken"]["idToken"]
+    answer = tx_event(
+        charger, "Started", 0, txid, wh=meter_start, token=token, trigger="RemoteStart",
+        remote_start_id=remote["remoteStartId"],
+    )  # fmt: skip
+    assert answer["id_token_info"]["status"] == "Accepted", answer
+    return token

@@ -6,52 +6,24 @@ from evpay.models import ExceptionRecord
 from sessions.models import CloseReason, OcppMessage, SessionState
 from terminals.models import ChargePoint
 from tests.ocpp.charger import meter, now_iso
-from tests.ocpp.conftest import ocpp_world, wait_for
+from tests.ocpp.conftest import charging16, ledger_for, wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 S = SessionState
 
 
-def _charging(world, charger, card="visa_ok", meter_start=1000):
-    """Plug in, pay at the terminal, start the transaction the central system asks for."""
-    world_emulator = world.emulator
-    world_emulator.present_card(world.info["terminal_id"], card)
-    charger.boot()
-    charger.status(1, "Preparing")
-    remote = charger.wait_command("RemoteStartTransaction")
-    start = charger.call(
-        "StartTransaction", connector_id=1, id_tag=remote["idTag"], meter_start=meter_start,
-        timestamp=now_iso(),
-    )  # fmt: skip
-    return remote["idTag"], start
-
-
-@pytest.fixture
-def world(emulator, emu_terminal):
-    w = ocpp_world(emu_terminal, "1.6")
-    w.emulator = emulator
-    return w
-
-
-def _captures(world, session):
-    stan = session.authorisation().stan
-    ledger = world.emulator.ledger(world.info["terminal_id"], kind="capture")
-    return [r for r in ledger if r["reservation_stan"] == stan]
-
-
-def test_a_16_charger_charges_and_the_card_pays_what_the_meter_says(ocpp_server, worker, world):
+def test_a_16_charger_charges_and_the_card_pays_what_the_meter_says(ocpp_server, worker, world16):
+    world = world16
     with world.charger(ocpp_server).connect() as charger:
-        tag, start = _charging(world, charger)
+        tag, txid = charging16(world, charger)
         session = world.session()
         assert session.ocpp_id_tag == tag and tag.startswith("EVP")
-        assert start["id_tag_info"]["status"] == "Accepted"
-        assert start["transaction_id"] == session.pk
+        assert txid == session.pk
         assert session.state == S.CHARGING
         assert charger.call("Authorize", id_tag=tag)["id_tag_info"]["status"] == "Accepted"
         assert charger.call("Authorize", id_tag="SOMEONEELSE")["id_tag_info"]["status"] == (
             "Invalid"
         )
-        txid = start["transaction_id"]
         charger.call("MeterValues", connector_id=1, transaction_id=txid, meter_value=meter(3000))
         session.refresh_from_db()
         assert session.energy_wh == 2000
@@ -68,7 +40,7 @@ def test_a_16_charger_charges_and_the_card_pays_what_the_meter_says(ocpp_server,
     # 0.50 start fee + 5 kWh at 0.40 (tests.charging.conftest.make_world)
     assert session.cost_total_minor == 250
     assert (session.close_reason, session.captured_amount_minor) == (CloseReason.CAPTURED, 250)
-    assert [c["amount_minor"] for c in _captures(world, session)] == [250]
+    assert [c["amount_minor"] for c in ledger_for(world, session)] == [250]
     actions = list(
         OcppMessage.objects.filter(session=session, direction="in", kind="call").values_list(
             "action", flat=True
