@@ -135,7 +135,9 @@ def charging16(world, charger, card="visa_ok", meter_start=1000):
     return remote["idTag"], start["transaction_id"]
 
 
-def tx_event(charger, event, seq, txid, *, wh=None, token=None, trigger="MeterValuePeriodic", **extra):
+def tx_event(
+    charger, event, seq, txid, *, wh=None, token=None, trigger="MeterValuePeriodic", **extra
+):
     """2.0.1 TransactionEvent on EVSE 1."""
     fields = {
         "event_type": event, "timestamp": now_iso(), "trigger_reason": trigger, "seq_no": seq,
