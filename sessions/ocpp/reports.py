@@ -401,6 +401,8 @@ def authorize_16(report: Report) -> dict:
 
 def start_transaction_16(report: Report) -> dict:
     payload = report.payload
+    register(payload["meterStart"], "meterStart")
+    moment(payload["timestamp"])
     session = report.session = session_for_tag(report, payload["idTag"])
     if session is None:
         report.noted("idTag issued by nobody here: refused")
@@ -413,7 +415,6 @@ def start_transaction_16(report: Report) -> dict:
     # Our transaction id is the session's key: a replayed StartTransaction (the charger did
     # not get our answer) gets the same one.
     transaction_id = session.pk
-    register(payload["meterStart"], "meterStart")
     with transaction.atomic():
         bound = ChargingSession.objects.filter(pk=session.pk, ocpp_transaction_id="").update(
             ocpp_transaction_id=str(transaction_id), ocpp_meter_start_wh=payload["meterStart"]
@@ -453,6 +454,7 @@ def stop_transaction_16(report: Report) -> dict:
     payload = report.payload
     transaction_id = payload["transactionId"]
     register(payload["meterStop"], "meterStop")
+    moment(payload["timestamp"])
     session = report.session = session_for_transaction(report, transaction_id)
     answer = {"id_tag_info": {"status": "Accepted"}} if payload.get("idTag") else {}
     if session is None:
@@ -502,6 +504,7 @@ def transaction_event_201(report: Report) -> dict:
     payload = report.payload
     info = payload["transactionInfo"]
     transaction_id = info["transactionId"]
+    moment(payload["timestamp"])
     token = (payload.get("idToken") or {}).get("idToken")
     session = session_for_transaction(report, transaction_id)
     if session is None and token:

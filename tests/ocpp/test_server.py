@@ -1,0 +1,124 @@
+"""The OCPP server's edges: who may connect, what it accepts, and commands from anywhere."""
+
+import base64
+from datetime import timedelta
+
+import pytest
+from websockets.exceptions import InvalidStatus
+from websockets.sync.client import connect
+
+from evpay.audit import Actor
+from sessions.models import OcppCommand, OcppMessage
+from sessions.ocpp import commands
+from terminals.models import ChargePoint
+from tests.ocpp.conftest import wait_for
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
+
+
+def _upgrade_status(server, identity, password=None, subprotocol="ocpp1.6"):
+    headers = {}
+    if password is not None:
+        token = base64.b64encode(f"{identity}:{password}".encode()).decode()
+        headers["Authorization"] = f"Basic {token}"
+    try:
+        with connect(f"{server.url}/{identity}", subprotocols=[subprotocol],
+                     additional_headers=headers, open_timeout=10):  # fmt: skip
+            return 101
+    except InvalidStatus as exc:
+        return exc.response.status_code
+
+
+def test_unknown_chargers_and_wrong_credentials_are_refused_on_the_upgrade(ocpp_server, world16):
+    identity, password = world16.charge_point.identity, world16.password
+    assert _upgrade_status(ocpp_server, "NO-SUCH-CHARGER", "x") == 404
+    assert _upgrade_status(ocpp_server, identity) == 401
+    assert _upgrade_status(ocpp_server, identity, "wrong-password-123") == 401
+    assert _upgrade_status(ocpp_server, identity, password) == 101
+    ChargePoint.objects.filter(pk=world16.charge_point.pk).update(enabled=False)
+    assert _upgrade_status(ocpp_server, identity, password) == 404
+    # Refusals are logged with the charger and the reason, never with a password.
+    wait_for(lambda: "wrong user name or password" in ocpp_server.output(), 10, "the log line")
+    assert "wrong-password-123" not in ocpp_server.output()
+    assert password not in ocpp_server.output()
+
+
+def test_a_charger_offering_no_ocpp_subprotocol_is_refused(ocpp_server, world16):
+    status = _upgrade_status(
+        ocpp_server, world16.charge_point.identity, world16.password, subprotocol="chat"
+    )
+    assert status == 400
+
+
+def test_connection_status_and_boot_details_are_recorded(ocpp_server, world201):
+    world = world201
+    charger = world.charger(ocpp_server).connect()
+    try:
+        charger.boot()
+        cp = ChargePoint.objects.get(pk=world.charge_point.pk)
+        assert cp.connected and cp.connected_to and cp.ocpp_version == "2.0.1"
+        assert (cp.vendor, cp.model, cp.firmware_version) == ("evpay", "Test 22", "2.0")
+    finally:
+        charger.shutdown()
+    wait_for(lambda: not ChargePoint.objects.get(pk=world.charge_point.pk).connected, 10,
+             "the disconnect")  # fmt: skip
+
+
+def test_payloads_with_control_characters_or_schema_errors_are_refused_and_nothing_applied(
+    ocpp_server, world16
+):
+    world = world16
+    with world.charger(ocpp_server).connect() as charger:
+        charger.boot()
+        # A raw frame: the ocpp package's own client would refuse to send these.
+        charger.raw('[2,"bad-1","StatusNotification",{"connectorId":1,"errorCode":"NoError",'
+                    '"status":"Preparing","info":"evil\\u0000"}]')  # fmt: skip
+        charger.raw('[2,"bad-2","StartTransaction",{"connectorId":"one"}]')
+        charger.raw('[2,"bad-3","StopTransaction",{"meterStop":5,"timestamp":"not a date",'
+                    '"transactionId":7}]')  # fmt: skip
+        wait_for(lambda: OcppMessage.objects.filter(message_id="bad-3", direction="out").exists(),
+                 10, "the answers")  # fmt: skip
+    for message_id in ("bad-1", "bad-2", "bad-3"):
+        answer = OcppMessage.objects.get(message_id=message_id, direction="out")
+        assert answer.kind == OcppMessage.Kind.ERROR
+    assert not world.terminal.sessions.exists()  # Preparing with a NUL started nothing
+    assert world.connectors[0].__class__.objects.get(pk=world.connectors[0].pk).ocpp_status == ""
+
+
+@pytest.mark.parametrize("version", ["1.6", "2.0.1"])
+def test_a_command_from_any_process_reaches_the_charger_whichever_server_holds_it(
+    ocpp_server, second_ocpp_server, emulator, emu_terminal, version
+):
+    from tests.ocpp.conftest import ocpp_world
+
+    world = ocpp_world(emu_terminal, version)
+    reset = {"type": "Soft"} if version == "1.6" else {"type": "Immediate"}
+    charger = world.charger(ocpp_server).connect()
+    try:
+        charger.boot()
+        # Queued here, in the test process: neither server process is involved in queueing.
+        first = commands.enqueue(world.charge_point, "Reset", reset, actor=Actor.system("test"))
+        assert charger.wait_command("Reset") == reset
+        wait_for(lambda: OcppCommand.objects.get(pk=first.pk).state == "answered", 10, "answer")
+        holder_a = OcppCommand.objects.get(pk=first.pk).claimed_by
+        charger.drop()
+        charger.connect(second_ocpp_server.url)
+        charger.boot()
+        second = commands.enqueue(world.charge_point, "Reset", reset, actor=Actor.system("test"))
+        charger.wait_command("Reset", count=2)
+        wait_for(lambda: OcppCommand.objects.get(pk=second.pk).state == "answered", 10, "answer")
+    finally:
+        charger.shutdown()
+    second.refresh_from_db()
+    assert second.response == {"status": "Accepted"}
+    assert second.claimed_by != holder_a  # sent by the other process
+    assert OcppMessage.objects.filter(message_id=str(second.public_id)).count() == 2
+
+
+def test_a_command_for_a_charger_that_is_not_connected_expires(ocpp_server, world16):
+    command = commands.enqueue(
+        world16.charge_point, "Reset", {"type": "Soft"}, actor=Actor.system("test"),
+        ttl=timedelta(seconds=1),
+    )  # fmt: skip
+    wait_for(lambda: OcppCommand.objects.get(pk=command.pk).state == "expired", 15, "expiry")
+    assert "not connected" in OcppCommand.objects.get(pk=command.pk).error
