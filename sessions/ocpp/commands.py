@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import string
 from datetime import datetime, timedelta
 
 from django.conf import settings
@@ -101,9 +102,11 @@ def stop_payload(session: ChargingSession) -> tuple[str, dict]:
 
 def issue_id_tag(session: ChargingSession) -> str:
     """The idTag naming this session to the charger (1.6 CiString20; 2.0.1 a Central token):
-    random, so it tells nothing about the card and cannot be guessed."""
+    random (75 bits), so it tells nothing about the card and cannot be guessed."""
     if not session.ocpp_id_tag:
-        tag = "EVP" + secrets.token_hex(8).upper()
+        # Letters only: a run of digits in a log line could look like a card number and be
+        # masked there (evpay.pan).
+        tag = "EVP" + "".join(secrets.choice(string.ascii_uppercase) for _ in range(16))
         ChargingSession.objects.filter(pk=session.pk, ocpp_id_tag="").update(ocpp_id_tag=tag)
         session.refresh_from_db(fields=["ocpp_id_tag"])
     return session.ocpp_id_tag

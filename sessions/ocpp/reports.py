@@ -25,6 +25,7 @@ from django.utils import timezone
 
 from evpay.audit import Actor
 from evpay.validation import clock_skew, parse_bounded_datetime
+from sessions.journal import clean_text
 from sessions.models import OPEN_STATES, ChargingSession, OcppMessage, SessionState
 from sessions.services import (
     JourneyError,
@@ -149,6 +150,20 @@ def register(value: int, what: str) -> int:
     return value
 
 
+def storable(value, depth: int = 0):
+    """A payload as it may be stored and shown: no NUL (PostgreSQL refuses it in JSON), card
+    numbers masked wherever a charger put one."""
+    if depth > 20:
+        return "…"
+    if isinstance(value, dict):
+        return {clean_text(str(k), 100): storable(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, list):
+        return [storable(v, depth + 1) for v in value]
+    if isinstance(value, str):
+        return clean_text(value, 2000)
+    return value
+
+
 def first_report(report: Report, key: str) -> bool:
     """Claim `key` for this report; False when an earlier copy of it already took it. The
     message row carrying the key is written here, in the caller's transaction: the claim and
@@ -162,7 +177,7 @@ def first_report(report: Report, key: str) -> bool:
                 kind=OcppMessage.Kind.CALL,
                 action=report.action,
                 message_id=report.message_id[:64],
-                payload=report.payload,
+                payload=storable(report.payload),
                 at=report.received_at,
                 dedupe_key=key,
             )

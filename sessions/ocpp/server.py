@@ -141,9 +141,9 @@ def _log_row(cp_pk, session, direction, kind, action, message_id, payload, note=
         session=session,
         direction=direction,
         kind=kind,
-        action=action[:48],
-        message_id=message_id[:64],
-        payload=payload,
+        action=clean_text(action, 48),
+        message_id=clean_text(message_id, 64),
+        payload=reports.storable(payload),
         note=note[:300],
     )
 
