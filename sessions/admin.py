@@ -11,6 +11,8 @@ from sessions.models import (
     ChargingSession,
     DeviceMessage,
     IdempotencyRecord,
+    OcppCommand,
+    OcppMessage,
     Tariff,
     TerminalTransaction,
 )
@@ -305,3 +307,29 @@ class IdempotencyRecordAdmin(ReadOnlyAdmin):
     list_display = ["key", "api_key", "status_code", "created_at"]
     search_fields = ["key"]
     list_select_related = ["api_key"]
+
+
+@admin.register(OcppMessage)
+class OcppMessageAdmin(ReadOnlyAdmin):
+    list_display = ["at", "charge_point", "direction", "kind", "action", "message_id", "note"]
+    list_filter = ["direction", "kind", "action"]
+    search_fields = ["charge_point__identity", "message_id", "action", "note"]
+    list_select_related = ["charge_point"]
+    date_hierarchy = "at"
+
+
+@admin.register(OcppCommand)
+class OcppCommandAdmin(ReadOnlyAdmin):
+    list_display = [
+        "created_at",
+        "charge_point",
+        "action",
+        "purpose",
+        "state",
+        "claimed_by",
+        "answered_at",
+        "error",
+    ]
+    list_filter = ["state", "action", "purpose"]
+    search_fields = ["charge_point__identity", "public_id", "claimed_by"]
+    list_select_related = ["charge_point"]

@@ -22,12 +22,15 @@ REGISTERED = [
     "terminals.PeriodClosing",
     "terminals.ClosingBrandTotal",
     "terminals.MifareRead",
+    "terminals.ChargePoint",
     "charging.Tariff",
     "charging.ChargingSession",
     "charging.TerminalTransaction",
     "charging.DeviceMessage",
     "charging.ApiKey",
     "charging.IdempotencyRecord",
+    "charging.OcppMessage",
+    "charging.OcppCommand",
 ]
 READ_ONLY = [
     "evpay.AuditEvent",
@@ -35,6 +38,8 @@ READ_ONLY = [
     "charging.DeviceMessage",
     "charging.ChargingSession",
     "terminals.ClosingBrandTotal",
+    "charging.OcppMessage",
+    "charging.OcppCommand",
 ]
 
 
