@@ -1,6 +1,7 @@
 """Charging sessions: list, CSV export, detail with timeline and operator actions, receipts."""
 
 import hashlib
+import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -353,6 +354,9 @@ def _get_session(public_id) -> ChargingSession:
     )
 
 
+OCPP_MESSAGES_SHOWN = 200
+
+
 @permission_required(VIEW_PERM)
 @require_GET
 def session_detail(request, public_id):
@@ -372,6 +376,11 @@ def session_detail(request, public_id):
     _explain_wallet_stops(session, timeline)
     exceptions = list(ExceptionRecord.objects.filter(session_ref=session.public_id))
     has_pending = any(tx.state in PENDING_TX_STATES for tx in transactions)
+    # What the charger and we said over OCPP, like the raw XML of the terminal requests;
+    # bounded (a charger may report every few seconds for hours): the newest are shown.
+    ocpp_messages = list(session.ocpp_messages.order_by("-at", "-id")[:OCPP_MESSAGES_SHOWN])[::-1]
+    for message in ocpp_messages:
+        message.payload_text = json.dumps(message.payload, indent=1, sort_keys=True)
     context = {
         "session": session,
         "site": session.site,
@@ -379,6 +388,8 @@ def session_detail(request, public_id):
         "transactions": transactions,
         "receipts": receipt_messages,
         "exceptions": exceptions,
+        "ocpp_messages": ocpp_messages,
+        "ocpp_messages_limit": OCPP_MESSAGES_SHOWN,
         "has_receipt": has_receipt(session),
         "stamp": _stamp(
             session,

@@ -185,7 +185,7 @@ def terminal_detail(request, public_id):
         return render(request, "terminals/detail.html#panels", context)
     context |= {
         "history": terminal.status_changes.all()[:20],
-        "connectors": terminal.connectors.all(),
+        "connectors": terminal.connectors.select_related("charge_point"),
         # The charging app's request rows, through their foreign key to the terminal.
         "transactions": terminal.transactions.select_related("session").order_by(
             "-created_at", "-id"
