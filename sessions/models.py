@@ -666,9 +666,7 @@ class OcppCommand(models.Model):
     LIVE_STATES = (State.PENDING, State.SENT)
 
     public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
-    charge_point = models.ForeignKey(
-        ChargePoint, on_delete=models.CASCADE, related_name="commands"
-    )
+    charge_point = models.ForeignKey(ChargePoint, on_delete=models.CASCADE, related_name="commands")
     session = models.ForeignKey(
         ChargingSession,
         null=True,
