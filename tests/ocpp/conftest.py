@@ -18,11 +18,11 @@ TIMEOUTS = {"EVPAY_OCPP_COMMAND_TIMEOUT_SECONDS": 4, "EVPAY_OCPP_START_TIMEOUT_S
 
 
 class OcppServerProc:
-    def __init__(self, name: str):
+    def __init__(self, name: str, scheme: str = "ws", **env):
         self.port = free_port()
-        self.url = f"ws://127.0.0.1:{self.port}/ocpp"
+        self.url = f"{scheme}://127.0.0.1:{self.port}/ocpp"
         argv = [sys.executable, "manage.py", "ocpp_server", "--port", str(self.port)]
-        self.proc = Proc(argv + ["--poll", "0.2"], log_name=name, **TIMEOUTS)
+        self.proc = Proc(argv + ["--poll", "0.2"], log_name=name, **(TIMEOUTS | env))
 
     def __enter__(self):
         self.proc.__enter__()

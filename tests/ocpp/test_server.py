@@ -122,3 +122,35 @@ def test_a_command_for_a_charger_that_is_not_connected_expires(ocpp_server, worl
     )  # fmt: skip
     wait_for(lambda: OcppCommand.objects.get(pk=command.pk).state == "expired", 15, "expiry")
     assert "not connected" in OcppCommand.objects.get(pk=command.pk).error
+
+
+def test_security_profile_2_serves_wss_with_the_configured_certificate(tmp_path, world16):
+    import ssl
+    import subprocess
+
+    from tests.ocpp.conftest import OcppServerProc
+
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    with OcppServerProc(
+        "ocpp_server_tls", scheme="wss", EVPAY_OCPP_TLS_CERT=cert, EVPAY_OCPP_TLS_KEY=key
+    ) as server:
+        assert "wss://" in server.output()
+        trust = ssl.create_default_context(cafile=str(cert))
+        token = base64.b64encode(
+            f"{world16.charge_point.identity}:{world16.password}".encode()
+        ).decode()
+        with connect(
+            f"{server.url}/{world16.charge_point.identity}", subprotocols=["ocpp1.6"],
+            additional_headers={"Authorization": f"Basic {token}"}, ssl=trust, open_timeout=10,
+        ) as ws:  # fmt: skip
+            assert ws.subprotocol == "ocpp1.6"
+        plain = server.url.replace("wss://", "ws://")
+        with pytest.raises(Exception):  # noqa: B017 - a plain client gets no WebSocket at all
+            connect(f"{plain}/{world16.charge_point.identity}", subprotocols=["ocpp1.6"],
+                    open_timeout=5)  # fmt: skip
