@@ -242,6 +242,16 @@ def tag_status(session: ChargingSession | None) -> str:
     return "Accepted" if session is not None and session.state in CHARGEABLE else "Invalid"
 
 
+def token_status(session, token, transaction_id) -> str:
+    """A TransactionEvent's idTokenInfo: the session's own token is still Accepted on the
+    events of the transaction it ran (a stop, a replayed end), never on a session that did
+    not charge."""
+    if session is None or session.ocpp_id_tag != token:
+        return "Invalid"
+    ran = session.ocpp_transaction_id == transaction_id and session.state in (S.STOPPING, S.ENDED)
+    return "Accepted" if session.state in CHARGEABLE or ran else "Invalid"
+
+
 def charger_problem(report: Report, session, problem: str, key: str) -> None:
     """A report we cannot apply as it says, about money: staff see it in the exception queue
     (once per `key`: a replay of the same report refreshes the same exception)."""
@@ -525,7 +535,8 @@ def transaction_event_201(report: Report) -> dict:
     if session is None and token:
         session = session_for_tag(report, token)
     report.session = session
-    answer = {"id_token_info": {"status": tag_status(session)}} if token else {}
+    answer = {"id_token_info": {"status": token_status(session, token, transaction_id)}}
+    answer = answer if token else {}
     event = payload["eventType"]
     if session is None:
         connector = connector_for(report, (payload.get("evse") or {}).get("id"))

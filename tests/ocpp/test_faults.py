@@ -239,3 +239,63 @@ def test_a_charger_rebooting_into_available_mid_session_settles_what_was_measure
         charger.status(1, "Available")  # the car is gone: the charger says so
         session = _closed(world)
     assert (session.energy_wh, session.captured_amount_minor) == (1000, 90)
+
+
+# --------------------------------------------------------------------------- 2.0.1 faults
+
+
+def test_201_replays_after_a_reconnect_to_another_process_are_applied_once(
+    ocpp_server, second_ocpp_server, worker, world201
+):
+    world = world201
+    charger = world.charger(ocpp_server).connect()
+    try:
+        token = charging201(world, charger, txid="TX-MOVE")
+        tx_event(charger, "Updated", 1, "TX-MOVE", wh=2000)
+        charger.drop()
+        charger.connect(second_ocpp_server.url)
+        # Replayed on the other process: seqNo 1 again, 3 before 2, the end twice.
+        tx_event(charger, "Updated", 1, "TX-MOVE", wh=2000)
+        tx_event(charger, "Updated", 3, "TX-MOVE", wh=5000)
+        tx_event(charger, "Updated", 2, "TX-MOVE", wh=3000)  # older reading, late
+        for _ in range(2):
+            answer = tx_event(charger, "Ended", 4, "TX-MOVE", wh=6000, token=token,
+                              trigger="StopAuthorized")  # fmt: skip
+            assert answer["id_token_info"]["status"] == "Accepted"
+        session = world.session()
+        assert (session.state, session.energy_wh) == (S.ENDED, 5000)
+        charger.status(1, "Available")
+        session = _closed(world)
+    finally:
+        charger.shutdown()
+    assert [c["amount_minor"] for c in ledger_for(world, session)] == [250]
+
+
+def test_201_a_charger_that_never_answers_the_start_request_gets_the_reservation_released(
+    ocpp_server, worker, world201
+):
+    world = world201
+    with world.charger(ocpp_server) as charger:
+        charger.silent.add("RequestStartTransaction")
+        charger.connect()
+        world.emulator.present_card(world.info["terminal_id"], "visa_ok")
+        charger.boot()
+        charger.status(1, "Occupied")
+        charger.wait_command("RequestStartTransaction")
+        session = _closed(world)
+    assert session.close_reason == CloseReason.RELEASED
+    assert len(ledger_for(world, session, kind="release")) == 1
+
+
+def test_201_an_end_meter_below_the_start_is_priced_on_the_last_reading_and_raised(
+    ocpp_server, worker, world201
+):
+    world = world201
+    with world.charger(ocpp_server).connect() as charger:
+        charging201(world, charger, txid="TX-LOW", meter_start=10_000)
+        tx_event(charger, "Updated", 1, "TX-LOW", wh=11_000)
+        tx_event(charger, "Ended", 2, "TX-LOW", wh=50, trigger="StopAuthorized")
+        charger.status(1, "Available")
+        session = _closed(world)
+    assert (session.energy_wh, session.captured_amount_minor) == (1000, 90)
+    assert ExceptionRecord.objects.filter(kind=ExceptionRecord.Kind.CHARGER_REPORT).count() == 1
