@@ -1,6 +1,7 @@
 """A real `manage.py ocpp_server` process (or two), a real Celery worker and the emulated
 IM30 terminal, on the test database; chargers are tests/ocpp/charger.py over real WebSockets."""
 
+import re
 import sys
 import time
 from dataclasses import dataclass
@@ -11,7 +12,7 @@ from sessions.models import ChargingSession
 from terminals.models import ChargePoint, Connector
 from tests.charging.conftest import make_world
 from tests.ocpp.charger import TestCharger, meter, now_iso
-from tests.procs import Proc, celery_worker, free_port, purge_broker
+from tests.procs import Proc, celery_worker, purge_broker
 
 # Short so the fault tests run in seconds; the defaults are in the README.
 TIMEOUTS = {"EVPAY_OCPP_COMMAND_TIMEOUT_SECONDS": 4, "EVPAY_OCPP_START_TIMEOUT_SECONDS": 6}
@@ -19,14 +20,17 @@ TIMEOUTS = {"EVPAY_OCPP_COMMAND_TIMEOUT_SECONDS": 4, "EVPAY_OCPP_START_TIMEOUT_S
 
 class OcppServerProc:
     def __init__(self, name: str, scheme: str = "ws", **env):
-        self.port = free_port()
-        self.url = f"{scheme}://127.0.0.1:{self.port}/ocpp"
-        argv = [sys.executable, "manage.py", "ocpp_server", "--port", str(self.port)]
-        self.proc = Proc(argv + ["--poll", "0.2"], log_name=name, **(TIMEOUTS | env))
+        # Port 0: the server binds a free port and prints it (a port picked here could be
+        # taken by another process before the server binds it).
+        argv = [sys.executable, "manage.py", "ocpp_server", "--port", "0", "--poll", "0.2"]
+        self.scheme = scheme
+        self.proc = Proc(argv, log_name=name, **(TIMEOUTS | env))
 
     def __enter__(self):
         self.proc.__enter__()
         self.proc.wait_for_log("OCPP server listening")
+        self.port = int(re.search(r"listening on \w+://[\d.]+:(\d+)/", self.output()).group(1))
+        self.url = f"{self.scheme}://127.0.0.1:{self.port}/ocpp"
         return self
 
     def __exit__(self, *exc):
