@@ -321,7 +321,6 @@ class OcppServer:
         self.max_messages_per_minute = max_messages_per_minute
         self.holder = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"[:100]
         self.charge_points: dict[int, _Central] = {}  # charge point pk -> live session
-        self._pending: dict[ServerConnection, ChargePoint] = {}
         self._rates: dict[int, list[float]] = {}
         self._executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="ocpp-db")
 
@@ -361,7 +360,8 @@ class OcppServer:
         if not CHARGE_POINT_IDENTITY.match(identity):
             throttled.warning(peer, "OCPP upgrade refused: bad path %r", clean_text(path, 80))
             return connection.respond(HTTPStatus.NOT_FOUND, "unknown charge point\n")
-        if len(self.charge_points) + len(self._pending) >= self.max_connections:
+        # Open sockets (handshakes in progress are bounded by the 10 s open timeout instead).
+        if len(connection.server.connections) >= self.max_connections:
             throttled.warning(peer, "OCPP upgrade refused: %d connections", self.max_connections)
             return connection.respond(HTTPStatus.SERVICE_UNAVAILABLE, "too many connections\n")
         try:
@@ -380,11 +380,12 @@ class OcppServer:
             if status == HTTPStatus.UNAUTHORIZED:
                 response.headers["WWW-Authenticate"] = 'Basic realm="evpay OCPP"'
             return response
-        self._pending[connection] = cp
+        # Kept on the connection, so a handshake that fails after this holds nothing here.
+        connection.evpay_charge_point = cp
         return None
 
     async def handler(self, connection: ServerConnection) -> None:
-        cp = self._pending.pop(connection, None)
+        cp = getattr(connection, "evpay_charge_point", None)
         version = SUBPROTOCOLS.get(connection.subprotocol or "")
         if cp is None or version is None:
             await connection.close(1002, "no OCPP subprotocol")

@@ -19,10 +19,10 @@ TIMEOUTS = {"EVPAY_OCPP_COMMAND_TIMEOUT_SECONDS": 4, "EVPAY_OCPP_START_TIMEOUT_S
 
 
 class OcppServerProc:
-    def __init__(self, name: str, scheme: str = "ws", **env):
+    def __init__(self, name: str, scheme: str = "ws", args=(), **env):
         # Port 0: the server binds a free port and prints it (a port picked here could be
         # taken by another process before the server binds it).
-        argv = [sys.executable, "manage.py", "ocpp_server", "--port", "0", "--poll", "0.2"]
+        argv = [sys.executable, "manage.py", "ocpp_server", "--port", "0", "--poll", "0.2", *args]
         self.scheme = scheme
         self.proc = Proc(argv, log_name=name, **(TIMEOUTS | env))
 

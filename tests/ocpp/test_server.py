@@ -154,3 +154,19 @@ def test_security_profile_2_serves_wss_with_the_configured_certificate(tmp_path,
         with pytest.raises(Exception):  # noqa: B017 - a plain client gets no WebSocket at all
             connect(f"{plain}/{world16.charge_point.identity}", subprotocols=["ocpp1.6"],
                     open_timeout=5)  # fmt: skip
+
+
+def test_connections_beyond_the_bound_are_refused_with_503(world16, emulator):
+    from tests.ocpp.conftest import OcppServerProc, ocpp_world
+
+    info = next(t for t in emulator.terminals if t["terminal_id"] != world16.info["terminal_id"])
+    other = ocpp_world(info, "1.6")
+    with OcppServerProc("ocpp_server_small", args=["--max-connections", "1"]) as server:
+        first = world16.charger(server).connect()
+        try:
+            status = _upgrade_status(server, other.charge_point.identity, other.password)
+        finally:
+            first.shutdown()
+        assert status == 503
+        wait_for(lambda: _upgrade_status(server, other.charge_point.identity, other.password)
+                 == 101, 10, "room again")  # fmt: skip
