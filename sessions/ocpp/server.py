@@ -11,7 +11,8 @@ process on any host can command any charger.
 
 Bounds on what a peer can make it hold: at most `max_connections` sockets, frames of at most
 `max_frame` bytes, a ping every `ping_interval` s (an unanswered one closes the socket), at
-most `max_messages_per_minute` calls per connection, and warnings throttled per address.
+most `max_messages_per_minute` calls per connection and `max_upgrades_per_minute` upgrade
+requests per address, and warnings throttled per address.
 """
 
 from __future__ import annotations
@@ -311,6 +312,7 @@ class OcppServer:
         command_timeout: float = 30,
         poll: float = 0.5,
         max_messages_per_minute: int = 600,
+        max_upgrades_per_minute: int = 120,
     ):
         self.host, self.port, self.tls = host, port, tls
         self.max_connections = max_connections
@@ -319,6 +321,8 @@ class OcppServer:
         self.command_timeout = command_timeout
         self.poll_seconds = poll
         self.max_messages_per_minute = max_messages_per_minute
+        self.max_upgrades_per_minute = max_upgrades_per_minute
+        self._upgrades: dict[str, list[float]] = {}
         self.holder = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"[:100]
         self.charge_points: dict[int, _Central] = {}  # charge point pk -> live session
         self._rates: dict[int, list[float]] = {}
@@ -353,8 +357,23 @@ class OcppServer:
             asyncio.ensure_future(session._connection.close(1008, "too many messages"))
 
     # --- the upgrade --------------------------------------------------------------------
+    def _too_many_upgrades(self, peer: str) -> bool:
+        """At most `max_upgrades_per_minute` upgrade requests per address: each costs a
+        database lookup, and a guessing peer must not keep the thread pool busy."""
+        now = time.monotonic()
+        if len(self._upgrades) > 10_000:  # bounded table: forget everyone, start again
+            self._upgrades.clear()
+        window = self._upgrades.setdefault(peer, [now, 0])
+        if now - window[0] >= 60:
+            window[:] = [now, 0]
+        window[1] += 1
+        return window[1] > self.max_upgrades_per_minute
+
     async def process_request(self, connection: ServerConnection, request):
-        peer = (connection.remote_address or ("unknown",))[0]
+        peer = str((connection.remote_address or ("unknown",))[0])
+        if self._too_many_upgrades(peer):
+            throttled.warning(peer, "OCPP upgrades from %s refused: too many a minute", peer)
+            return connection.respond(HTTPStatus.TOO_MANY_REQUESTS, "too many requests\n")
         path = request.path.split("?", 1)[0]
         identity = unquote(path[len(PATH_PREFIX) :]) if path.startswith(PATH_PREFIX) else ""
         if not CHARGE_POINT_IDENTITY.match(identity):

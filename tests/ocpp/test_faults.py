@@ -299,3 +299,26 @@ def test_201_an_end_meter_below_the_start_is_priced_on_the_last_reading_and_rais
         session = _closed(world)
     assert (session.energy_wh, session.captured_amount_minor) == (1000, 90)
     assert ExceptionRecord.objects.filter(kind=ExceptionRecord.Kind.CHARGER_REPORT).count() == 1
+
+
+def test_a_charger_refusing_every_stop_is_asked_three_times_then_raised(
+    ocpp_server, worker, world16
+):
+    world = world16
+    with world.charger(ocpp_server).connect() as charger:
+        charger.answers["RemoteStopTransaction"] = "Rejected"
+        _, txid = charging16(world, charger)
+        session = world.session()
+        services.request_stop(session, Actor.charger("test"), "driver asked at the desk")
+        charger.wait_command("RemoteStopTransaction", count=3)
+        record = wait_for(
+            lambda: ExceptionRecord.objects.filter(kind=ExceptionRecord.Kind.CHARGER_REPORT).first(),
+            15, "the exception",
+        )  # fmt: skip
+        assert "refused or did not answer 3 stop requests" in record.what_happened
+        # The charger stops by itself later: priced and captured as usual.
+        charger.call("StopTransaction", meter_stop=2000, timestamp=now_iso(), transaction_id=txid)
+        charger.status(1, "Available")
+        session = _closed(world)
+    assert session.captured_amount_minor == 90
+    assert [a for a, _ in charger.received].count("RemoteStopTransaction") == 3

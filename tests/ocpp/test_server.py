@@ -170,3 +170,15 @@ def test_connections_beyond_the_bound_are_refused_with_503(world16, emulator):
         assert status == 503
         wait_for(lambda: _upgrade_status(server, other.charge_point.identity, other.password)
                  == 101, 10, "room again")  # fmt: skip
+
+
+def test_an_address_guessing_charger_ids_is_slowed_down_with_429(world16):
+    from tests.ocpp.conftest import OcppServerProc
+
+    with OcppServerProc("ocpp_server_guess") as server:
+        statuses = [_upgrade_status(server, f"GUESS-{i}", "x") for i in range(125)]
+        assert statuses[:120] == [404] * 120
+        assert set(statuses[120:]) == {429}
+        # Even the right credentials wait for the minute to pass.
+        assert _upgrade_status(server, world16.charge_point.identity, world16.password) == 429
+        assert server.output().count("too many a minute") <= 11  # throttled log
