@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Count, Q
+from django.db.models import Count, Max, Q
 from django.utils import timezone
 
 from evpay import audit
@@ -34,8 +34,10 @@ log = logging.getLogger(__name__)
 S = SessionState
 C = OcppCommand.State
 ACTOR = Actor.system("ocpp")
-# A stop the charger refused or did not answer is asked again, this many times in all.
+# A stop the charger refused or did not answer is asked again, this many times in all, with
+# this long between the answer and the next attempt (not a burst within one second).
 MAX_STOP_ATTEMPTS = 3
+STOP_RETRY_SECONDS = 5
 
 
 def command_timeout() -> timedelta:
@@ -115,6 +117,7 @@ def issue_id_tag(session: ChargingSession) -> str:
 def queue_session_commands() -> int:
     """What each OCPP session needs from its charger, queued once."""
     queued = 0
+    now = timezone.now()
     sessions = (
         ChargingSession.objects.filter(
             state__in=[S.AUTHORISED, S.STOPPING], connector__charge_point__isnull=False
@@ -126,6 +129,9 @@ def queue_session_commands() -> int:
             live_stops=Count(
                 "ocpp_commands",
                 filter=Q(ocpp_commands__purpose="stop", ocpp_commands__state__in=C_LIVE),
+            ),
+            last_stop_answer=Max(
+                "ocpp_commands__answered_at", filter=Q(ocpp_commands__purpose="stop")
             ),
             accepted_stops=Count(
                 "ocpp_commands",
@@ -152,6 +158,9 @@ def queue_session_commands() -> int:
         ):
             if session.stops >= MAX_STOP_ATTEMPTS:
                 _stop_refused(session, session.stops)
+                continue
+            retry_at = (session.last_stop_answer or now) + timedelta(seconds=STOP_RETRY_SECONDS)
+            if session.stops and retry_at > now:
                 continue
             action, payload = stop_payload(session)
             queued += bool(

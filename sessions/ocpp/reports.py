@@ -557,6 +557,10 @@ def transaction_event_201(report: Report) -> dict:
         if not first_report(report, f"tx:{transaction_id}:{payload['seqNo']}"):
             return answer
         session = ChargingSession.objects.select_for_update().get(pk=session.pk)
+        evse = (payload.get("evse") or {}).get("id")
+        if evse is not None and evse != session.connector.ocpp_evse_id:
+            report.noted(f"the token belongs to EVSE {session.connector.ocpp_evse_id}, not {evse}")
+            return {"id_token_info": {"status": "Invalid"}} if token else {}
         if session.ocpp_transaction_id and session.ocpp_transaction_id != transaction_id:
             report.noted(f"the session belongs to transaction {session.ocpp_transaction_id}")
             return {"id_token_info": {"status": "Invalid"}} if token else {}
