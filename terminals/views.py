@@ -147,11 +147,19 @@ def _status(request, terminal):
     out of date: the page sends the stamp of what they show, and a different one here fires
     `terminal-changed`, which makes them fetch themselves. So brands and closings show
     a job's result when it finishes, without a reload, and the 5 s poll stays cheap."""
-    response = render(request, "terminals/detail.html#status", {"terminal": terminal})
+    context = {"terminal": terminal, "ocpp_connectors": _ocpp_connectors(terminal)}
+    response = render(request, "terminals/detail.html#status", context)
     seen = request.GET.get("seen")
     if seen is not None and seen != _panels_stamp(terminal):
         response["HX-Trigger"] = "terminal-changed"
     return response
+
+
+def _ocpp_connectors(terminal) -> list:
+    """The terminal's connectors on OCPP chargers, for the live status line (polled)."""
+    return list(
+        terminal.connectors.filter(charge_point__isnull=False).select_related("charge_point")
+    )
 
 
 def _latest_runs(terminal) -> dict:
@@ -173,6 +181,7 @@ def terminal_detail(request, public_id):
     context = {
         "terminal": terminal,
         "site": terminal.site,
+        "ocpp_connectors": _ocpp_connectors(terminal),
         "brands": terminal.brands.all(),
         "closings": terminal.closings.all()[:10],
         # Running or done today: the page offers an explicit "Run again" instead.
@@ -185,7 +194,7 @@ def terminal_detail(request, public_id):
         return render(request, "terminals/detail.html#panels", context)
     context |= {
         "history": terminal.status_changes.all()[:20],
-        "connectors": terminal.connectors.select_related("charge_point"),
+        "connectors": terminal.connectors.all(),
         # The charging app's request rows, through their foreign key to the terminal.
         "transactions": terminal.transactions.select_related("session").order_by(
             "-created_at", "-id"

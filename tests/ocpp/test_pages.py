@@ -58,3 +58,18 @@ def test_the_terminal_page_shows_the_chargers_connection_and_connector_status(
     html = response.content.decode()
     assert "CP-PAGE-1" in html and "connected" in html and "4.2.0" in html
     assert "Charging" in html
+
+
+def test_the_terminal_status_poll_carries_the_chargers_live_status(
+    client_for, viewer, ocpp_session
+):
+    client = client_for(viewer)
+    connector = ocpp_session.connector
+    connector.ocpp_status = "Finishing"
+    connector.save(update_fields=["ocpp_status"])
+    response = client.get(
+        reverse("terminals:detail", args=[ocpp_session.terminal.public_id]) + "?part=status",
+        HTTP_HX_REQUEST="true",
+    )
+    html = response.content.decode()
+    assert response.status_code == 200 and "CP-PAGE-1" in html and "Finishing" in html
