@@ -117,6 +117,7 @@ class ChargePointAdmin(admin.ModelAdmin):
         "connected",
         "connected_to",
         "connected_at",
+        "held_until",
         "last_message_at",
     ]
 

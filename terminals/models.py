@@ -186,6 +186,10 @@ class ChargePoint(models.Model):
     # commands (sessions.ocpp.commands). Empty when no process holds it.
     connected_to = models.CharField(max_length=100, blank=True)
     connected_at = models.DateTimeField(null=True, blank=True)
+    # Renewed by the holding process every few seconds: a holder that died without saying so
+    # (killed, host gone) lets this lapse, and any other OCPP server then marks the charger
+    # disconnected (sessions.ocpp.server).
+    held_until = models.DateTimeField(null=True, blank=True)
     last_message_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:

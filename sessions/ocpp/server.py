@@ -29,6 +29,7 @@ import socket
 import ssl
 import time
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 from http import HTTPStatus
 from urllib.parse import unquote
 
@@ -120,11 +121,16 @@ def _authenticate(identity: str, authorization: str | None):
     return HTTPStatus.OK, cp, ""
 
 
+# How long a holder's claim on a charger lasts without renewal, and how often it is renewed.
+HOLD = timedelta(seconds=15)
+RENEW_SECONDS = 5
+
+
 def _mark_connected(cp_pk: int, holder: str, version: str) -> ChargePoint:
     now = timezone.now()
     ChargePoint.objects.filter(pk=cp_pk).update(
         connected=True, connected_to=holder, connected_at=now, last_message_at=now,
-        ocpp_version=version,
+        ocpp_version=version, held_until=now + HOLD,
     )  # fmt: skip
     return ChargePoint.objects.get(pk=cp_pk)
 
@@ -132,7 +138,7 @@ def _mark_connected(cp_pk: int, holder: str, version: str) -> ChargePoint:
 def _mark_disconnected(cp_pk: int, holder: str) -> None:
     # Only if still ours: the charger may already be connected to another process.
     ChargePoint.objects.filter(pk=cp_pk, connected_to=holder).update(
-        connected=False, connected_to=""
+        connected=False, connected_to="", held_until=None
     )
 
 
@@ -213,6 +219,15 @@ def _poll(holder: str, held: dict[int, str]) -> tuple[list, list[int]]:
     owners = dict(ChargePoint.objects.filter(pk__in=held.keys()).values_list("pk", "connected_to"))
     lost = [pk for pk in held if owners.get(pk) != holder]
     return claimed, lost
+
+
+def _renew(holder: str, held) -> None:
+    """Renew this process's hold on its chargers; release those of holders that died."""
+    now = timezone.now()
+    ChargePoint.objects.filter(pk__in=list(held), connected_to=holder).update(held_until=now + HOLD)
+    ChargePoint.objects.filter(connected=True, held_until__lt=now).update(
+        connected=False, connected_to="", held_until=None
+    )
 
 
 def _heartbeat(holder: str, port: int, connections: int) -> None:
@@ -434,7 +449,7 @@ class OcppServer:
 
     # --- commands -------------------------------------------------------------------------
     async def poll_loop(self, stop: asyncio.Event) -> None:
-        last_heartbeat = 0.0
+        last_heartbeat = last_renewal = 0.0
         while not stop.is_set():
             try:
                 held = {pk: s.id for pk, s in self.charge_points.items()}
@@ -453,6 +468,9 @@ class OcppServer:
                     if session is not None:
                         log.info("charger %s is now held by another process", session.id)
                         await session._connection.close(1000, "connected elsewhere")
+                if time.monotonic() - last_renewal >= RENEW_SECONDS:
+                    await self.db(_renew, self.holder, list(held))
+                    last_renewal = time.monotonic()
                 if time.monotonic() - last_heartbeat >= 15:
                     await self.db(_heartbeat, self.holder, self.port, len(self.charge_points))
                     last_heartbeat = time.monotonic()

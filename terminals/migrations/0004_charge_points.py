@@ -52,6 +52,7 @@ class Migration(migrations.Migration):
                 ('connected', models.BooleanField(default=False)),
                 ('connected_to', models.CharField(blank=True, max_length=100)),
                 ('connected_at', models.DateTimeField(blank=True, null=True)),
+                ('held_until', models.DateTimeField(blank=True, null=True)),
                 ('last_message_at', models.DateTimeField(blank=True, null=True)),
                 ('site', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='charge_points', to='terminals.site')),
             ],

@@ -182,3 +182,30 @@ def test_an_address_guessing_charger_ids_is_slowed_down_with_429(world16):
         # Even the right credentials wait for the minute to pass.
         assert _upgrade_status(server, world16.charge_point.identity, world16.password) == 429
         assert server.output().count("too many a minute") <= 11  # throttled log
+
+
+def test_a_killed_server_lets_its_chargers_go_and_another_takes_over(
+    second_ocpp_server, emulator, emu_terminal
+):
+    from tests.ocpp.conftest import OcppServerProc, ocpp_world
+
+    world = ocpp_world(emu_terminal, "1.6")
+    victim = OcppServerProc("ocpp_server_victim").__enter__()
+    charger = world.charger(victim).connect()
+    try:
+        charger.boot()
+        assert ChargePoint.objects.get(pk=world.charge_point.pk).connected
+        victim.proc.kill()  # SIGKILL: no disconnect is recorded
+        # Another process notices the lapsed hold and marks the charger disconnected.
+        wait_for(lambda: not ChargePoint.objects.get(pk=world.charge_point.pk).connected, 30,
+                 "the hold to lapse")  # fmt: skip
+        charger.drop()
+        charger.connect(second_ocpp_server.url)
+        charger.boot()
+        command = commands.enqueue(
+            world.charge_point, "Reset", {"type": "Hard"}, actor=Actor.system("test")
+        )
+        wait_for(lambda: OcppCommand.objects.get(pk=command.pk).state == "answered", 15, "answer")
+    finally:
+        charger.shutdown()
+        victim.__exit__(None, None, None)
