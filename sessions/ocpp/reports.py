@@ -296,7 +296,8 @@ def cable_out(report: Report, connector: Connector, at: datetime) -> None:
         report.noted("cable out while the card is being authorised: the authorisation decides")
         return
     try:
-        mark_unplugged(session, report.actor, at=max(at, session.requested_at))
+        not_before = session.charging_ended_at or session.meter_updated_at or session.requested_at
+        mark_unplugged(session, report.actor, at=max(at, not_before))
     except JourneyError as exc:
         report.noted(str(exc))
 
@@ -304,6 +305,8 @@ def cable_out(report: Report, connector: Connector, at: datetime) -> None:
 def apply_status(report: Report, connector: Connector | None, status: str, at) -> None:
     if connector is None:
         return
+    # A charger clock ahead of ours must not make every later status look older than this.
+    at = min(at, timezone.now())
     if connector.ocpp_status_at is not None and at < connector.ocpp_status_at:
         report.noted("older than the last status reported: not applied")
         return
