@@ -175,7 +175,7 @@ def test_connections_beyond_the_bound_are_refused_with_503(world16, emulator):
 def test_an_address_guessing_charger_ids_is_slowed_down_with_429(world16):
     from tests.ocpp.conftest import OcppServerProc
 
-    with OcppServerProc("ocpp_server_guess") as server:
+    with OcppServerProc("ocpp_server_guess", args=["--max-upgrades-per-minute", "120"]) as server:
         statuses = [_upgrade_status(server, f"GUESS-{i}", "x") for i in range(125)]
         assert statuses[:120] == [404] * 120
         assert set(statuses[120:]) == {429}

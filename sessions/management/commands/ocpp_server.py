@@ -28,6 +28,12 @@ class Command(BaseCommand):
             "--max-connections", type=int, default=settings.EVPAY_OCPP_MAX_CONNECTIONS
         )
         parser.add_argument(
+            "--max-upgrades-per-minute",
+            type=int,
+            default=600,
+            help="upgrade requests a minute per address (chargers behind one NAT share it)",
+        )
+        parser.add_argument(
             "--poll", type=float, default=0.5, help="seconds between command-queue polls"
         )
         parser.add_argument(
@@ -38,6 +44,7 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, host, port, max_connections, poll, ping_interval, **options):
+        max_upgrades = options["max_upgrades_per_minute"]
         cert, key = settings.EVPAY_OCPP_TLS_CERT, settings.EVPAY_OCPP_TLS_KEY
         if bool(cert) != bool(key):
             raise CommandError("set both EVPAY_OCPP_TLS_CERT and EVPAY_OCPP_TLS_KEY, or neither")
@@ -52,6 +59,7 @@ class Command(BaseCommand):
             port,
             tls=tls,
             max_connections=max_connections,
+            max_upgrades_per_minute=max_upgrades,
             poll=poll,
             ping_interval=ping_interval,
             command_timeout=settings.EVPAY_OCPP_COMMAND_TIMEOUT_SECONDS,
