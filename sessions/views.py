@@ -396,6 +396,7 @@ def session_detail(request, public_id):
             max((e.pk for e in timeline), default=0),
             [(tx.pk, tx.state, tx.outcome) for tx in transactions],
             [(e.pk, e.resolved_at) for e in exceptions],
+            max((m.pk for m in ocpp_messages), default=0),
         ),
         "polling": session.is_open,
         "can_operate": can_operate(request.user),
@@ -456,11 +457,14 @@ def _summary(request, session):
     return response
 
 
-def _stamp(session, last_event_id, transactions, exceptions) -> str:
-    """A short fingerprint of what the activity part shows: state, timeline, requests and
-    exceptions (a request's answer or an exception's resolution may write no timeline row)."""
+def _stamp(session, last_event_id, transactions, exceptions, last_ocpp_id=0) -> str:
+    """A short fingerprint of what the activity part shows: state, timeline, requests,
+    exceptions (a request's answer or an exception's resolution may write no timeline row) and
+    the newest OCPP message (a charger's meter values change nothing else shown there)."""
     # Sorted by pk: the page and the poll read these rows in different orders.
-    parts = repr((session.state, last_event_id, sorted(transactions), sorted(exceptions)))
+    parts = repr(
+        (session.state, last_event_id, sorted(transactions), sorted(exceptions), last_ocpp_id)
+    )
     return hashlib.blake2s(parts.encode(), digest_size=8).hexdigest()
 
 
@@ -474,7 +478,8 @@ def _current_stamp(session) -> str:
         .order_by("id")
         .values_list("pk", "resolved_at")
     )
-    return _stamp(session, last_event or 0, transactions, exceptions)
+    last_ocpp = session.ocpp_messages.aggregate(last=Max("pk"))["last"]
+    return _stamp(session, last_event or 0, transactions, exceptions, last_ocpp or 0)
 
 
 # The from/to of a timeline row: a session's state, or a request's state or outcome.

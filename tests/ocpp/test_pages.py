@@ -73,3 +73,24 @@ def test_the_terminal_status_poll_carries_the_chargers_live_status(
     )
     html = response.content.decode()
     assert response.status_code == 200 and "CP-PAGE-1" in html and "Finishing" in html
+
+
+def test_a_new_ocpp_message_tells_the_session_page_to_refresh_its_activity(
+    client_for, viewer, ocpp_session
+):
+    client = client_for(viewer)
+    page_url = reverse("sessions:detail", args=[ocpp_session.public_id])
+    stamp = (
+        client.get(page_url)
+        .content.decode()
+        .split('id="activity-stamp" name="seen" value="')[1]
+        .split('"')[0]
+    )
+    poll = page_url + "?part=summary&seen=" + stamp
+    assert "HX-Trigger" not in client.get(poll, HTTP_HX_REQUEST="true").headers
+    OcppMessage.objects.create(
+        charge_point=ocpp_session.connector.charge_point, session=ocpp_session, direction="in",
+        kind="call", action="MeterValues", message_id="m-new", payload={},
+    )  # fmt: skip
+    response = client.get(poll, HTTP_HX_REQUEST="true")
+    assert response.headers.get("HX-Trigger") == "session-changed"
