@@ -48,7 +48,7 @@ from ocpp.exceptions import (
     OCPPError,
     PropertyConstraintViolationError,
 )
-from ocpp.messages import validate_payload
+from ocpp.messages import unpack, validate_payload
 from ocpp.v16 import ChargePoint as ChargePoint16
 from ocpp.v16 import call as call16
 from ocpp.v201 import ChargePoint as ChargePoint201
@@ -248,6 +248,21 @@ class _Central:
 
     server: OcppServer
     record: ChargePoint
+
+    async def route_message(self, raw_msg):
+        # The ocpp package logs an unparsable frame in full at ERROR, once per frame: a
+        # misbehaving charger could fill the log. Ours is one throttled, truncated line; the
+        # frame carries no usable message id, so there is nothing to answer.
+        try:
+            unpack(raw_msg)
+        except OCPPError as exc:
+            self.server.count_message(self)
+            throttled.warning(
+                self.server.peer(self), "charger %s sent a frame that is not OCPP (%s): %r",
+                self.id, type(exc).__name__, clean_text(str(raw_msg), 80),
+            )  # fmt: skip
+            return
+        await super().route_message(raw_msg)
 
     async def _handle_call(self, msg):
         self.server.count_message(self)

@@ -209,3 +209,16 @@ def test_a_killed_server_lets_its_chargers_go_and_another_takes_over(
     finally:
         charger.shutdown()
         victim.__exit__(None, None, None)
+
+
+def test_frames_that_are_not_ocpp_are_logged_once_briefly_and_the_charger_stays_connected(
+    ocpp_server, world16
+):
+    world = world16
+    with world.charger(ocpp_server).connect() as charger:
+        charger.raw("not json at all " + "x" * 5000)
+        charger.raw('{"an": "object"}')
+        charger.raw("[9, 1, 2]")
+        assert charger.boot()["status"] == "Accepted"  # still served
+    wait_for(lambda: "not OCPP" in ocpp_server.output(), 10, "the log line")
+    assert "x" * 200 not in ocpp_server.output()
