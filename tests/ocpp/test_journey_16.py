@@ -56,3 +56,21 @@ def test_a_16_charger_charges_and_the_card_pays_what_the_meter_says(ocpp_server,
         "Available"
     )
     assert not ExceptionRecord.objects.exists()
+
+
+def test_a_session_started_through_the_api_on_an_ocpp_connector_is_started_on_the_charger(
+    ocpp_server, worker, world16
+):
+    from sessions import services
+    from tests.charging.conftest import CHARGER
+
+    world = world16
+    with world.charger(ocpp_server).connect() as charger:
+        charger.boot()
+        world.emulator.present_card(world.info["terminal_id"], "visa_ok")
+        # What the JSON API's start does (a connector chosen at the terminal or by an app).
+        session = services.start_session(world.connectors[1], CHARGER)
+        remote = charger.wait_command("RemoteStartTransaction")
+        assert remote["connectorId"] == 2
+        session.refresh_from_db()
+        assert (session.state, session.ocpp_id_tag) == (S.AUTHORISED, remote["idTag"])
