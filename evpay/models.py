@@ -90,6 +90,7 @@ class ExceptionRecord(models.Model):
         REFUSED_STOPS = "refused_stops", gettext_lazy("Repeated refused stop attempts")
         STRANDED_AUTHORISATION = "stranded_auth", gettext_lazy("Authorisation for a closed session")
         CONFIGURATION = "configuration", gettext_lazy("Terminal configuration")
+        CHARGER_REPORT = "charger_report", gettext_lazy("Charger report that cannot be applied")
         OTHER = "other", gettext_lazy("Other")
 
     class Severity(models.IntegerChoices):

@@ -105,6 +105,16 @@ try:
     EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
     EMAIL_TIMEOUT = env_int("EMAIL_TIMEOUT", 10, minimum=1)
     DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "receipts@evpay.invalid")
+    # The OCPP central system (`manage.py ocpp_server`, README "Chargers over OCPP").
+    EVPAY_OCPP_HOST = env_str("EVPAY_OCPP_HOST", "127.0.0.1")
+    EVPAY_OCPP_PORT = env_int("EVPAY_OCPP_PORT", 9000, minimum=1)
+    EVPAY_OCPP_TLS_CERT = env_str("EVPAY_OCPP_TLS_CERT", "") or ""
+    EVPAY_OCPP_TLS_KEY = env_str("EVPAY_OCPP_TLS_KEY", "") or ""
+    EVPAY_OCPP_MAX_CONNECTIONS = env_int("EVPAY_OCPP_MAX_CONNECTIONS", 1000, minimum=1)
+    EVPAY_OCPP_COMMAND_TIMEOUT_SECONDS = env_int(
+        "EVPAY_OCPP_COMMAND_TIMEOUT_SECONDS", 30, minimum=1
+    )
+    EVPAY_OCPP_START_TIMEOUT_SECONDS = env_int("EVPAY_OCPP_START_TIMEOUT_SECONDS", 120, minimum=1)
     # The process supervisor of `make run` (see README "Operations").
     EVPAY_RESTART_BACKOFF_MAX = env_int("EVPAY_RESTART_BACKOFF_MAX", 60, minimum=1)
 except ImproperlyConfiguredEnv as exc:

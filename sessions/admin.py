@@ -13,6 +13,8 @@ from sessions.models import (
     IdempotencyRecord,
     InvoiceRequest,
     IssuedReceipt,
+    OcppCommand,
+    OcppMessage,
     Tariff,
     TerminalTransaction,
 )
@@ -327,3 +329,29 @@ class InvoiceRequestAdmin(ReadOnlyAdmin):
     list_filter = ["state"]
     search_fields = ["company_name", "vat_number", "email", "=session__public_id"]
     list_select_related = ["session"]
+
+
+@admin.register(OcppMessage)
+class OcppMessageAdmin(ReadOnlyAdmin):
+    list_display = ["at", "charge_point", "direction", "kind", "action", "message_id", "note"]
+    list_filter = ["direction", "kind", "action"]
+    search_fields = ["charge_point__identity", "message_id", "action", "note"]
+    list_select_related = ["charge_point"]
+    date_hierarchy = "at"
+
+
+@admin.register(OcppCommand)
+class OcppCommandAdmin(ReadOnlyAdmin):
+    list_display = [
+        "created_at",
+        "charge_point",
+        "action",
+        "purpose",
+        "state",
+        "claimed_by",
+        "answered_at",
+        "error",
+    ]
+    list_filter = ["state", "action", "purpose"]
+    search_fields = ["charge_point__identity", "public_id", "claimed_by"]
+    list_select_related = ["charge_point"]

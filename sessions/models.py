@@ -15,7 +15,7 @@ from django.utils import timezone
 from django.utils.translation import gettext_lazy
 
 from evpay import audit
-from terminals.models import Connector, Site, Terminal
+from terminals.models import ChargePoint, Connector, Site, Terminal
 from terminals.opi.messages import RECEIPT_TARGETS, OutDeviceTarget
 
 
@@ -141,6 +141,14 @@ class ChargingSession(models.Model):
     card_token = models.CharField(max_length=64, blank=True, db_index=True)
     card_par = models.CharField(max_length=64, blank=True, db_index=True)
 
+    # OCPP (a connector of an OCPP charger): the idTag / idToken we issue when the reservation
+    # is approved (it names this session to the charger, nothing about the card), the charger's
+    # transaction id, and the meter register at the transaction's start (energy = register -
+    # start).
+    ocpp_id_tag = models.CharField(max_length=20, blank=True)
+    ocpp_transaction_id = models.CharField(max_length=36, blank=True)
+    ocpp_meter_start_wh = models.BigIntegerField(null=True, blank=True)
+
     class Meta:
         ordering = ["-requested_at", "-id"]
         constraints = [
@@ -153,6 +161,15 @@ class ChargingSession(models.Model):
             models.CheckConstraint(
                 condition=Q(captured_amount_minor__lte=F("authorised_amount_minor")),
                 name="session_capture_le_authorised",
+            ),
+            # sessions.ocpp finds the session of an idTag / transaction by these.
+            models.UniqueConstraint(
+                fields=["ocpp_id_tag"], condition=~Q(ocpp_id_tag=""), name="session_ocpp_id_tag"
+            ),
+            models.UniqueConstraint(
+                fields=["connector", "ocpp_transaction_id"],
+                condition=~Q(ocpp_transaction_id=""),
+                name="session_ocpp_transaction",
             ),
             models.CheckConstraint(
                 condition=Q(cost_total_minor__lte=F("authorised_amount_minor"))
@@ -668,3 +685,137 @@ class InvoiceRequest(models.Model):
                 session=self.session,
             )
         return True
+
+
+class OcppMessage(models.Model):
+    """One OCPP message to or from a charger, as it went over the wire (like the raw O.P.I.
+    messages of a terminal request): what the session page shows and what faults are traced by."""
+
+    class Direction(models.TextChoices):
+        IN = "in", "From the charger"
+        OUT = "out", "To the charger"
+
+    class Kind(models.TextChoices):
+        CALL = "call", "Call"
+        RESULT = "result", "Result"
+        ERROR = "error", "Error"
+
+    charge_point = models.ForeignKey(
+        ChargePoint, on_delete=models.CASCADE, related_name="ocpp_messages"
+    )
+    session = models.ForeignKey(
+        ChargingSession,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="ocpp_messages",
+    )
+    direction = models.CharField(max_length=3, choices=Direction.choices)
+    kind = models.CharField(max_length=6, choices=Kind.choices)
+    action = models.CharField(max_length=48)
+    message_id = models.CharField(max_length=64)
+    payload = models.JSONField(default=dict)
+    at = models.DateTimeField(default=timezone.now)
+    # What we made of it when it was not applied as such: duplicate, late, unknown transaction.
+    note = models.CharField(max_length=300, blank=True)
+    # Set on the first copy of a replayable report (1.6: transaction + timestamp; 2.0.1:
+    # transaction + seqNo): a replay finds the key taken and is answered but not applied.
+    dedupe_key = models.CharField(max_length=120, blank=True)
+
+    class Meta:
+        ordering = ["at", "id"]
+        constraints = [
+            # sessions.ocpp.journey.first_report relies on this to apply a report once.
+            models.UniqueConstraint(
+                fields=["charge_point", "dedupe_key"],
+                condition=~Q(dedupe_key=""),
+                name="ocpp_message_once",
+            )
+        ]
+        indexes = [
+            models.Index(fields=["session", "at"], name="ocpp_message_session"),
+            models.Index(fields=["charge_point", "-at"], name="ocpp_message_charger"),
+        ]
+
+    def __str__(self):
+        return f"{self.direction} {self.action} {self.message_id}"
+
+
+class OcppCommand(models.Model):
+    """A command for a charger, queued in the database so any process (worker, web, another
+    OCPP server) can give it: the ocpp_server process holding the charger's socket claims it,
+    sends it and stores the answer."""
+
+    class State(models.TextChoices):
+        PENDING = "pending", "Pending"
+        SENT = "sent", "Sent, waiting for the answer"
+        ANSWERED = "answered", "Answered"
+        FAILED = "failed", "Failed (error answer or connection lost)"
+        EXPIRED = "expired", "Expired (not sent or not answered in time)"
+
+    class Purpose(models.TextChoices):
+        # What a session needs from the charger; "" for staff commands (Reset, ...).
+        NONE = "", "—"
+        START = "start", "Start the session's transaction"
+        STOP = "stop", "Stop the session's transaction"
+
+    LIVE_STATES = (State.PENDING, State.SENT)
+
+    public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    charge_point = models.ForeignKey(ChargePoint, on_delete=models.CASCADE, related_name="commands")
+    session = models.ForeignKey(
+        ChargingSession,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="ocpp_commands",
+    )
+    purpose = models.CharField(max_length=8, choices=Purpose.choices, blank=True)
+    action = models.CharField(max_length=48)
+    payload = models.JSONField(default=dict)
+    state = models.CharField(max_length=10, choices=State.choices, default=State.PENDING)
+    created_at = models.DateTimeField(default=timezone.now)
+    created_by = models.CharField(max_length=150, blank=True)
+    # A pending command not sent by then expires (the charger is not connected).
+    expires_at = models.DateTimeField()
+    claimed_by = models.CharField(max_length=100, blank=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    answered_at = models.DateTimeField(null=True, blank=True)
+    response = models.JSONField(null=True, blank=True)
+    error = models.CharField(max_length=300, blank=True)
+    # Set by the guard (sessions.ocpp.commands) once the answer has been acted on.
+    handled = models.BooleanField(default=False)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        constraints = [
+            # One live start or stop per session: two processes reconciling the same session
+            # (a charger moving between servers) cannot both queue one.
+            models.UniqueConstraint(
+                fields=["session", "purpose"],
+                condition=Q(state__in=["pending", "sent"]) & ~Q(purpose=""),
+                name="ocpp_command_one_live_per_purpose",
+            )
+        ]
+        indexes = [
+            # The holding process's poll: pending commands of its chargers, oldest first.
+            models.Index(
+                fields=["charge_point", "created_at"],
+                condition=Q(state="pending"),
+                name="ocpp_command_pending",
+            ),
+            models.Index(
+                fields=["answered_at"],
+                condition=Q(handled=False),
+                name="ocpp_command_unhandled",
+            ),
+        ]
+
+    def __str__(self):
+        return f"{self.action} to {self.charge_point_id}: {self.state}"
+
+    @property
+    def accepted(self) -> bool:
+        return self.state == self.State.ANSWERED and (self.response or {}).get("status") == (
+            "Accepted"
+        )

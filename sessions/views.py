@@ -1,6 +1,7 @@
 """Charging sessions: list, CSV export, detail with timeline and operator actions, receipts."""
 
 import hashlib
+import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -470,6 +471,9 @@ def _get_session(public_id) -> ChargingSession:
     )
 
 
+OCPP_MESSAGES_SHOWN = 200
+
+
 @permission_required(VIEW_PERM)
 @require_GET
 def session_detail(request, public_id):
@@ -492,6 +496,11 @@ def session_detail(request, public_id):
     # The driver's link and its QR code, for staff to show or send (no receipt number is
     # issued by looking at the session).
     receipt_link = receipt_rendering.public_url(session, request) if has_receipt(session) else ""
+    # What the charger and we said over OCPP, like the raw XML of the terminal requests;
+    # bounded (a charger may report every few seconds for hours): the newest are shown.
+    ocpp_messages = list(session.ocpp_messages.order_by("-at", "-id")[:OCPP_MESSAGES_SHOWN])[::-1]
+    for message in ocpp_messages:
+        message.payload_text = json.dumps(message.payload, indent=1, sort_keys=True)
     context = {
         "receipt_link": receipt_link,
         "receipt_qr": receipt_rendering.qr_svg(receipt_link) if receipt_link else "",
@@ -501,12 +510,15 @@ def session_detail(request, public_id):
         "transactions": transactions,
         "receipts": receipt_messages,
         "exceptions": exceptions,
+        "ocpp_messages": ocpp_messages,
+        "ocpp_messages_limit": OCPP_MESSAGES_SHOWN,
         "has_receipt": has_receipt(session),
         "stamp": _stamp(
             session,
             max((e.pk for e in timeline), default=0),
             [(tx.pk, tx.state, tx.outcome) for tx in transactions],
             [(e.pk, e.resolved_at) for e in exceptions],
+            max((m.pk for m in ocpp_messages), default=0),
         ),
         "polling": session.is_open,
         "can_operate": can_operate(request.user),
@@ -580,11 +592,14 @@ def _summary(request, session):
     return tag_fragment(response, etag)
 
 
-def _stamp(session, last_event_id, transactions, exceptions) -> str:
-    """A short fingerprint of what the activity part shows: state, timeline, requests and
-    exceptions (a request's answer or an exception's resolution may write no timeline row)."""
+def _stamp(session, last_event_id, transactions, exceptions, last_ocpp_id=0) -> str:
+    """A short fingerprint of what the activity part shows: state, timeline, requests,
+    exceptions (a request's answer or an exception's resolution may write no timeline row) and
+    the newest OCPP message (a charger's meter values change nothing else shown there)."""
     # Sorted by pk: the page and the poll read these rows in different orders.
-    parts = repr((session.state, last_event_id, sorted(transactions), sorted(exceptions)))
+    parts = repr(
+        (session.state, last_event_id, sorted(transactions), sorted(exceptions), last_ocpp_id)
+    )
     return hashlib.blake2s(parts.encode(), digest_size=8).hexdigest()
 
 
@@ -598,7 +613,8 @@ def _current_stamp(session) -> str:
         .order_by("id")
         .values_list("pk", "resolved_at")
     )
-    return _stamp(session, last_event or 0, transactions, exceptions)
+    last_ocpp = session.ocpp_messages.aggregate(last=Max("pk"))["last"]
+    return _stamp(session, last_event or 0, transactions, exceptions, last_ocpp or 0)
 
 
 # The from/to of a timeline row: a session's state, or a request's state or outcome.

@@ -1,7 +1,11 @@
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.utils.translation import gettext_lazy as _
 
+from evpay import audit
 from evpay.admin import ReadOnlyAdmin, ReadOnlyInline
+from evpay.audit import Actor
 from terminals.models import (
+    ChargePoint,
     ClosingBrandTotal,
     Connector,
     MifareRead,
@@ -38,8 +42,17 @@ class SiteAdmin(admin.ModelAdmin):
 
 class ConnectorInline(admin.TabularInline):
     model = Connector
+    fk_name = "terminal"
     extra = 0
-    fields = ["evse_id", "label", "enabled"]
+    fields = ["evse_id", "label", "enabled", "charge_point", "ocpp_connector_id", "ocpp_evse_id"]
+
+
+class ChargePointConnectorInline(admin.TabularInline):
+    model = Connector
+    fk_name = "charge_point"
+    extra = 0
+    fields = ["evse_id", "label", "terminal", "ocpp_connector_id", "ocpp_evse_id", "ocpp_status"]
+    readonly_fields = ["ocpp_status"]
 
 
 class TerminalBrandInline(admin.TabularInline):
@@ -79,11 +92,63 @@ class TerminalAdmin(admin.ModelAdmin):
 
 @admin.register(Connector)
 class ConnectorAdmin(admin.ModelAdmin):
-    list_display = ["evse_id", "label", "terminal", "enabled"]
+    list_display = ["evse_id", "label", "terminal", "charge_point", "ocpp_status", "enabled"]
     list_filter = ["enabled", "terminal__site"]
     search_fields = ["evse_id", "label", "terminal__terminal_id", "terminal__name"]
-    list_select_related = ["terminal"]
-    readonly_fields = ["public_id"]
+    list_select_related = ["terminal", "charge_point"]
+    readonly_fields = ["public_id", "ocpp_status", "ocpp_status_at"]
+
+
+@admin.register(ChargePoint)
+class ChargePointAdmin(admin.ModelAdmin):
+    """A charger speaking OCPP. Its password is generated (action below or
+    `manage.py ocpp_charger_password <id>`), shown once, stored as a hash."""
+
+    list_display = [
+        "identity",
+        "name",
+        "site",
+        "enabled",
+        "connected",
+        "ocpp_version",
+        "firmware_version",
+        "last_message_at",
+    ]
+    list_filter = ["enabled", "connected", "ocpp_version", "site"]
+    search_fields = ["identity", "name", "serial_number"]
+    list_select_related = ["site"]
+    inlines = [ChargePointConnectorInline]
+    actions = ["new_password"]
+    # What the charger reports and the connection state are written by the OCPP server only.
+    readonly_fields = [
+        "public_id",
+        "password_set_at",
+        "ocpp_version",
+        "vendor",
+        "model",
+        "serial_number",
+        "firmware_version",
+        "booted_at",
+        "connected",
+        "connected_to",
+        "connected_at",
+        "held_until",
+        "last_message_at",
+    ]
+
+    @admin.action(description=_("Generate a new OCPP password (shown once)"))
+    def new_password(self, request, queryset):
+        for cp in queryset:
+            raw = cp.set_new_password()
+            audit.record(Actor.user(request.user), cp, "ocpp.password_set", reason="new password")
+            messages.success(
+                request,
+                _(
+                    "Charger %(id)s: user name %(id)s, password %(password)s — copy it now; it "
+                    "is not stored and will not be shown again."
+                )
+                % {"id": cp.identity, "password": raw},
+            )
 
 
 @admin.register(TerminalStatusChange)

@@ -1,10 +1,14 @@
 """The terminal fleet: sites, IM30 terminals, the connectors they serve, status and brands."""
 
+import hashlib
 import json
+import re
+import secrets
 import uuid
 from datetime import timedelta
 from zoneinfo import available_timezones
 
+from django.core.exceptions import ValidationError
 from django.db import models, transaction
 from django.db.models import F, Q
 from django.utils import timezone
@@ -170,6 +174,88 @@ class Terminal(models.Model):
         return self.status not in NOT_ONLINE_STATUSES
 
 
+# What a charge point's identity (the last segment of its OCPP URL) may be: the OCPP 2.0.1
+# security whitepaper's identifier characters, at most 48 (1.6 chargeBoxIdentity is 20, but
+# real chargers use their serial numbers, which are longer).
+CHARGE_POINT_IDENTITY = re.compile(r"^[A-Za-z0-9*\-_=:+|@.]{1,48}$")
+
+
+def validate_charge_point_identity(value: str) -> None:
+    if not CHARGE_POINT_IDENTITY.match(value or ""):
+        raise ValidationError(
+            "1 to 48 characters: letters, digits and * - _ = : + | @ . (no spaces or slashes)"
+        )
+
+
+class OcppVersion(models.TextChoices):
+    V16 = "1.6", "OCPP 1.6J"
+    V201 = "2.0.1", "OCPP 2.0.1"
+
+
+class ChargePoint(models.Model):
+    """A charger that connects to evpay over OCPP (evpay is its central system)."""
+
+    public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    identity = models.CharField(
+        "charge point id",
+        max_length=48,
+        unique=True,
+        validators=[validate_charge_point_identity],
+        help_text="The last part of its URL: ws://host:port/ocpp/<charge point id>",
+    )
+    name = models.CharField(max_length=120, blank=True)
+    site = models.ForeignKey(Site, on_delete=models.PROTECT, related_name="charge_points")
+    enabled = models.BooleanField(default=True)
+    # Security profile 1/2: HTTP Basic on the upgrade. Only a SHA-256 of the password is kept;
+    # passwords are generated (ChargePoint.set_new_password, 192 random bits), never chosen, so
+    # a fast hash is enough, as for API keys.
+    password_hash = models.CharField(max_length=64, blank=True, editable=False)
+    password_set_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    # What the charger told us (BootNotification) and the state of its connection. Written by
+    # the OCPP server only.
+    ocpp_version = models.CharField(max_length=8, choices=OcppVersion.choices, blank=True)
+    vendor = models.CharField(max_length=50, blank=True)
+    model = models.CharField(max_length=50, blank=True)
+    serial_number = models.CharField(max_length=50, blank=True)
+    firmware_version = models.CharField(max_length=50, blank=True)
+    booted_at = models.DateTimeField(null=True, blank=True)
+    connected = models.BooleanField(default=False)
+    # The ocpp_server process holding the socket ("host:pid:nonce"): the one that sends its
+    # commands (sessions.ocpp.commands). Empty when no process holds it.
+    connected_to = models.CharField(max_length=100, blank=True)
+    connected_at = models.DateTimeField(null=True, blank=True)
+    # Renewed by the holding process every few seconds: a holder that died without saying so
+    # (killed, host gone) lets this lapse, and any other OCPP server then marks the charger
+    # disconnected (sessions.ocpp.server).
+    held_until = models.DateTimeField(null=True, blank=True)
+    last_message_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["identity"]
+
+    def __str__(self):
+        return self.identity
+
+    @staticmethod
+    def hash_password(raw: str) -> str:
+        return hashlib.sha256(raw.encode()).hexdigest()
+
+    def set_new_password(self) -> str:
+        """Generate, store (hashed) and return a new password: shown once, never logged.
+        32 characters: within OCPP 2.0.1's 16..40 and printable for 1.6 AuthorizationKey."""
+        raw = secrets.token_urlsafe(24)
+        self.password_hash = self.hash_password(raw)
+        self.password_set_at = timezone.now()
+        self.save(update_fields=["password_hash", "password_set_at"])
+        return raw
+
+    def check_password(self, raw: str) -> bool:
+        if not self.password_hash:
+            return False
+        return secrets.compare_digest(self.password_hash, self.hash_password(raw))
+
+
 class Connector(models.Model):
     """A connector / EVSE served by a terminal (one IM30 can serve several)."""
 
@@ -179,11 +265,55 @@ class Connector(models.Model):
     label = models.CharField(max_length=60, help_text="What the driver sees, e.g. 'Left, 22 kW'")
     enabled = models.BooleanField(default=True)
 
+    # The OCPP charger this connector belongs to, if it speaks OCPP: 1.6 numbers connectors
+    # (connectorId 1..n); 2.0.1 numbers EVSEs (evseId) and the connectors on each.
+    charge_point = models.ForeignKey(
+        ChargePoint,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="connectors",
+    )
+    ocpp_connector_id = models.PositiveSmallIntegerField(
+        "OCPP connector id",
+        null=True,
+        blank=True,
+        help_text="1.6 connectorId; on 2.0.1 the connector on the EVSE (usually 1)",
+    )
+    ocpp_evse_id = models.PositiveSmallIntegerField(
+        "OCPP EVSE id", null=True, blank=True, help_text="2.0.1 evseId"
+    )
+    # The status the charger last reported (StatusNotification), verbatim.
+    ocpp_status = models.CharField(max_length=20, blank=True)
+    ocpp_status_at = models.DateTimeField(null=True, blank=True)
+
     class Meta:
         ordering = ["evse_id"]
+        constraints = [
+            # sessions.ocpp finds a connector by (charger, 1.6 connectorId) or (charger,
+            # 2.0.1 evseId): each must name one connector.
+            models.UniqueConstraint(
+                fields=["charge_point", "ocpp_connector_id"],
+                condition=Q(ocpp_evse_id__isnull=True),
+                name="connector_one_per_ocpp_connector",
+            ),
+            models.UniqueConstraint(
+                fields=["charge_point", "ocpp_evse_id"],
+                name="connector_one_per_ocpp_evse",
+            ),
+        ]
 
     def __str__(self):
         return f"{self.evse_id} ({self.label})"
+
+    def clean(self):
+        if self.charge_point_id and self.ocpp_connector_id is None and self.ocpp_evse_id is None:
+            raise ValidationError(
+                "A connector of an OCPP charger needs its OCPP connector id (1.6) or EVSE id "
+                "(2.0.1)."
+            )
+        if self.charge_point_id and self.charge_point.site_id != self.terminal.site_id:
+            raise ValidationError("The charger and the terminal must be on the same site.")
 
 
 class TerminalBrand(models.Model):

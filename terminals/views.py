@@ -166,6 +166,7 @@ def _status(request, terminal):
     `terminal-changed`, which makes them fetch themselves. So brands and closings show
     a job's result when it finishes, without a reload, and the 5 s poll stays cheap: when
     nothing it shows changed it is a 304, not rendered (evpay.web.fragment_etag)."""
+    ocpp_connectors = _ocpp_connectors(terminal)
     seen = request.GET.get("seen")
     stale = seen is not None and seen != _panels_stamp(terminal)
     # Panels out of date: a 200 every time, so its HX-Trigger repeats until they refetched
@@ -182,13 +183,39 @@ def _status(request, terminal):
             terminal.enabled,
             terminal.site.time_zone,
             seen,
+            _ocpp_fingerprint(ocpp_connectors),
         )
         if response := not_modified(request, etag):
             return response
-    response = render(request, "terminals/detail.html#status", {"terminal": terminal})
+    context = {"terminal": terminal, "ocpp_connectors": ocpp_connectors}
+    response = render(request, "terminals/detail.html#status", context)
     if stale:
         response["HX-Trigger"] = "terminal-changed"
     return tag_fragment(response, etag)
+
+
+def _ocpp_connectors(terminal, connectors=None) -> list:
+    """The terminal's connectors on OCPP chargers, for the live status line (polled)."""
+    if connectors is None:
+        connectors = terminal.connectors.filter(charge_point__isnull=False)
+        connectors = connectors.select_related("charge_point")
+    return [c for c in connectors if c.charge_point_id]
+
+
+def _ocpp_fingerprint(ocpp_connectors) -> list:
+    """What the status line shows of each charger: part of the poll's ETag, so a charger that
+    connects, reports a status or sends a message is a 200, not a 304."""
+    return [
+        (
+            c.pk,
+            c.ocpp_status,
+            c.charge_point.connected,
+            c.charge_point.last_message_at,
+            c.charge_point.firmware_version,
+            c.charge_point.ocpp_version,
+        )
+        for c in ocpp_connectors
+    ]
 
 
 def _latest_runs(runs) -> dict:
@@ -220,9 +247,11 @@ def terminal_detail(request, public_id):
     }
     if part == "panels":
         return render(request, "terminals/detail.html#panels", context)
+    connectors = list(terminal.connectors.select_related("charge_point"))
     context |= {
         "history": terminal.status_changes.all()[:20],
-        "connectors": terminal.connectors.all(),
+        "connectors": connectors,
+        "ocpp_connectors": _ocpp_connectors(terminal, connectors),
         # The charging app's request rows, through their foreign key to the terminal.
         "transactions": terminal.transactions.select_related("session").order_by(
             "-created_at", "-id"

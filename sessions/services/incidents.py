@@ -75,6 +75,14 @@ INCIDENTS = {
         "Check power and network at the site. Captures wait and are retried; sessions nearing "
         "their authorisation expiry will raise their own exceptions.",
     ),
+    Kind.CHARGER_REPORT: Incident(
+        Severity.WARNING,
+        "Charger {charge_point}: {action} not applied as reported",
+        "{problem} (session {session_id}).",
+        "Check the charger's own transaction log and meter reading. Nothing more than what is "
+        "provable was charged; if the charger's record shows the driver owes less, refund "
+        "through the acquirer portal.",
+    ),
     Kind.CLOSING_MISMATCH: Incident(
         Severity.CRITICAL,
         "Closing {business_date} on {terminal_name} does not match",

@@ -22,6 +22,7 @@ REGISTERED = [
     "terminals.PeriodClosing",
     "terminals.ClosingBrandTotal",
     "terminals.MifareRead",
+    "terminals.ChargePoint",
     "charging.Tariff",
     "charging.ChargingSession",
     "charging.TerminalTransaction",
@@ -30,6 +31,8 @@ REGISTERED = [
     "charging.IdempotencyRecord",
     "charging.IssuedReceipt",
     "charging.InvoiceRequest",
+    "charging.OcppMessage",
+    "charging.OcppCommand",
 ]
 READ_ONLY = [
     "evpay.AuditEvent",
@@ -39,6 +42,8 @@ READ_ONLY = [
     "terminals.ClosingBrandTotal",
     "charging.IssuedReceipt",
     "charging.InvoiceRequest",
+    "charging.OcppMessage",
+    "charging.OcppCommand",
 ]
 
 
