@@ -77,7 +77,14 @@ def test_a_tampered_or_unknown_token_is_a_bare_404(client, paid):
         for name in ("receipts:public", "receipts:pdf", "receipts:text", "receipts:qr_svg"):
             response = client.get(reverse(name, args=[bad]))
             assert response.status_code == 404
-            bodies.add(response.content)
+            # The language switch differs per request (its CSRF token, its way back).
+            bodies.add(
+                re.sub(
+                    rb'(name="(?:csrfmiddlewaretoken|next)" value=)"[^"]*"',
+                    rb"\1",
+                    response.content,
+                )
+            )
     assert len(bodies) == 1  # the same page whatever the reason
     assert b"settled" not in next(iter(bodies)) and b"signature" not in next(iter(bodies)).lower()
 
@@ -454,13 +461,8 @@ def test_receipt_numbers_stay_unique_and_gapless_when_issued_concurrently_on_pos
     assert first.site.receipt_counter == 6
 
 
-def test_without_the_set_language_view_the_drivers_pages_have_no_language_choice(client):
-    assert 'name="language"' not in client.get(reverse("receipts:lookup")).content.decode()
-
-
-@pytest.mark.urls("tests.dashboard.urls_with_i18n")
-def test_with_the_set_language_view_the_drivers_pages_offer_a_language_choice(client, paid):
+def test_the_drivers_pages_offer_a_language_choice(client, paid):
     for page in (reverse("receipts:lookup"), link(paid)):
         html = client.get(page).content.decode()
         assert 'action="/i18n/setlang/"' in html and 'name="language"' in html
-        assert f'name="next" type="hidden" value="{page}"' in html
+        assert f'name="next" value="{page}"' in html
