@@ -40,10 +40,11 @@ MESSAGES_IGNORE := --ignore=.venv --ignore=var --ignore=tests --ignore=artifacts
 compilemessages: $(STAMP) gettext
 	@DEBUG=1 $(BIN)/python manage.py compilemessages --ignore=.venv --ignore=var --verbosity 0
 
-# After changing texts: collect them into the Dutch catalogue, translate the new (empty or
-# fuzzy) entries in locale/nl/LC_MESSAGES/django.po, then `make messages` again to compile.
+# After changing texts: collect them into the catalogues, translate the new (empty or fuzzy)
+# entries in locale/nl/ (and, for a driver page's text, locale/de/ and locale/fr/), then
+# `make messages` again to compile.
 messages: $(STAMP) gettext
-	DEBUG=1 $(BIN)/python manage.py makemessages -l nl $(MESSAGES_IGNORE) --add-location=file --no-obsolete
+	DEBUG=1 $(BIN)/python manage.py makemessages -l nl -l de -l fr $(MESSAGES_IGNORE) --add-location=file --no-obsolete
 	DEBUG=1 $(BIN)/python manage.py compilemessages --ignore=.venv --ignore=var
 
 # Embedded defaults: SQLite and the filesystem broker under var/, nothing to install.

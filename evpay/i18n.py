@@ -3,6 +3,8 @@
 Staff pages come in STAFF_LANGUAGES; a signed-in staff member's stored choice
 (StaffPreferences.language) wins over the browser's, drivers get LocaleMiddleware's answer
 (the language cookie that set_language writes, else Accept-Language, else LANGUAGE_CODE).
+The driver pages (evpay.security.PUBLIC_PATHS) come in every one of settings.LANGUAGES; any
+other page asked for in a language the staff pages lack is shown in LANGUAGE_CODE.
 """
 
 from django.conf import settings
@@ -15,6 +17,7 @@ from django.views.decorators.http import require_POST
 
 from evpay import audit
 from evpay.models import StaffPreferences
+from evpay.security import PUBLIC_PATHS
 from evpay.web import after_post
 
 #: Staff pages are translated into these (the driver pages may have more, settings.LANGUAGES).
@@ -45,6 +48,11 @@ def check_compiled_catalogues(app_configs=None, **kwargs):
                     )
                 )
     return problems
+
+
+def is_staff_language(language: str | None) -> bool:
+    """Whether the staff pages are translated into this language (or one of its variants)."""
+    return (language or "").split("-")[0] in STAFF_LANGUAGES
 
 
 def staff_language_choices() -> list[tuple[str, str]]:
@@ -83,6 +91,13 @@ class StaffLanguageMiddleware:
             if language in STAFF_LANGUAGES:
                 translation.activate(language)
                 request.LANGUAGE_CODE = translation.get_language()
+        if not request.path.startswith(PUBLIC_PATHS) and not is_staff_language(
+            translation.get_language()
+        ):
+            # A German browser (or a driver's German choice in the cookie) on the log-in or a
+            # staff page: English throughout rather than Django's German among English texts.
+            translation.activate(settings.LANGUAGE_CODE)
+            request.LANGUAGE_CODE = translation.get_language()
         return self.get_response(request)
 
 

@@ -224,10 +224,11 @@ AUTH_PASSWORD_VALIDATORS = [
 ]
 
 # English unless the browser (Accept-Language), the language cookie or a staff member's stored
-# choice says otherwise. Staff pages: English and Dutch (evpay.i18n.STAFF_LANGUAGES); the
-# catalogues are in locale/ (README "Languages").
+# choice says otherwise. Staff pages: English and Dutch only (evpay.i18n.STAFF_LANGUAGES, other
+# languages fall back to English there); the driver pages: all of these. The catalogues are
+# in locale/ (README "Languages").
 LANGUAGE_CODE = "en-gb"
-LANGUAGES = [("en", "English"), ("nl", "Nederlands")]
+LANGUAGES = [("en", "English"), ("nl", "Nederlands"), ("de", "Deutsch"), ("fr", "Français")]
 LOCALE_PATHS = [BASE_DIR / "locale"]
 USE_I18N = True
 USE_TZ = True

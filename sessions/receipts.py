@@ -295,7 +295,8 @@ def build_receipt(session: ChargingSession, issued: IssuedReceipt, link: str = "
         r = Decimal(rate) / 10000
         vat_minor = round_half_up(Decimal(total) * r / (1 + r))
     receipt.vat = (
-        _("VAT %(rate)s%% included") % {"rate": f"{rate / 100:g}"},
+        # 9.5 in English, 9,5 in Dutch, German and French.
+        _("VAT %(rate)s%% included") % {"rate": formats.localize(Decimal(rate) / 100)},
         format_money(vat_minor, cur),
     )
     receipt.net = format_money(total - vat_minor, cur)

@@ -16,7 +16,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 @pytest.fixture
 def phone(browser, live_server):
-    """A driver's phone: narrow, touch, English (the i18n work adds Dutch)."""
+    """A driver's phone: narrow, touch, English."""
     context = browser.new_context(
         base_url=live_server.url,
         viewport={"width": 390, "height": 844},
@@ -58,7 +58,7 @@ def test_staff_show_the_qr_code_and_the_driver_opens_its_link_on_the_phone(
     expect(phone.locator("#receipt-total")).to_have_text("€\u00a04.50")
     expect(phone.locator("#receipt-card")).to_have_text("Visa 4111 **** **** 4242")
     expect(phone.locator("#receipt-released-note")).to_contain_text("€\u00a045.50 was released")
-    assert phone.evaluate("document.documentElement.lang") == "en-gb"
+    assert phone.evaluate("document.documentElement.lang") == "en"
     # Fits the phone: no sideways scrolling.
     assert phone.evaluate("document.documentElement.scrollWidth") <= 391
     screenshot(phone, "receipt-driver-en")
@@ -122,3 +122,57 @@ def test_a_wrong_lookup_reveals_nothing_and_the_limit_holds(phone, settings, scr
     _fill_lookup(phone, session.site)
     expect(phone.locator("#lookup-status")).to_contain_text("Too many lookups")
     assert "/r/" not in phone.url
+
+
+@pytest.fixture
+def phone_in(browser, live_server):
+    """A driver's phone whose browser asks for the given language (Accept-Language)."""
+    contexts = []
+
+    def open_(locale):
+        context = browser.new_context(
+            base_url=live_server.url,
+            viewport={"width": 390, "height": 844},
+            is_mobile=True,
+            locale=locale,
+        )
+        context.set_default_timeout(10_000)
+        contexts.append(context)
+        return context.new_page()
+
+    yield open_
+    for context in contexts:
+        context.close()
+
+
+def test_a_dutch_driver_finds_the_receipt_in_dutch_and_switches_to_german_and_french(
+    phone_in, screenshot
+):
+    session = f.make_paid_session()
+    phone = phone_in("nl-NL")
+    phone.goto("/receipt/")
+    expect(phone.get_by_role("heading", name="Betaald met uw telefoon of horloge?")).to_be_visible()
+    phone.get_by_label("Laadlocatie").select_option(label=session.site.name)
+    phone.get_by_label("Datum van het laden").fill("2026-03-01")
+    phone.get_by_label("Betaald bedrag").fill("4,50")  # the Dutch decimal comma is understood
+    phone.get_by_label("Laatste vier cijfers van de kaart").fill("4242")
+    phone.get_by_role("button", name="Mijn bon zoeken").click()
+    expect(phone).to_have_url(re.compile(rf"/r/{re.escape(receipts.receipt_token(session))}/$"))
+    assert phone.evaluate("document.documentElement.lang") == "nl"
+    expect(phone.locator("#receipt-total")).to_have_text("€\u00a04,50")
+    expect(phone.locator("#receipt-released-note")).to_contain_text(
+        "de resterende €\u00a045,50 is vrijgegeven"
+    )
+    assert phone.evaluate("document.documentElement.scrollWidth") <= 391
+    screenshot(phone, "receipt-driver-nl")
+
+    for code, total_label, note, name in (
+        ("de", "Bezahlt gesamt", "die restlichen €\u00a045,50 wurden freigegeben", "de"),
+        ("fr", "Total payé", "le solde de €\u00a045,50 a été libéré", "fr"),
+    ):
+        phone.locator("#public-language-select").select_option(code)
+        phone.get_by_role("button", name={"de": "Wisselen", "fr": "Wechseln"}[code]).click()
+        expect(phone.locator("html")).to_have_attribute("lang", code)
+        expect(phone.locator("main")).to_contain_text(total_label)
+        expect(phone.locator("#receipt-released-note")).to_contain_text(note)
+        screenshot(phone, f"receipt-driver-{name}")
