@@ -11,7 +11,7 @@ from functools import lru_cache
 
 from django.contrib import messages
 from django.db import connection, transaction
-from django.db.models import CharField, Max, Q
+from django.db.models import CharField, OuterRef, Q, Subquery
 from django.db.models.functions import Cast
 from django.http import Http404, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import get_object_or_404, render
@@ -54,6 +54,7 @@ from sessions.models import (
     ChargingSession,
     CloseReason,
     InvoiceRequest,
+    OcppMessage,
     Outcome,
     SessionState,
     TerminalTransaction,
@@ -604,16 +605,28 @@ def _stamp(session, last_event_id, transactions, exceptions, last_ocpp_id=0) -> 
 
 
 def _current_stamp(session) -> str:
-    last_event = AuditEvent.objects.filter(session_ref=session.public_id).aggregate(last=Max("pk"))[
-        "last"
-    ]
+    # The newest timeline row and OCPP message in one query (the poll runs every few seconds).
+    last_event, last_ocpp = (
+        ChargingSession.objects.filter(pk=session.pk)
+        .annotate(
+            last_event=Subquery(
+                AuditEvent.objects.filter(session_ref=OuterRef("public_id"))
+                .order_by("-pk")
+                .values("pk")[:1]
+            ),
+            last_ocpp=Subquery(
+                OcppMessage.objects.filter(session=OuterRef("pk")).order_by("-pk").values("pk")[:1]
+            ),
+        )
+        .values_list("last_event", "last_ocpp")
+        .get()
+    )
     transactions = list(session.transactions.order_by("id").values_list("pk", "state", "outcome"))
     exceptions = list(
         ExceptionRecord.objects.filter(session_ref=session.public_id)
         .order_by("id")
         .values_list("pk", "resolved_at")
     )
-    last_ocpp = session.ocpp_messages.aggregate(last=Max("pk"))["last"]
     return _stamp(session, last_event or 0, transactions, exceptions, last_ocpp or 0)
 
 

@@ -7,7 +7,7 @@ import pytest
 from django.utils import timezone
 
 from sessions.models import ChargingSession
-from terminals.models import Terminal, TerminalStatus
+from terminals.models import ChargePoint, Terminal, TerminalStatus
 from tests.dashboard.conftest import url
 
 pytestmark = pytest.mark.django_db
@@ -39,7 +39,8 @@ def test_an_unchanged_terminal_status_is_a_304_and_a_change_a_200(
     assert first.status_code == 200 and first["ETag"].startswith('"')
     assert "private" in first["Cache-Control"] and "no-cache" in first["Cache-Control"]
     assert "HX-Request" in first["Vary"]
-    with django_assert_max_num_queries(7):
+    # 4 for the log-in, the terminal, its panels' stamp, its OCPP connectors (for the ETag).
+    with django_assert_max_num_queries(8):
         again = _poll(client, path, params, first["ETag"])
     assert again.status_code == 304 and again.content == b"" and again["ETag"] == first["ETag"]
     Terminal.objects.filter(pk=terminal.pk).update(
@@ -48,6 +49,22 @@ def test_an_unchanged_terminal_status_is_a_304_and_a_change_a_200(
     changed = _poll(client, path, params, first["ETag"])
     assert changed.status_code == 200 and changed["ETag"] != first["ETag"]
     assert 'data-status="OFFLINE"' in changed.content.decode()
+
+
+def test_a_change_on_the_terminals_ocpp_charger_makes_its_status_poll_a_200(
+    client_for, viewer, world
+):
+    client = client_for(viewer)
+    terminal = world["terminal"]
+    charger = ChargePoint.objects.create(identity="CP-POLL-1", site=terminal.site)
+    terminal.connectors.update(charge_point=charger)
+    path = url("terminals:detail", terminal.public_id)
+    params = {"part": "status", "seen": _seen(client, path)}
+    first = _poll(client, path, params)
+    assert _poll(client, path, params, first["ETag"]).status_code == 304
+    ChargePoint.objects.filter(pk=charger.pk).update(connected=True)
+    changed = _poll(client, path, params, first["ETag"])
+    assert changed.status_code == 200 and "CP-POLL-1" in changed.content.decode()
 
 
 def test_a_terminal_status_whose_panels_are_out_of_date_is_always_a_200_with_its_trigger(
