@@ -7,7 +7,20 @@ from datetime import UTC, datetime
 
 from evpay.testbed.simulator import Connector
 from sessions.models import ChargingSession
+from terminals.models import ChargePoint, OcppVersion
 from terminals.models import Connector as ConnectorModel
+
+
+def link_connector(connector: ConnectorModel, charge_point: ChargePoint, number: int, version):
+    """Make `connector` the charger's connector `number`: 1.6 numbers connectors
+    (connectorId), 2.0.1 numbers EVSEs (evseId; one connector each, numbered 1)."""
+    connector.charge_point = charge_point
+    if version == OcppVersion.V201:
+        connector.ocpp_evse_id, connector.ocpp_connector_id = number, 1
+    else:
+        connector.ocpp_evse_id, connector.ocpp_connector_id = None, number
+    connector.full_clean()
+    connector.save(update_fields=["charge_point", "ocpp_evse_id", "ocpp_connector_id"])
 
 
 def session_started_on(evse_id: str, since: float) -> str | None:

@@ -13,6 +13,7 @@ from django.db import transaction
 
 from evpay import audit
 from evpay.audit import Actor
+from evpay.testbed.ocpp_world import link_connector
 from sessions.models import ApiKey, Tariff
 from terminals.models import ChargePoint, Connector, OcppVersion, Site, Terminal
 
@@ -117,17 +118,6 @@ def ocpp_version_for(index: int) -> str | None:
     """Which demo terminals' connectors belong to an OCPP charger: a third 1.6, a third
     2.0.1, the rest stay on the JSON API (so the demo shows all three)."""
     return {1: OcppVersion.V16, 2: OcppVersion.V201}.get(index % 3)
-
-
-def link_connector(connector: Connector, charge_point: ChargePoint, number: int, version) -> None:
-    """Make `connector` the charger's connector `number` (1.6 connectorId, 2.0.1 evseId)."""
-    connector.charge_point = charge_point
-    if version == OcppVersion.V201:
-        connector.ocpp_evse_id, connector.ocpp_connector_id = number, 1
-    else:
-        connector.ocpp_evse_id, connector.ocpp_connector_id = None, number
-    connector.full_clean()
-    connector.save(update_fields=["charge_point", "ocpp_evse_id", "ocpp_connector_id"])
 
 
 def write_secret_file(path: Path, data: dict) -> None:
