@@ -42,7 +42,8 @@ def test_a_killed_worker_or_emulator_is_restarted_and_sessions_are_still_capture
             "EVPAY_VAR_DIR": str(var),
             "DEBUG": "1",
             "EVPAY_PORT": str(free_port()),
-            "EVPAY_EMULATOR_BASE_PORT": str(_emulator_base(3)),
+            "EVPAY_EMULATOR_BASE_PORT": str(_emulator_base(4)),  # 3 + the external charger's
+            "EVPAY_OCPP_PORT": str(free_port()),
             "EVPAY_EMULATOR_CONTROL_PORT": str(free_port()),
             "EVPAY_DEVICE_CHANNEL_PORT": str(free_port()),
             "EVPAY_DEMO_TERMINALS": "3",
