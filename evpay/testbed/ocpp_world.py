@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from django.db import DatabaseError, connection
+
 from evpay.testbed.simulator import Connector
 from sessions.models import ChargingSession
 from terminals.models import ChargePoint, OcppVersion
@@ -27,14 +29,21 @@ def session_started_on(evse_id: str, since: float) -> str | None:
     """The public id of the newest session on this connector requested after `since` (epoch
     seconds): what a cable-in at an OCPP charger started, or None yet. A real charger is never
     told; the simulated driver needs it to follow its session through the API."""
-    public_id = (
-        ChargingSession.objects.filter(
-            connector__evse_id=evse_id, requested_at__gte=datetime.fromtimestamp(since, UTC)
+    try:
+        public_id = (
+            ChargingSession.objects.filter(
+                connector__evse_id=evse_id, requested_at__gte=datetime.fromtimestamp(since, UTC)
+            )
+            .order_by("-requested_at")
+            .values_list("public_id", flat=True)
+            .first()
         )
-        .order_by("-requested_at")
-        .values_list("public_id", flat=True)
-        .first()
-    )
+    except DatabaseError:
+        # This thread's connection died (the soak terminates backends; a database restart):
+        # Django does not reconnect a connection outside a request by itself. The next poll
+        # gets a new one.
+        connection.close()
+        return None
     return str(public_id) if public_id else None
 
 

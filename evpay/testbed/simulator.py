@@ -443,8 +443,13 @@ class Simulator:
         if self.random.random() >= self.options.fault_rate:
             return
         fault = self.random.choices([f for f, _ in CHARGER_FAULTS], [w for _, w in CHARGER_FAULTS])
+        options = {}
+        if fault[0] == ocpp_charger.WS_DROP and len(self.options.ocpp_urls) > 1:
+            # Back on another server process: the one it left must let go of the charger.
+            current = self.fleet.chargers[connector.charger_id].url
+            options["url"] = next(u for u in self.options.ocpp_urls if u != current)
         try:
-            self.fleet.do(connector.charger_id, "arm", fault[0])
+            self.fleet.do(connector.charger_id, "arm", fault[0], **options)
             self.stats.add(f"ocpp.fault_armed.{fault[0]}")
         except Exception as exc:
             log.info("could not arm %s on %s: %s", fault[0], connector.charger_id, exc)

@@ -362,6 +362,8 @@ class Soak:
     def _chaos(self):
         """Process-level faults: one every 20 s / (2 x fault rate), e.g. every 33 s at 0.3."""
         kinds = ["kill_worker", "device_channel_outage"]
+        if self.ocpp_servers:
+            kinds.append("ocpp_server_killed")
         if settings.CELERY_BROKER_URL.startswith("redis://"):
             kinds.append("broker_restart")
         if connection.vendor == "postgresql":
@@ -388,6 +390,19 @@ class Soak:
         victim.kill()
         self.workers.remove(victim)
         self._start_worker()
+
+    def _chaos_ocpp_server_killed(self):
+        """One OCPP server SIGKILLed (no close frames, its claims on its chargers left to
+        lapse) and started again on its port 2 s later: its chargers retry until it is back,
+        or move when a drop sends them to the other one; their queued messages follow."""
+        index = self.random.randrange(len(self.ocpp_servers))
+        victim = self.ocpp_servers[index]
+        port = self.ocpp_urls[index].rsplit(":", 1)[1].split("/")[0]
+        victim.kill()
+        self.children.remove(victim)
+        time.sleep(2)
+        name = f"ocpp{index + 1}"
+        self.ocpp_servers[index] = self._start(name, MANAGE + ["ocpp_server", "--port", port])
 
     def _chaos_device_channel_outage(self):
         # Receipts go unacknowledged meanwhile: the terminal then wants PrintLastTicket.
