@@ -1,9 +1,13 @@
-"""Traffic simulator: plays chargers (through the charger API) and drivers (through the
-emulator's control interface) so the demo shows sessions, stops by card, captures, declines,
-aborts, faults, recovery and exceptions within minutes.
+"""Traffic simulator: plays chargers (through the charger API, or over OCPP) and drivers
+(through the emulator's control interface) so the demo shows sessions, stops by card,
+captures, declines, aborts, faults, recovery and exceptions within minutes.
 
-One thread per connector. Everything goes over HTTP exactly as a charger controller and a
-test driver would; nothing touches the database except reading the connector list.
+One thread per connector. A connector of an OCPP charger is played by an EmulatedCharger
+(evpay.testbed.ocpp_charger, real WebSockets to the OCPP server): the driver plugs in, the
+central system starts the session and the terminal asks for the card. The others go over HTTP
+exactly as a charger controller would. Nothing here touches the database: the connector list
+and, for OCPP sessions, which session the cable-in started (`Options.find_session`: a real
+charger is never told) come from the caller.
 """
 
 from __future__ import annotations
@@ -17,7 +21,10 @@ import urllib.error
 import urllib.request
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
+
+from evpay.testbed import ocpp_charger
 
 log = logging.getLogger("evpay.simulator")
 
@@ -42,6 +49,21 @@ FAULTS = [
     ({"kind": "full_pan", "operation": "authorise"}, 1),
     ("offline", 1),
 ]
+# The emulated chargers' faults (evpay.testbed.ocpp_charger.FAULTS), one drawn for an OCPP
+# session at the fault rate and armed on its charger: it applies at its decision point.
+CHARGER_FAULTS = [
+    (ocpp_charger.WS_DROP, 4),
+    (ocpp_charger.REPLAY_DUPLICATE, 2),
+    (ocpp_charger.REPLAY_OUT_OF_ORDER, 1),
+    (ocpp_charger.REBOOT_KEEP_TRANSACTION, 1),
+    (ocpp_charger.REBOOT_LOSE_TRANSACTION, 1),
+    (ocpp_charger.REMOTE_START_NO_ANSWER, 1),
+    (ocpp_charger.REMOTE_START_REJECT, 1),
+    (ocpp_charger.REMOTE_START_NO_TRANSACTION, 1),
+    (ocpp_charger.METER_AFTER_STOP, 1),
+    (ocpp_charger.METER_STOP_BELOW_START, 1),
+    (ocpp_charger.STOP_UNKNOWN_TRANSACTION, 1),
+]
 
 
 @dataclass
@@ -54,6 +76,12 @@ class Options:
     seed: int | None = None
     max_sessions: int = 0  # 0 = unlimited
     duration: float = 0  # seconds; 0 = until stopped
+    # OCPP: the central system's URLs (a drop may reconnect to any), the chargers by id
+    # ({"password", "version", "connectors"}), and (evse id, since epoch seconds) -> the
+    # public id of the session the cable-in started there, or None.
+    ocpp_urls: list[str] = field(default_factory=list)
+    chargers: dict[str, dict] = field(default_factory=dict)
+    find_session: Callable[[str, float], str | None] | None = None
 
 
 @dataclass
@@ -61,6 +89,8 @@ class Connector:
     evse_id: str
     terminal_id: str
     site: str
+    charger_id: str = ""  # an OCPP charger's connector: played over OCPP
+    ocpp_connector: int = 0  # its number at the charger (1.6 connectorId, 2.0.1 EVSE)
 
 
 @dataclass
@@ -117,6 +147,7 @@ class Simulator:
         # One driver at a time uses a terminal, as at a real IM30 serving two connectors.
         self._terminal_locks = {c.terminal_id: threading.Lock() for c in connectors}
         self._current: dict[str, str] = {}  # evse id -> session the charger is running
+        self.fleet: ocpp_charger.ChargerFleet | None = None
 
     # ---------------------------------------------------------------- plumbing
     def _sleep(self, seconds: float) -> bool:
@@ -342,7 +373,10 @@ class Simulator:
             if not self._take_slot():
                 return
             try:
-                self.run_session(connector)
+                if connector.charger_id:
+                    self.run_ocpp_session(connector)
+                else:
+                    self.run_session(connector)
             except Exception as exc:
                 self.stats.add("simulator.errors")
                 log.warning("session on %s: %s", connector.evse_id, str(exc)[:300])
@@ -353,6 +387,13 @@ class Simulator:
         """A charger whose session went wrong mid-way still unplugs: end it so the connector
         is free again (the back-office settles whatever it cost)."""
         sid = self._current.get(connector.evse_id)
+        if connector.charger_id and self.fleet is not None:
+            try:  # the cable comes out at the charger; the central system settles
+                self.fleet.do(connector.charger_id, "unplug", connector.ocpp_connector)
+                self.stats.add("sessions.abandoned_and_unplugged")
+            except Exception as exc:
+                log.info("unplugging %s: %s", connector.evse_id, str(exc)[:200])
+            return
         if not sid:
             return
         for _ in range(20):
@@ -368,7 +409,160 @@ class Simulator:
                 log.info("finishing %s: %s", sid, str(exc)[:200])
             self._sleep(5)
 
+    # ---------------------------------------------------------------- OCPP chargers
+    def _start_fleet(self) -> None:
+        """The emulated OCPP chargers of the connectors we play, on one background loop."""
+        ids = {c.charger_id for c in self.connectors if c.charger_id}
+        if not ids:
+            return
+        if not self.options.ocpp_urls or self.options.find_session is None:
+            raise ValueError("OCPP connectors need Options.ocpp_urls and find_session")
+        urls = self.options.ocpp_urls
+        self.fleet = ocpp_charger.ChargerFleet()
+        speed = self.options.speed
+        for charger_id in sorted(ids):
+            spec = self.options.chargers[charger_id]
+            self.fleet.add(
+                urls[0],
+                charger_id,
+                spec["password"],
+                version=spec["version"],
+                connectors=spec.get("connectors", 2),
+                alternate_urls=urls[1:],
+                # A meter value a simulated second (as the API chargers send), the energy of
+                # a minute at 22 kW in each: sessions cost a few euros.
+                meter_interval=max(0.25, 1.0 / speed),
+                power_w=22_000,
+                time_scale=60 * max(1.0, speed),
+                reconnect_delay=max(0.2, 2.0 / speed),
+                response_timeout=30,
+                seed=self.options.seed or 0,
+            )
+
+    def _maybe_charger_fault(self, connector: Connector) -> None:
+        if self.random.random() >= self.options.fault_rate:
+            return
+        fault = self.random.choices([f for f, _ in CHARGER_FAULTS], [w for _, w in CHARGER_FAULTS])
+        options = {}
+        if fault[0] == ocpp_charger.WS_DROP and len(self.options.ocpp_urls) > 1:
+            # Back on another server process: the one it left must let go of the charger.
+            current = self.fleet.chargers[connector.charger_id].url
+            options["url"] = next(u for u in self.options.ocpp_urls if u != current)
+        try:
+            self.fleet.do(connector.charger_id, "arm", fault[0], **options)
+            self.stats.add(f"ocpp.fault_armed.{fault[0]}")
+        except Exception as exc:
+            log.info("could not arm %s on %s: %s", fault[0], connector.charger_id, exc)
+
+    def _charger(self, connector: Connector, method: str, *args, **kwargs):
+        return self.fleet.do(connector.charger_id, method, *args, **kwargs)
+
+    def _plug_in_and_tap(self, connector: Connector, card: str) -> dict | None:
+        """Cable in; the central system starts a session and the terminal asks for the card;
+        the driver taps. The session once decided, None if none started."""
+        self._charger(connector, "wait_online", 60, timeout=70)  # a status sent offline is lost
+        since = time.time() - 1
+        self._maybe_charger_fault(connector)
+        self._charger(connector, "plug_in", connector.ocpp_connector)
+        sid = None
+        deadline = time.monotonic() + 20
+        while sid is None and time.monotonic() < deadline and not self.stop_event.is_set():
+            sid = self.options.find_session(connector.evse_id, since)
+            if sid is None:
+                self.stop_event.wait(0.2)
+        if sid is None:
+            self._give_back_slot()
+            self.stats.add("ocpp.start.no_session")
+            self._charger(connector, "unplug", connector.ocpp_connector)
+            return None
+        self._maybe_fault(connector)
+        self._current[connector.evse_id] = sid
+        self.stats.add("sessions.started")
+        self.stats.add("ocpp.sessions.started")
+        self._tap_when_prompted(connector, card, "CardPreAuthorisation")
+        return self._wait_state(connector, sid, lambda s: s["state"] != "authorising") or {
+            "id": sid,
+            "state": "authorising",
+        }
+
+    def run_ocpp_session(self, connector: Connector) -> str:
+        """One driver at an OCPP charger: plug in, tap, charge, stop (card at the terminal, at
+        the charger, or the central system's cost cap), unplug."""
+        rnd = self.random
+        card = rnd.choices([c for c, _ in START_CARDS], [w for _, w in START_CARDS])[0]
+        with self._terminal_locks[connector.terminal_id]:
+            session = self._plug_in_and_tap(connector, card)
+        if session is None:
+            self.stop_event.wait(2)
+            return "refused"
+        sid = session["id"]
+        if session["state"] == "authorising":
+            self.stats.add("sessions.authorisation_pending")
+            return "pending"
+        if session["state"] != "closed":
+            self.stats.add("sessions.authorised")
+            # RemoteStart -> StartTransaction: charging, or closed when the charger did not
+            # take the start (rejected, unanswered, no transaction: released).
+            session = self._wait_state(connector, sid, lambda s: s["state"] != "authorised", 150)
+        if session["state"] == "charging":
+            self.stats.add("ocpp.sessions.charging")
+            for _ in range(rnd.randint(4, 14)):
+                if self._sleep(1.0):
+                    break
+                _, session = self._api("GET", f"/sessions/{sid}", connector)
+                if session["state"] != "charging":  # the cost cap: evpay stopped it
+                    self.stats.add("ocpp.stop.by_central_system")
+                    break
+            if session["state"] == "charging":
+                self._stop_ocpp(connector, sid, card)
+            session = self._wait_state(
+                connector, sid, lambda s: s["state"] in ("ended", "settling", "closed"), 30
+            )
+        elif session["state"] == "closed":
+            self.stats.add(f"sessions.not_started.{session['close_reason']}")
+        self._sleep(rnd.uniform(1, 4))
+        self._charger(connector, "unplug", connector.ocpp_connector)
+        session = self._wait_state(connector, sid, lambda s: s["state"] == "closed", 180)
+        outcome = (
+            session["close_reason"] if session and session["state"] == "closed" else "settling"
+        )
+        self.stats.add(f"sessions.closed.{outcome}")
+        self.stats.add(f"ocpp.sessions.closed.{outcome}")
+        return outcome
+
+    def _stop_ocpp(self, connector: Connector, sid: str, card: str) -> None:
+        rnd = self.random
+        if rnd.random() < 0.3:
+            self._charger(connector, "stop_local", connector.ocpp_connector)
+            self.stats.add("ocpp.stop.at_charger")
+            return
+        # At the terminal: the card read is asked through the API (the charger's screen or
+        # the terminal's own button would ask it); the match sends the remote stop.
+        if rnd.random() < 0.2:
+            wrong = "amex_ok" if card != "amex_ok" else "visa_ok"
+            self._read_card(connector, wrong)
+            self.stats.add("stop.wrong_card_presented")
+        own = WALLET_OF.get(card, card) if rnd.random() < 0.3 else card
+        self._read_card(connector, own)
+        self.stats.add("ocpp.stop.card" + (".wallet" if own != card else ""))
+        session = self._wait_state(connector, sid, lambda s: s["state"] != "charging", 40)
+        if session and session["state"] == "charging":
+            self._charger(connector, "stop_local", connector.ocpp_connector)
+            self.stats.add("ocpp.stop.fallback_at_charger")
+
     def run(self) -> dict:
+        self._start_fleet()
+        try:
+            self._run_threads()
+        finally:
+            if self.fleet is not None:
+                faults = self.fleet.fault_counts()
+                self.fleet.close()
+                for name, count in faults.items():
+                    self.stats.add(f"ocpp.fault.{name}", count)
+        return self.stats.snapshot()
+
+    def _run_threads(self) -> None:
         threads = [
             threading.Thread(
                 target=self._connector_loop, args=(c,), daemon=True, name=f"sim-{c.evse_id}"
@@ -387,4 +581,3 @@ class Simulator:
                 last_report = time.monotonic()
             time.sleep(0.5)
         log.info("simulator finished: %s", json.dumps(self.stats.snapshot(), sort_keys=True))
-        return self.stats.snapshot()

@@ -2,8 +2,10 @@
 
 See `manage.py soak --help` and the README's reliability section. Processes: one emulator
 process, the device-channel service, N Celery worker processes, gunicorn for the charger
-API; in this process a sweeper (what beat does, every few seconds), the traffic simulator
-(chargers and drivers) and a chaos thread for process-level faults.
+API, two OCPP servers; in this process a sweeper (what beat does, every few seconds), the
+traffic simulator (chargers over the API and, for `ocpp_share` of the terminals, emulated
+OCPP chargers over real WebSockets given both servers' URLs; drivers) and a chaos thread for
+process-level faults.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from django.db.models import Exists, OuterRef
 from evpay.audit import Actor
 from evpay.models import AuditEvent, ExceptionRecord
 from evpay.testbed.ledger_check import compare
+from evpay.testbed.ocpp_world import link_connector, session_started_on
 from evpay.testbed.simulator import Connector, Options, Simulator, http_json
 from evpay.testbed.supervisor import MANAGE, PYTHON, Child, free_port, stop_all, worker_command
 from sessions.models import (
@@ -40,8 +43,8 @@ from sessions.models import (
 from sessions.services import mark_unplugged
 from sessions.tasks import recovery_sweep_task, session_guard_task
 from terminals.emulator.cards import CARDS
+from terminals.models import ChargePoint, OcppVersion, Site, Terminal
 from terminals.models import Connector as ConnectorModel
-from terminals.models import Site, Terminal
 
 log = logging.getLogger("evpay.soak")
 
@@ -115,9 +118,16 @@ class Soak:
         window,
         stdout,
         dialect="ccv",
+        ocpp_share=0.5,
     ):
         self.sessions, self.terminals, self.fault_rate = sessions, terminals, fault_rate
         self.dialect = dialect
+        if not 0 <= ocpp_share <= 1:
+            raise ValueError(f"ocpp_share must be between 0 and 1, not {ocpp_share!r}")
+        # Whole terminals (both connectors) go to OCPP chargers, alternately 1.6 and 2.0.1.
+        self.ocpp_terminals = round(terminals * ocpp_share)
+        self.chargers: dict[str, dict] = {}
+        self.ocpp_servers: list[Child] = []
         self.seed, self.time_limit, self.workers_n, self.window = seed, time_limit, workers, window
         self.stdout = stdout
         self.random = random.Random(seed)
@@ -133,6 +143,10 @@ class Soak:
             "EVPAY_SENT_GRACE_SECONDS": "5",
             "EVPAY_RECOVERY_WINDOW_MINUTES": str(max(1, round(window / 60))),
             "EVPAY_AUTHORISE_GIVE_UP_MINUTES": str(max(1, round(window / 120))),
+            # A remote start the charger does not answer or does not follow with a transaction
+            # is released after these: seconds, not the production minutes.
+            "EVPAY_OCPP_COMMAND_TIMEOUT_SECONDS": "8",
+            "EVPAY_OCPP_START_TIMEOUT_SECONDS": "12",
             "PYTHONUNBUFFERED": "1",
         }
 
@@ -231,13 +245,37 @@ class Soak:
                     "status_request": "login" if self.dialect == "minimal" else "status",
                 },
             )
+            index = len(self.connectors) // 2
+            charge_point = version = None
+            if index < self.ocpp_terminals:
+                version = OcppVersion.V16 if index % 2 == 0 else OcppVersion.V201
+                charge_point = ChargePoint.objects.create(
+                    identity=f"SOAK-{self.run_id}-{info['terminal_id']}",
+                    site=self.site,
+                    name=f"Soak OCPP {version}",
+                )
+                self.chargers[charge_point.identity] = {
+                    "password": charge_point.set_new_password(),
+                    "version": version,
+                    "connectors": 2,
+                }
             for plug in (1, 2):
                 c = ConnectorModel.objects.create(
                     terminal=terminal,
                     label=f"soak {plug}",
                     evse_id=f"NL*SOAK*{info['terminal_id']}*{plug}",
                 )
-                self.connectors.append(Connector(c.evse_id, terminal.terminal_id, self.site.name))
+                if charge_point is not None:
+                    link_connector(c, charge_point, plug, version)
+                self.connectors.append(
+                    Connector(
+                        c.evse_id,
+                        terminal.terminal_id,
+                        self.site.name,
+                        charger_id=charge_point.identity if charge_point else "",
+                        ocpp_connector=plug if charge_point else 0,
+                    )
+                )
         for _ in range(self.workers_n):
             self._start_worker()
         self.web_port = free_port()
@@ -256,6 +294,18 @@ class Soak:
                 "8",
             ],
         )
+        # Two OCPP servers: every charger is given both URLs, so a dropped socket may come
+        # back on the other process (and the first one must let go of it).
+        self.ocpp_urls = []
+        for n in (1, 2) if self.chargers else ():
+            server = self._start(f"ocpp{n}", MANAGE + ["ocpp_server", "--port", "0"])
+            self.ocpp_servers.append(server)
+        for server in self.ocpp_servers:
+            server.wait_for_log("OCPP server listening on")
+            line = next(
+                ln for ln in server.output().splitlines() if "OCPP server listening on" in ln
+            )
+            self.ocpp_urls.append(line.split(" listening on ")[1].split("/ocpp/")[0] + "/ocpp")
         for worker in self.workers:
             worker.wait_for_log("ready.")
         deadline = time.monotonic() + 60
@@ -312,6 +362,8 @@ class Soak:
     def _chaos(self):
         """Process-level faults: one every 20 s / (2 x fault rate), e.g. every 33 s at 0.3."""
         kinds = ["kill_worker", "device_channel_outage"]
+        if self.ocpp_servers:
+            kinds.append("ocpp_server_killed")
         if settings.CELERY_BROKER_URL.startswith("redis://"):
             kinds.append("broker_restart")
         if connection.vendor == "postgresql":
@@ -338,6 +390,19 @@ class Soak:
         victim.kill()
         self.workers.remove(victim)
         self._start_worker()
+
+    def _chaos_ocpp_server_killed(self):
+        """One OCPP server SIGKILLed (no close frames, its claims on its chargers left to
+        lapse) and started again on its port 2 s later: its chargers retry until it is back,
+        or move when a drop sends them to the other one; their queued messages follow."""
+        index = self.random.randrange(len(self.ocpp_servers))
+        victim = self.ocpp_servers[index]
+        port = self.ocpp_urls[index].rsplit(":", 1)[1].split("/")[0]
+        victim.kill()
+        self.children.remove(victim)
+        time.sleep(2)
+        name = f"ocpp{index + 1}"
+        self.ocpp_servers[index] = self._start(name, MANAGE + ["ocpp_server", "--port", port])
 
     def _chaos_device_channel_outage(self):
         # Receipts go unacknowledged meanwhile: the terminal then wants PrintLastTicket.
@@ -383,9 +448,12 @@ class Soak:
             connection.connection.info.backend_pid if connection.vendor == "postgresql" else 0
         )
         self.say(
-            f"soak {self.run_id}: {self.terminals} terminals, {len(self.workers)} workers, "
+            f"soak {self.run_id}: {self.terminals} terminals ({self.ocpp_terminals} with OCPP "
+            f"chargers, {len(self.ocpp_servers)} OCPP servers), {len(self.workers)} workers, "
             f"{self.sessions} sessions, fault rate {self.fault_rate}, seed {self.seed}; logs in {self.log_dir}"
         )
+        # Every frame of every charger at INFO would be most of the soak's output.
+        logging.getLogger("evpay.ocpp_charger.wire").setLevel(logging.WARNING)
         threads = [
             threading.Thread(target=self._sweeper, daemon=True),
             threading.Thread(target=self._chaos, daemon=True),
@@ -402,6 +470,9 @@ class Soak:
                 seed=self.seed,
                 max_sessions=self.sessions,
                 duration=max(30, self.time_limit - self.window - 60),
+                ocpp_urls=self.ocpp_urls,
+                chargers=self.chargers,
+                find_session=session_started_on,
             ),
             self.connectors,
         )
@@ -455,6 +526,17 @@ class Soak:
         faults = {
             k.removeprefix("fault."): v for k, v in sim_stats.items() if k.startswith("fault.")
         }
+        # What the emulated chargers applied (a fault armed for one session may apply at a
+        # later one of the same charger, or not before the run ends).
+        faults.update(
+            {
+                "charger." + k.removeprefix("ocpp.fault."): v
+                for k, v in sim_stats.items()
+                if k.startswith("ocpp.fault.")
+            }
+        )
+        ocpp_sessions = sessions.filter(connector__charge_point__isnull=False)
+        ocpp_outcomes = Counter(ocpp_sessions.values_list("close_reason", flat=True))
         faults.update({f"process.{k}": v for k, v in self.chaos.items()})
         faults["duplicate_api_call"] = sim_stats.get("duplicate_api_call", 0)
         faults["wrong_card_presented"] = sim_stats.get("stop.wrong_card_presented", 0)
@@ -467,6 +549,9 @@ class Soak:
             "seconds": round(elapsed),
             "sessions": sessions.count(),
             "sessions_by_outcome": outcomes,
+            "ocpp_sessions": ocpp_sessions.count(),
+            "ocpp_sessions_by_outcome": {k or "unfinished": v for k, v in ocpp_outcomes.items()},
+            "ocpp_charger_exceptions": self._charger_exceptions(),
             "faults_injected": faults,
             "double_captures": check["double_captures"],
             "lost_money": check["lost_money"],
@@ -479,6 +564,16 @@ class Soak:
             "problems": check["problems"][:20],
             "card_numbers_at_rest": stored_card_numbers(),
         }
+
+    def _charger_exceptions(self) -> dict:
+        """Open charger-report exceptions of this run's chargers (also those about no
+        session, e.g. a stop for a transaction never seen), by the report not applied."""
+        titles = ExceptionRecord.objects.filter(
+            resolved_at__isnull=True,
+            kind=ExceptionRecord.Kind.CHARGER_REPORT,
+            title__startswith=f"Charger SOAK-{self.run_id}-",
+        ).values_list("title", flat=True)
+        return dict(Counter(title.split(": ", 1)[-1] for title in titles))
 
     def _resolution_seconds(self) -> dict:
         """From a money request's send to the recovery that proved its outcome."""
@@ -507,6 +602,7 @@ class Soak:
         # The emulator is gone: keep status polls of later runs away from these terminals.
         if getattr(self, "site", None) is not None:
             Terminal.objects.filter(site=self.site).update(enabled=False)
+            ChargePoint.objects.filter(site=self.site).update(enabled=False)
 
 
 def stored_card_numbers() -> int:

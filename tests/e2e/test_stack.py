@@ -1,6 +1,8 @@
 """End to end: the whole stack as `make run` starts it (separate processes: emulator fleet,
-device channel, Celery worker and beat, gunicorn, traffic simulator), sped up, for about a
-minute. Then: money moved as our records say, the dashboard answers, everything stops."""
+device channel, OCPP server, Celery worker and beat, gunicorn, traffic simulator playing API
+and OCPP chargers), sped up, for about a minute. Then: money moved as our records say, OCPP
+sessions were paid, the banner says how to connect a charger, the dashboard answers,
+everything stops."""
 
 import json
 import os
@@ -71,16 +73,17 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
 def test_the_whole_stack_runs_end_to_end_and_stops_cleanly(tmp_path):
     var = tmp_path / "var"
     var.mkdir()
-    port, control = free_port(), free_port()
+    port, control, ocpp_port = free_port(), free_port(), free_port()
     env = dict(os.environ)
     env.update(
         {
             "EVPAY_VAR_DIR": str(var),
             "DEBUG": "1",
             "EVPAY_PORT": str(port),
-            "EVPAY_EMULATOR_BASE_PORT": str(emulator_base(4)),
+            "EVPAY_EMULATOR_BASE_PORT": str(emulator_base(5)),  # 4 + the external charger's
             "EVPAY_EMULATOR_CONTROL_PORT": str(control),
             "EVPAY_DEVICE_CHANNEL_PORT": str(free_port()),
+            "EVPAY_OCPP_PORT": str(ocpp_port),
             "EVPAY_DEMO_TERMINALS": "4",
             "EVPAY_DEMO_SPEED": "3",
             "EVPAY_ADMIN_PASSWORD": "e2e-admin-password-123",
@@ -100,7 +103,26 @@ def test_the_whole_stack_runs_end_to_end_and_stops_cleanly(tmp_path):
             time.sleep(0.5)
             text = (var / "runstack.out").read_text()
         pids = {name: int(pid) for name, pid in re.findall(r"(\w+) \(pid (\d+)\)", text)}
-        assert set(pids) == {"emulator", "device_channel", "worker", "beat", "web", "simulator"}
+        assert set(pids) == {
+            "emulator",
+            "device_channel",
+            "ocpp",
+            "worker",
+            "beat",
+            "web",
+            "simulator",
+        }
+        ocpp = json.loads((var / "demo-ocpp.json").read_text())
+        reserved = ocpp["chargers"][ocpp["reserved"]]
+        assert f"OCPP:    ws://127.0.0.1:{ocpp_port}/ocpp/<charge point id>" in text
+        assert (
+            f"URL ws://127.0.0.1:{ocpp_port}/ocpp/{ocpp['reserved']}   user {ocpp['reserved']}"
+            f"   password {reserved['password']}"
+        ) in text
+        assert (
+            f"curl -X POST http://127.0.0.1:{control}/terminals/{reserved['terminal_id']}/present "
+            """-H 'Content-Type: application/json' -d '{"card": "visa_ok"}'"""
+        ) in text
         time.sleep(RUN_SECONDS)
 
         status, headers, _ = _get(f"http://127.0.0.1:{port}/")
@@ -131,6 +153,8 @@ def test_the_whole_stack_runs_end_to_end_and_stops_cleanly(tmp_path):
                     "from evpay.models import AuditEvent as A; "
                     "print(json.dumps({'authorised': S.objects.exclude(authorised_at=None).count(), "
                     "'captured': S.objects.filter(close_reason='captured').count(), "
+                    "'ocpp_captured': S.objects.filter(close_reason='captured', "
+                    "connector__charge_point__isnull=False).count(), "
                     "'stopped_by_card': A.objects.filter(reason__startswith='stopped by card').count()}))"
                 ),
             )
@@ -140,6 +164,7 @@ def test_the_whole_stack_runs_end_to_end_and_stops_cleanly(tmp_path):
         assert counts["authorised"] >= 5, counts
         assert counts["captured"] >= 3, counts
         assert counts["stopped_by_card"] >= 1, counts
+        assert counts["ocpp_captured"] >= 1, counts
     finally:
         stop_stack(stack, out)
     text = (var / "runstack.out").read_text()

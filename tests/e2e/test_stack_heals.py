@@ -40,7 +40,8 @@ def test_a_killed_worker_or_emulator_is_restarted_and_sessions_are_still_capture
             "EVPAY_VAR_DIR": str(var),
             "DEBUG": "1",
             "EVPAY_PORT": str(free_port()),
-            "EVPAY_EMULATOR_BASE_PORT": str(emulator_base(3)),
+            "EVPAY_EMULATOR_BASE_PORT": str(emulator_base(4)),  # 3 + the external charger's
+            "EVPAY_OCPP_PORT": str(free_port()),
             "EVPAY_EMULATOR_CONTROL_PORT": str(free_port()),
             "EVPAY_DEVICE_CHANNEL_PORT": str(free_port()),
             "EVPAY_DEMO_TERMINALS": "3",
@@ -116,7 +117,7 @@ def test_a_killed_worker_or_emulator_is_restarted_and_sessions_are_still_capture
                 return None
 
         listed = _wait(terminals, "the emulator's control API", 60)
-        assert len(listed) == 3, listed
+        assert len(listed) == 4, listed  # the 3 demo terminals and the external charger's
         _wait(
             lambda: captured_since(killed_at) >= 1,
             "a session captured after the emulator restarted",

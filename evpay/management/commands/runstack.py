@@ -1,7 +1,8 @@
 """Runs the whole system in the foreground under one supervisor (what `make run` starts).
 
 Demo mode (DEMO=1, the default of `make run`) adds the emulated IM30 fleet, a seeded demo
-world and the traffic simulator. Every child is its own process group. A child that exits is
+world (with OCPP chargers and one charge point reserved for an external charger) and the
+traffic simulator, which plays the JSON-API chargers and, over real WebSockets, the OCPP ones. Every child is its own process group. A child that exits is
 restarted with exponential backoff (1 s, 2 s, 4 s ... EVPAY_RESTART_BACKOFF_MAX), said on the
 console with its exit code; one that keeps crashing (3 restarts in 10 minutes) is reported
 loudly and shown to staff as a banner (var/supervisor.json). Only Ctrl-C or SIGTERM stops
@@ -15,6 +16,7 @@ serving when it died: that one is "outcome unknown" and goes to recovery like an
 """
 
 import argparse
+import json
 import os
 from datetime import datetime
 from pathlib import Path
@@ -64,6 +66,11 @@ class Command(BaseCommand):
         emulator_base = env_int("EVPAY_EMULATOR_BASE_PORT", 4100, minimum=1)
         control_port = env_int("EVPAY_EMULATOR_CONTROL_PORT", 4090, minimum=1)
         channel1_port = env_int("EVPAY_DEVICE_CHANNEL_PORT", 4102, minimum=1)
+        ocpp_host, ocpp_port = settings.EVPAY_OCPP_HOST, settings.EVPAY_OCPP_PORT
+        # Chargers reach the interface the server listens on; a wildcard is reached locally.
+        ocpp_reach = "127.0.0.1" if ocpp_host in ("0.0.0.0", "::", "") else ocpp_host  # noqa: S104
+        ocpp_scheme = "wss" if settings.EVPAY_OCPP_TLS_CERT else "ws"
+        ocpp_url = f"{ocpp_scheme}://{ocpp_reach}:{ocpp_port}/ocpp"
         if not no_migrate:
             call_command("migrate", interactive=False, verbosity=0)
         with open(os.devnull, "w") as quiet:  # the banner prints the credentials file instead
@@ -84,6 +91,7 @@ class Command(BaseCommand):
                 "--port",
                 str(channel1_port),
             ],
+            "ocpp": manage + ["ocpp_server", "--host", ocpp_host, "--port", str(ocpp_port)],
             "worker": worker_command(concurrency),
             "beat": celery
             + [
@@ -117,7 +125,8 @@ class Command(BaseCommand):
                     "-m",
                     "terminals.emulator",
                     "--count",
-                    str(terminals),
+                    # One more than the simulated ones: it serves the external charger.
+                    str(terminals + 1),
                     "--host",
                     "127.0.0.1",
                     "--base-port",
@@ -146,6 +155,8 @@ class Command(BaseCommand):
                     f"http://127.0.0.1:{control_port}",
                     "--speed",
                     str(speed),
+                    "--ocpp-url",
+                    ocpp_url,
                 ],
             }
         supervisor = Supervisor(
@@ -175,6 +186,7 @@ class Command(BaseCommand):
         try:
             supervisor.start()
             self._banner(host, port, credentials, log_dir, supervisor.children, demo, control_port)
+            self._ocpp_banner(ocpp_url, host, port, demo, control_port, var / "demo-ocpp.json")
             supervisor.run(on_tick=kick_off)
         finally:
             for name in supervisor.stop():
@@ -210,8 +222,30 @@ class Command(BaseCommand):
             f"Logs:    {log_dir}/<name>.log",
             "Crashes: a child that exits is restarted with backoff (said here, and state in "
             f"{settings.EVPAY_SUPERVISOR_STATE_FILE})",
-            "Stop:    Ctrl-C",
-            "",
         ]
+        self.stdout.write("\n".join(lines))
+        self.stdout.flush()
+
+    def _ocpp_banner(self, ocpp_url, host, port, demo, control_port, ocpp_file):
+        lines = [f"OCPP:    {ocpp_url}/<charge point id>  (OCPP 1.6J and 2.0.1, HTTP Basic auth)"]
+        reserved = {}
+        if demo and ocpp_file.exists():
+            known = json.loads(ocpp_file.read_text())
+            reserved = known["chargers"].get(known.get("reserved"), {})
+        if reserved:
+            cp, tid = known["reserved"], reserved["terminal_id"]
+            lines += [
+                "Your own charger (not played by the simulator):",
+                f"  URL {ocpp_url}/{cp}   user {cp}   password {reserved['password']}",
+                "  its connector: 1.6 connectorId 1, or 2.0.1 evseId 1; cable in starts a "
+                f"session, payments at emulated terminal {tid}",
+                "  present a card when the terminal asks: "
+                f"curl -X POST http://127.0.0.1:{control_port}/terminals/{tid}/present "
+                "-H 'Content-Type: application/json' -d '{\"card\": \"visa_ok\"}'",
+                "  stop by card: POST http://"
+                f"{host}:{port}/api/v1/terminals/{tid}/card-read (key: var/demo-keys.json), "
+                "then present the same card; or stop at the charger",
+            ]
+        lines += ["Stop:    Ctrl-C", ""]
         self.stdout.write("\n".join(lines))
         self.stdout.flush()

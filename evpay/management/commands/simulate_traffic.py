@@ -1,14 +1,15 @@
 """Runs the traffic simulator against a running evpay and emulator (see evpay/testbed/simulator.py)."""
 
 import json
+import logging
 import signal
 import time
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from evpay.testbed.simulator import Connector, Options, Simulator, http_json
-from terminals.models import Connector as ConnectorModel
+from evpay.testbed.ocpp_world import session_started_on, simulated_connectors
+from evpay.testbed.simulator import Options, Simulator, http_json
 
 
 class Command(BaseCommand):
@@ -19,6 +20,17 @@ class Command(BaseCommand):
         parser.add_argument("--api-url", default="http://127.0.0.1:8000/api/v1")
         parser.add_argument("--control-url", default="http://127.0.0.1:4090")
         parser.add_argument("--keys-file", default=str(settings.VAR_DIR / "demo-keys.json"))
+        parser.add_argument(
+            "--ocpp-url",
+            action="append",
+            default=[],
+            help="the OCPP server (ws://host:port/ocpp); repeat for more processes",
+        )
+        parser.add_argument(
+            "--ocpp-file",
+            default=str(settings.VAR_DIR / "demo-ocpp.json"),
+            help="the OCPP chargers' passwords (seed_demo writes it)",
+        )
         parser.add_argument("--speed", type=float, default=1.0, help=">1 runs faster")
         parser.add_argument("--fault-rate", type=float, default=0.1)
         parser.add_argument("--seed", type=int, default=None)
@@ -36,11 +48,17 @@ class Command(BaseCommand):
             raise CommandError(
                 f"cannot read API keys from {o['keys_file']}: {exc}; run seed_demo"
             ) from None
-        connectors = [
-            Connector(c.evse_id, c.terminal.terminal_id, c.terminal.site.name)
-            for c in ConnectorModel.objects.select_related("terminal__site").filter(enabled=True)
-            if c.terminal.site.name in keys
-        ]
+        chargers = {}
+        if o["ocpp_url"]:
+            try:
+                with open(o["ocpp_file"]) as fh:
+                    chargers = json.load(fh)["chargers"]
+            except (OSError, ValueError, KeyError) as exc:
+                raise CommandError(f"cannot read {o['ocpp_file']}: {exc}; run seed_demo") from None
+        connectors = simulated_connectors(set(keys), chargers)
+        # The emulated chargers log every frame at INFO: the OCPP server's message log is the
+        # record, and the demo's simulator log would grow by megabytes an hour.
+        logging.getLogger("evpay.ocpp_charger.wire").setLevel(logging.WARNING)
         if not connectors:
             raise CommandError("no demo connectors found; run seed_demo")
         health = o["api_url"].split("/api/")[0] + "/healthz"
@@ -63,6 +81,9 @@ class Command(BaseCommand):
                 seed=o["seed"],
                 max_sessions=o["sessions"],
                 duration=o["duration"],
+                ocpp_urls=o["ocpp_url"],
+                chargers=chargers,
+                find_session=session_started_on,
             ),
             connectors,
         )

@@ -36,6 +36,12 @@ class Command(BaseCommand):
         parser.add_argument("--workers", type=int, default=2, help="Celery worker processes")
         parser.add_argument("--window", type=float, default=120, help="recovery window, seconds")
         parser.add_argument(
+            "--ocpp-share",
+            type=float,
+            default=0.5,
+            help="share of the terminals whose connectors are OCPP chargers (1.6 and 2.0.1)",
+        )
+        parser.add_argument(
             "--dialect",
             choices=["ccv", "minimal"],
             default="ccv",
@@ -61,6 +67,7 @@ class Command(BaseCommand):
             window=o["window"],
             stdout=self.stdout,
             dialect=o["dialect"],
+            ocpp_share=o["ocpp_share"],
         )
         try:
             figures = soak.run()
