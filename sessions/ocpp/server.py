@@ -33,7 +33,7 @@ from datetime import timedelta
 from http import HTTPStatus
 from urllib.parse import unquote
 
-from django.db import DatabaseError, connection, transaction
+from django.db import DatabaseError, InterfaceError, OperationalError, connection, transaction
 from django.utils import timezone
 from ocpp import exceptions as ocpp_errors
 from ocpp.charge_point import (
@@ -365,12 +365,22 @@ class OcppServer:
         def run():
             # Each pool thread keeps its connection across calls (a new PostgreSQL connection
             # per charger message tripled the latency, benchmarks/ocpp_chargers.py); one that
-            # failed is dropped, so the next call reconnects after a database restart.
-            try:
-                return fn(*args, **kwargs)
-            except DatabaseError:
-                connection.close()
-                raise
+            # failed is dropped. A kept connection the database has since dropped (a restart,
+            # a terminated backend) fails its first query: that call runs once more on a new
+            # connection, or the charger's message would be answered with an error and, for a
+            # StatusNotification it does not resend, lost (a missed cable-out). Safe to repeat:
+            # each call is one transaction, rolled back with the dead connection.
+            for attempt in (1, 2):
+                try:
+                    return fn(*args, **kwargs)
+                except (OperationalError, InterfaceError):
+                    connection.close()
+                    if attempt == 2 or connection.in_atomic_block:
+                        raise
+                    log.info("database connection lost; running the charger's call again")
+                except DatabaseError:
+                    connection.close()
+                    raise
 
         return await asyncio.get_running_loop().run_in_executor(self._executor, run)
 

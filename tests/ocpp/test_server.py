@@ -10,7 +10,7 @@ from websockets.sync.client import connect
 from evpay.audit import Actor
 from sessions.models import OcppCommand, OcppMessage
 from sessions.ocpp import commands
-from terminals.models import ChargePoint
+from terminals.models import ChargePoint, Connector
 from tests.ocpp.conftest import wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
@@ -222,3 +222,27 @@ def test_frames_that_are_not_ocpp_are_logged_once_briefly_and_the_charger_stays_
         assert charger.boot()["status"] == "Accepted"  # still served
     wait_for(lambda: "not OCPP" in ocpp_server.output(), 10, "the log line")
     assert "x" * 200 not in ocpp_server.output()
+
+
+@pytest.mark.postgres
+def test_a_status_report_after_the_database_dropped_the_servers_connection_is_still_applied(
+    ocpp_server, world16
+):
+    """A StatusNotification is not resent by a charger: answered with an error because the
+    server's kept connection had been terminated, a cable-out would be lost."""
+    from django.db import connection
+
+    world = world16
+    with world.charger(ocpp_server).connect() as charger:
+        charger.boot()
+        charger.status(1, "Unavailable")
+        wait_for(lambda: Connector.objects.get(pk=world.connectors[0].pk).ocpp_status, 10,
+                 "the first status")  # fmt: skip
+        with connection.cursor() as cursor:  # what a database restart does to every session
+            cursor.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        assert charger.status(2, "Faulted") == {}
+    assert Connector.objects.get(pk=world.connectors[1].pk).ocpp_status == "Faulted"
+    assert "running the charger's call again" in ocpp_server.output()
