@@ -195,19 +195,20 @@ def public_receipt(request, session, token):
 @require_GET
 @with_receipt
 def public_receipt_pdf(request, session, token):
-    receipt = receipts.receipt_for(session, DRIVER, request)
-    response = HttpResponse(receipts.render_pdf(receipt), content_type="application/pdf")
-    response["Content-Disposition"] = f'attachment; filename="receipt-{receipt.number}.pdf"'
-    return response
+    return _download(request, session, receipts.render_pdf, "application/pdf", "pdf")
 
 
 @never_cache
 @require_GET
 @with_receipt
 def public_receipt_text(request, session, token):
+    return _download(request, session, receipts.render_text, "text/plain; charset=utf-8", "txt")
+
+
+def _download(request, session, render, content_type: str, extension: str) -> HttpResponse:
     receipt = receipts.receipt_for(session, DRIVER, request)
-    response = HttpResponse(receipts.render_text(receipt), content_type="text/plain; charset=utf-8")
-    response["Content-Disposition"] = f'attachment; filename="receipt-{receipt.number}.txt"'
+    response = HttpResponse(render(receipt), content_type=content_type)
+    response["Content-Disposition"] = f'attachment; filename="receipt-{receipt.number}.{extension}"'
     return response
 
 
