@@ -115,6 +115,9 @@ try:
         "EVPAY_OCPP_COMMAND_TIMEOUT_SECONDS", 30, minimum=1
     )
     EVPAY_OCPP_START_TIMEOUT_SECONDS = env_int("EVPAY_OCPP_START_TIMEOUT_SECONDS", 120, minimum=1)
+    # Charger messages not part of a session (heartbeats, status, boots) are kept this long; a
+    # session's own stay with it, like its O.P.I. messages.
+    EVPAY_OCPP_MESSAGE_RETENTION_DAYS = env_int("EVPAY_OCPP_MESSAGE_RETENTION_DAYS", 30, minimum=1)
     # The process supervisor of `make run` (see README "Operations").
     EVPAY_RESTART_BACKOFF_MAX = env_int("EVPAY_RESTART_BACKOFF_MAX", 60, minimum=1)
 except ImproperlyConfiguredEnv as exc:

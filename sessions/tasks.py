@@ -16,6 +16,7 @@ from sessions import services
 from sessions.models import (
     ChargingSession,
     IdempotencyRecord,
+    OcppMessage,
     Outcome,
     SessionState,
     TerminalTransaction,
@@ -178,4 +179,17 @@ def purge_idempotency_records_task() -> None:
     with job_run("idempotency_purge") as run:
         cutoff = timezone.now() - timedelta(hours=settings.EVPAY_IDEMPOTENCY_RETENTION_HOURS)
         deleted, _ = IdempotencyRecord.objects.filter(created_at__lt=cutoff).delete()
+        run.counts = {"deleted": deleted}
+
+
+@shared_task(name="charging.purge_ocpp_messages", ignore_result=True)
+def purge_ocpp_messages_task() -> None:
+    """Beat (daily): forget charger messages that belong to no session once they are older than
+    the retention period. Every charger sends a heartbeat and status reports all day (tens of
+    thousands of rows per charger a month); a session's messages are its audit trail and stay.
+    One DELETE by age (the ocpp_message_session index: session IS NULL, at): safe to overlap
+    and to crash half-way."""
+    with job_run("ocpp_message_purge") as run:
+        cutoff = timezone.now() - timedelta(days=settings.EVPAY_OCPP_MESSAGE_RETENTION_DAYS)
+        deleted, _ = OcppMessage.objects.filter(session__isnull=True, at__lt=cutoff).delete()
         run.counts = {"deleted": deleted}
