@@ -82,6 +82,15 @@ try:
     # interface by default (anyone reaching the port could talk to it).
     EVPAY_DEVICE_CHANNEL_HOST = env_str("EVPAY_DEVICE_CHANNEL_HOST", "127.0.0.1")
     EVPAY_DEVICE_CHANNEL_PORT = env_int("EVPAY_DEVICE_CHANNEL_PORT", 4102, minimum=1)
+    # Each admitted connection holds a thread: the total bounds them. A terminal opens channel 1
+    # for the length of one request, so hundreds of terminals need far fewer than one each;
+    # terminals behind one NAT address share the per-address count.
+    EVPAY_DEVICE_CHANNEL_MAX_CONNECTIONS = env_int(
+        "EVPAY_DEVICE_CHANNEL_MAX_CONNECTIONS", 256, minimum=1
+    )
+    EVPAY_DEVICE_CHANNEL_MAX_PER_ADDRESS = env_int(
+        "EVPAY_DEVICE_CHANNEL_MAX_PER_ADDRESS", 8, minimum=1
+    )
     # Receipts for drivers (README "Receipts for drivers").
     # The address drivers' phones reach the public receipt pages on (QR codes, e-mails); the
     # requesting host when empty.

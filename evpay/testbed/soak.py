@@ -119,9 +119,18 @@ class Soak:
         stdout,
         dialect="ccv",
         ocpp_share=0.5,
+        emulator_args=(),
+        worker_concurrency=8,
+        web_workers=2,
+        web_threads=8,
     ):
         self.sessions, self.terminals, self.fault_rate = sessions, terminals, fault_rate
         self.dialect = dialect
+        # benchmarks/fleet_throughput.py: its terminals' latencies and auto-tap, and a stack
+        # sized for hundreds of terminals.
+        self.emulator_args = list(emulator_args)
+        self.worker_concurrency = worker_concurrency
+        self.web_workers, self.web_threads = web_workers, web_threads
         if not 0 <= ocpp_share <= 1:
             raise ValueError(f"ocpp_share must be between 0 and 1, not {ocpp_share!r}")
         # Whole terminals (both connectors) go to OCPP chargers, alternately 1.6 and 2.0.1.
@@ -164,7 +173,9 @@ class Soak:
         # A running count, not len(workers): a replacement for a killed worker gets a new name.
         self.workers_started += 1
         n = self.workers_started
-        worker = self._start(f"worker{n}", worker_command(8, f"soak{self.run_id}-{n}@%h"))
+        worker = self._start(
+            f"worker{n}", worker_command(self.worker_concurrency, f"soak{self.run_id}-{n}@%h")
+        )
         self.workers.append(worker)
         return worker
 
@@ -172,7 +183,12 @@ class Soak:
         self.channel1_port = free_port()
         self.device_channel = self._start(
             "device_channel",
-            MANAGE + ["device_channel", "--host", "127.0.0.1", "--port", str(self.channel1_port)],
+            MANAGE
+            + ["device_channel", "--host", "127.0.0.1", "--port", str(self.channel1_port)]
+            # Every emulated terminal connects from 127.0.0.1: the per-address bound is the
+            # fleet's, not one terminal's (8 made authorisations abort "delivery not confirmed").
+            + ["--max-per-address", str(max(8, 2 * self.terminals))]
+            + ["--max-connections", str(max(256, 2 * self.terminals))],
         )
         self.device_channel.wait_for_log("device channel listening")
         prefix = f"9{self.random.randint(0, 999):03d}"
@@ -208,6 +224,7 @@ class Soak:
                 str(self.seed),
                 "--dialect",
                 self.dialect,
+                *self.emulator_args,
             ],
         )
         emulator.wait_for_log('"ready": true')
@@ -289,9 +306,9 @@ class Soak:
                 "--bind",
                 f"127.0.0.1:{self.web_port}",
                 "--workers",
-                "2",
+                str(self.web_workers),
                 "--threads",
-                "8",
+                str(self.web_threads),
             ],
         )
         # Two OCPP servers: every charger is given both URLs, so a dropped socket may come
@@ -411,7 +428,12 @@ class Soak:
         time.sleep(2)
         self.device_channel = self._start(
             "device_channel",
-            MANAGE + ["device_channel", "--host", "127.0.0.1", "--port", str(self.channel1_port)],
+            MANAGE
+            + ["device_channel", "--host", "127.0.0.1", "--port", str(self.channel1_port)]
+            # Every emulated terminal connects from 127.0.0.1: the per-address bound is the
+            # fleet's, not one terminal's (8 made authorisations abort "delivery not confirmed").
+            + ["--max-per-address", str(max(8, 2 * self.terminals))]
+            + ["--max-connections", str(max(256, 2 * self.terminals))],
         )
 
     def _chaos_broker_restart(self):

@@ -22,10 +22,10 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from terminals.opi.profile import TerminalProfile
+from terminals.opi.profile import Operation, TerminalProfile
 
 from . import wire
-from .cards import DEFAULT_TOKEN_KEY
+from .cards import CARDS, DEFAULT_TOKEN_KEY
 from .channel1 import Channel1
 from .control import ControlApi
 from .dialects import DIALECTS, MINIMAL_UNSUPPORTED, Dialect, DialectError
@@ -154,6 +154,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--auto-tap", action="store_true", help="present a random card after a short delay"
     )
+    parser.add_argument(
+        "--auto-tap-card",
+        default=None,
+        metavar="NAME",
+        help="with --auto-tap: always this card (a name from terminals/emulator/cards.py)",
+    )
+    parser.add_argument(
+        "--auto-tap-delay",
+        default="0.2,1.5",
+        metavar="MIN,MAX",
+        help="with --auto-tap: seconds from the card prompt to the tap, uniform in MIN..MAX",
+    )
+    parser.add_argument(
+        "--latency",
+        default="",
+        metavar="OP=SECONDS,...",
+        help="time the terminal spends on an operation beyond the card read, e.g. "
+        "authorise=2,capture=1 (operations: authorise, capture, release)",
+    )
     parser.add_argument("--seed", type=int, default=None, help="seed for reproducible runs")
     parser.add_argument(
         "--terminal-prefix", default="5200", help="leading digits of the 8-digit terminal ids"
@@ -223,6 +242,11 @@ def options_from(args: argparse.Namespace) -> tuple[FleetOptions, EmulatorConfig
         if getattr(args, name) <= 0:
             raise ValueError(f"--{name.replace('_', '-')} must be positive")
     terminal_ids(args.terminal_prefix, args.count)  # validates the prefix early
+    auto_tap_card = getattr(args, "auto_tap_card", None)
+    if auto_tap_card is not None and auto_tap_card not in CARDS:
+        raise ValueError(f"--auto-tap-card: no card named {auto_tap_card!r}")
+    auto_tap_delay = _delay_range(getattr(args, "auto_tap_delay", None) or "0.2,1.5")
+    latency = _latencies(getattr(args, "latency", None) or "")
     try:
         # getattr: a caller building its own Namespace (older management command) has neither.
         dialect = Dialect.make(
@@ -247,12 +271,45 @@ def options_from(args: argparse.Namespace) -> tuple[FleetOptions, EmulatorConfig
         delivery_timeout=args.delivery_timeout,
         device_timeout=args.device_timeout,
         auto_tap=args.auto_tap,
+        auto_tap_card=auto_tap_card,
+        auto_tap_delay=auto_tap_delay,
+        latency=latency,
         token_key=args.token_key,
         delivery_box=not args.no_delivery_box,
         dialect=dialect,
         profile=TerminalProfile(host=args.host),
     )
     return options, config
+
+
+_LATENCY_OPERATIONS = (Operation.AUTHORISE, Operation.CAPTURE, Operation.RELEASE)
+
+
+def _delay_range(text: str) -> tuple[float, float]:
+    try:
+        low, high = (float(part) for part in text.split(","))
+    except ValueError:
+        raise ValueError(f"--auto-tap-delay: expected MIN,MAX seconds, not {text!r}") from None
+    if not 0 <= low <= high <= 600:
+        raise ValueError(f"--auto-tap-delay: need 0 <= MIN <= MAX <= 600, not {text!r}")
+    return low, high
+
+
+def _latencies(text: str) -> dict[Operation, float]:
+    latency: dict[Operation, float] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, _, value = item.partition("=")
+        try:
+            op, seconds = Operation(name.strip()), float(value)
+        except ValueError:
+            raise ValueError(f"--latency: expected OP=SECONDS, not {item!r}") from None
+        if op not in _LATENCY_OPERATIONS or not 0 <= seconds <= 600:
+            raise ValueError(
+                f"--latency: {item!r}: operation one of "
+                f"{', '.join(_LATENCY_OPERATIONS)}, seconds 0..600"
+            )
+        latency[op] = seconds
+    return latency
 
 
 def _watch_stdin(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> None:

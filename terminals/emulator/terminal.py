@@ -94,6 +94,11 @@ class EmulatorConfig:
     device_timeout: float = 5.0
     auto_tap: bool = False
     auto_tap_delay: tuple[float, float] = (0.2, 1.5)
+    auto_tap_card: str | None = None  # a card name from cards.CARDS; None: a random one
+    # Seconds the terminal spends on each operation beyond the card read (the acquirer's
+    # online authorisation, a capture's round trip): a fleet benchmark's terminal-bound limit
+    # is computed from these.
+    latency: dict[Operation, float] = field(default_factory=dict)
     token_key: str = DEFAULT_TOKEN_KEY
     delivery_box: bool = True
     dialect: Dialect = field(default_factory=Dialect)
@@ -529,6 +534,7 @@ class EmulatedTerminal:
             if op is Operation.CARD_TOKEN:
                 base.amount_minor = None
                 return base
+            await self._host_time(op)
             if card.behaviour is Behaviour.DECLINE:
                 return self._with(
                     base, FAILURE, action_code="05", error_code="05", error_text="Do not honour"
@@ -646,6 +652,7 @@ class EmulatedTerminal:
                         f"the authorised {minor_to_text(reservation.amount_minor, reservation.currency)}"
                     ),
                 )
+        await self._host_time(op)
         reply.stan = self._next_stan()
         self._record(kind, request, reply, reservation_stan=reservation.stan)
         self._commit(open_request, reply)
@@ -715,6 +722,8 @@ class EmulatedTerminal:
                 return self._cards.popleft()
             now = loop.time()
             if auto_at is not None and now >= auto_at:
+                if self.config.auto_tap_card is not None:
+                    return CARDS[self.config.auto_tap_card]
                 return self._random_card(op)
             if now >= deadline:
                 return TIMED_OUT
@@ -723,6 +732,11 @@ class EmulatedTerminal:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(wake - now):
                     await self._wakeup.wait()
+
+    async def _host_time(self, op: Operation) -> None:
+        seconds = self.config.latency.get(op, 0.0)
+        if seconds > 0:
+            await asyncio.sleep(seconds)
 
     def _random_card(self, op: Operation) -> Card:
         if op is Operation.MIFARE_UID:

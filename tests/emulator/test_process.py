@@ -16,7 +16,7 @@ import pytest
 from terminals.emulator.cards import CARDS, luhn_valid
 from terminals.emulator.harness import REPO_ROOT, ControlError, EmulatorError, EmulatorProcess
 
-from .pos import Channel1Responder, card_request, exchange, service_request
+from .pos import Channel1Responder, card_request, exchange, original_of, service_request
 
 
 def raw_post(emulator: EmulatorProcess, path: str, data: bytes) -> tuple[int, dict]:
@@ -207,3 +207,50 @@ def test_management_command_runs_the_same_emulator():
         assert process.wait(10) == 0
         process.stdout.close()
         process.stderr.close()
+
+
+def test_auto_tap_card_and_operation_latencies_are_configurable():
+    """The fleet benchmark's terminal-bound limit rests on these: the configured card is the one
+    read, and each operation takes at least its configured time."""
+    with EmulatorProcess(
+        count=1,
+        card_wait=5,
+        extra_args=[
+            "--auto-tap", "--auto-tap-card", "mc_ok", "--auto-tap-delay", "0,0",
+            "--latency", "authorise=0.6,capture=0.4",
+        ],
+    ) as emulator:  # fmt: skip
+        terminal = emulator.terminals[0]
+        responder = Channel1Responder().connect(terminal)  # delivery and receipts confirmed
+        started = time.monotonic()
+        authorised = exchange(terminal, card_request("CardPreAuthorisation", 2500))
+        authorise_seconds = time.monotonic() - started
+        assert authorised.overall_result == "Success"
+        assert authorised.authorisation.card_pan.endswith(CARDS["mc_ok"].pan[-4:])
+        started = time.monotonic()
+        captured = exchange(
+            terminal, card_request("CardFinancialAdvice", 1200, original=original_of(authorised))
+        )
+        capture_seconds = time.monotonic() - started
+        assert captured.overall_result == "Success"
+        responder.close()
+    assert authorise_seconds >= 0.6
+    assert capture_seconds >= 0.4
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--latency", "authorise=fast"], "expected OP=SECONDS"),
+        (["--latency", "dance=1"], "expected OP=SECONDS"),
+        (["--latency", "status=1"], "operation one of"),
+        (["--latency", "capture=-1"], "seconds 0..600"),
+        (["--auto-tap-card", "no_such_card"], "no card named"),
+        (["--auto-tap-delay", "2,1"], "MIN <= MAX"),
+    ],
+)
+def test_bad_latency_and_auto_tap_options_are_refused(args, message):
+    from terminals.emulator.server import build_parser, options_from
+
+    with pytest.raises(ValueError, match=message):
+        options_from(build_parser().parse_args(args))

@@ -121,3 +121,38 @@ def test_a_terminal_that_names_itself_nowhere_on_channel_1_gets_its_output_store
             time.sleep(0.1)
         assert any("THANK YOU" in " ".join(m.lines) for m in late), "late display kept"
         assert emu.state(info["terminal_id"])["reprint_pending"] is False
+
+
+def test_the_service_takes_its_connection_bounds_from_the_command_line():
+    """A fleet behind one address (a NAT, or the soak's emulator) needs more than the default
+    8 per address; the bound still holds at whatever it is set to."""
+    import socket
+
+    port = free_port()
+    argv = [sys.executable, "manage.py", "device_channel", "--host", "127.0.0.1"]
+    argv += ["--port", str(port), "--max-per-address", "2"]
+    with Proc(argv, log_name="device_channel_bounds") as service:
+        service.wait_for_log("device channel listening")
+        kept = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(2)]
+        time.sleep(0.3)  # both admitted before the third arrives
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as third:
+            assert third.recv(1) == b""  # closed at once: over the per-address bound
+        for sock in kept:
+            sock.settimeout(0.3)
+            with pytest.raises(TimeoutError):  # still open
+                sock.recv(1)
+            sock.close()
+        service.wait_for_log("too many from this host; 2 open")
+
+
+def test_the_service_refuses_a_bound_below_one():
+    import subprocess
+
+    from tests.procs import ROOT, process_env
+
+    done = subprocess.run(
+        [sys.executable, "manage.py", "device_channel", "--max-per-address", "0"],
+        cwd=ROOT, env=process_env(), capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode != 0
+    assert "--max-per-address must be at least 1" in done.stderr

@@ -90,7 +90,9 @@ class Command(BaseCommand):
                 "127.0.0.1" if demo else settings.EVPAY_DEVICE_CHANNEL_HOST,
                 "--port",
                 str(channel1_port),
-            ],
+            ]
+            # The demo's emulated terminals all connect from 127.0.0.1.
+            + (["--max-per-address", str(max(8, 2 * terminals))] if demo else []),
             "ocpp": manage + ["ocpp_server", "--host", ocpp_host, "--port", str(ocpp_port)],
             "worker": worker_command(concurrency),
             "beat": celery

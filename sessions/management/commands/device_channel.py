@@ -6,7 +6,7 @@ import socket
 import threading
 
 from django.conf import settings
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 from django.db import DatabaseError, connection
 from django.utils import timezone
 
@@ -32,12 +32,32 @@ class Command(BaseCommand):
         parser.add_argument(
             "--heartbeat", type=float, default=15, help="seconds between heartbeats"
         )
+        parser.add_argument(
+            "--max-connections",
+            type=int,
+            default=settings.EVPAY_DEVICE_CHANNEL_MAX_CONNECTIONS,
+            help="open connections in all (EVPAY_DEVICE_CHANNEL_MAX_CONNECTIONS)",
+        )
+        parser.add_argument(
+            "--max-per-address",
+            type=int,
+            default=settings.EVPAY_DEVICE_CHANNEL_MAX_PER_ADDRESS,
+            help="open connections from one address (EVPAY_DEVICE_CHANNEL_MAX_PER_ADDRESS)",
+        )
 
-    def handle(self, *args, host, port, heartbeat, **options):
+    def handle(self, *args, host, port, heartbeat, max_connections, max_per_address, **options):
+        if max_connections < 1 or max_per_address < 1:
+            raise CommandError("--max-connections and --max-per-address must be at least 1")
         stop = threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
         signal.signal(signal.SIGINT, lambda *_: stop.set())
-        server = DeviceChannelServer(host, port, DatabaseDeviceHandler()).start()
+        server = DeviceChannelServer(
+            host,
+            port,
+            DatabaseDeviceHandler(),
+            max_connections=max_connections,
+            max_connections_per_host=max_per_address,
+        ).start()
         self.stdout.write(f"device channel listening on {host}:{server.port}", ending="\n")
         self.stdout.flush()
         try:
