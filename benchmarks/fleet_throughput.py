@@ -64,6 +64,13 @@ def percentile(values: list[float], share: float) -> float:
 
 
 # ------------------------------------------------------------------ the terminal-bound limit
+def first_arrival(args, rng: random.Random) -> float:
+    """A connector's first driver arrives anywhere within one mean cycle: a car park already
+    in use, not 1,000 drivers arriving in the same ten seconds."""
+    mean = lambda pair: sum(pair) / 2  # noqa: E731
+    return rng.uniform(0, mean(args.think) + mean(args.tap) + args.authorise + mean(args.charge))
+
+
 def ideal_fleet(args, terminals: int, seed: int) -> dict:
     """The same drivers against terminals that take exactly their configured times and an
     evpay that adds nothing. Events are handled in time order and each request takes its
@@ -75,7 +82,7 @@ def ideal_fleet(args, terminals: int, seed: int) -> dict:
     events: list[tuple[float, int, int, str]] = []  # (time, tie-break, connector, what)
     order = 0
     for connector in range(terminals * 2):
-        heapq.heappush(events, (rng.uniform(*args.think), order, connector, "arrive"))
+        heapq.heappush(events, (first_arrival(args, rng), order, connector, "arrive"))
         order += 1
     while events:
         now, _, connector, what = heapq.heappop(events)
@@ -162,7 +169,7 @@ class Fleet:
 
     async def driver(self, connector) -> None:
         args, api, rng = self.args, self.api, random.Random(self.rng.random())
-        arrive = time.monotonic() + rng.uniform(*args.think)
+        arrive = time.monotonic() + first_arrival(args, rng)
         while await self.sleep_until(arrive):
             try:
                 status, session = await api.call(
@@ -255,8 +262,8 @@ def cpu_by_role(soak, me: int) -> dict[str, float]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--terminals", type=int, default=500)
-    parser.add_argument("--seconds", type=float, default=300, help="traffic, warm-up included")
-    parser.add_argument("--warmup", type=float, default=60)
+    parser.add_argument("--seconds", type=float, default=420, help="traffic, warm-up included")
+    parser.add_argument("--warmup", type=float, default=150, help="at least a cycle")
     parser.add_argument("--authorise", type=float, default=2.0, help="terminal's authorise (s)")
     parser.add_argument("--capture", type=float, default=1.0, help="terminal's capture (s)")
     parser.add_argument("--tap", type=span, default=(0.5, 2.0), help="prompt to tap, MIN,MAX s")
@@ -291,8 +298,15 @@ def main() -> int:
         return 0
 
     import resource
+    import signal
 
     import django
+
+    def interrupted(signum, _frame):
+        raise SystemExit(128 + signum)  # unwinds through teardown: no stack left running
+
+    signal.signal(signal.SIGTERM, interrupted)
+    signal.signal(signal.SIGINT, interrupted)
 
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # a socket per driver call

@@ -63,9 +63,19 @@ def parse_args():
         "--conn-max-age",
         type=int,
         default=int(os.environ.get("DB_CONN_MAX_AGE", 0)),
-        help="the server's DB_CONN_MAX_AGE (default: as in the environment, else 0)",
+        help="the server's DB_CONN_MAX_AGE (default: as in the environment, else 0); "
+        "above 0 turns the connection pool off, as the settings require",
     )
-    return parser.parse_args()
+    parser.add_argument(
+        "--pool",
+        type=int,
+        default=int(os.environ.get("DB_POOL_MAX_SIZE", 10)),
+        help="the server's DB_POOL_MAX_SIZE (default: as in the environment, else 10; 0: off)",
+    )
+    args = parser.parse_args()
+    if args.conn_max_age:
+        args.pool = 0
+    return args
 
 
 def bench_url(args) -> str:
@@ -77,9 +87,10 @@ def bench_url(args) -> str:
     return urlunsplit(parts._replace(path=f"/{name}"))
 
 
-def server_env(database_url: str, conn_max_age: int) -> dict:
+def server_env(database_url: str, conn_max_age: int, pool: int) -> dict:
     return os.environ | {
         "DB_CONN_MAX_AGE": str(conn_max_age),
+        "DB_POOL_MAX_SIZE": str(pool),
         "DEBUG": "0",
         "SECRET_KEY": BENCH_SECRET,
         "ALLOWED_HOSTS": "127.0.0.1",
@@ -278,7 +289,7 @@ def main() -> int:
 
     django.setup()
     plan = prepare(args.tabs)
-    env = server_env(database_url, args.conn_max_age)
+    env = server_env(database_url, args.conn_max_age, args.pool)
     venv_bin = Path(sys.executable).parent
     subprocess.run(
         [sys.executable, "manage.py", "collectstatic", "--noinput", "-v0"],
@@ -334,7 +345,7 @@ def main() -> int:
     for k, _st, s in results:
         per_kind[k].append(s)
     mode = "without If-None-Match" if args.no_etag else "with ETag / If-None-Match"
-    mode += f", DB_CONN_MAX_AGE={args.conn_max_age}"
+    mode += f", DB_CONN_MAX_AGE={args.conn_max_age}, DB_POOL_MAX_SIZE={args.pool}"
     print(f"{args.tabs} tabs, {wall:.0f} s measured, {mode}: {len(results) / wall:.1f} polls/s")
     for kind in INTERVALS:
         statuses = ", ".join(f"{st}: {n}" for (k, st), n in sorted(by.items()) if k == kind)

@@ -38,10 +38,29 @@ try:
         )
     DATABASE_URL = env_str("DATABASE_URL", f"sqlite:///{VAR_DIR / 'evpay.sqlite3'}")
     DATABASES = {"default": parse_database_url("DATABASE_URL", DATABASE_URL)}
-    # Seconds a web thread keeps its database connection (0: one per request). Under gunicorn
-    # on PostgreSQL, 60 spares every request a new server process: live polls of 200 tabs
-    # were mostly connection set-up (benchmarks/live_polling.py, README Benchmarks).
+    # Seconds a thread keeps its database connection (0: one per request or task).
     DATABASES["default"]["CONN_MAX_AGE"] = env_int("DB_CONN_MAX_AGE", 0, minimum=0)
+    # On PostgreSQL every new connection is a new server process: without a pool, live polls
+    # of 200 tabs were mostly connection set-up (p99 2.5 s), and 500 terminals' worker threads,
+    # each holding one, ran into max_connections. A per-process pool (psycopg_pool, Django's
+    # own support) hands a thread a connection only while it works; DB_POOL_MAX_SIZE=0 turns it
+    # off (then DB_CONN_MAX_AGE may keep connections instead; Django allows one or the other).
+    DB_POOL_MAX_SIZE = env_int("DB_POOL_MAX_SIZE", 10, minimum=0)
+    if DATABASES["default"]["ENGINE"].endswith("postgresql") and DB_POOL_MAX_SIZE:
+        if DATABASES["default"]["CONN_MAX_AGE"]:
+            raise ImproperlyConfiguredEnv(
+                "DB_CONN_MAX_AGE and the connection pool exclude each other: set "
+                "DB_CONN_MAX_AGE=0, or DB_POOL_MAX_SIZE=0 to keep connections without a pool"
+            )
+        DATABASES["default"]["OPTIONS"]["pool"] = {
+            "min_size": min(2, DB_POOL_MAX_SIZE),
+            "max_size": DB_POOL_MAX_SIZE,
+            # A thread that finds every connection in use waits this long, then gets an
+            # OperationalError (handled like a database that is briefly away).
+            "timeout": env_int("DB_POOL_TIMEOUT", 20, minimum=1),
+            # Connections a pool opened during a burst are closed after idling this long.
+            "max_idle": 300,
+        }
     if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
         # A file, not memory: tests start real worker and service processes on the test DB
         # (they get its path in DATABASE_URL). Per process, so two test runs never share one.

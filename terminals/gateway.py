@@ -30,6 +30,7 @@ from typing import Any, NamedTuple, Protocol
 from django.core.exceptions import ImproperlyConfigured
 from django.db import connection
 
+from evpay.db import release_pooled_connection
 from evpay.exceptions import raise_exception
 from evpay.jobs import TryLater
 from evpay.models import ExceptionRecord
@@ -138,6 +139,7 @@ class Lease:
             self.terminal, operation, timeout=timeout_for(self.terminal, operation), **fields
         )
         client = client_for(self.terminal, on_delivery_box)
+        release_pooled_connection()
         result = client.perform(operation, entry.request_id, **(call or {}))
         exchange = Exchange(book.record(entry, result), result)
         report_unsupported(self.terminal, operation, result)
@@ -146,6 +148,7 @@ class Lease:
     def ask(self, operation: Operation, **call) -> tuple[str, OpiResult]:
         """A service request that moves nothing and leaves no row: (its RequestID, answer)."""
         request_id = self.terminal.next_request_id()
+        release_pooled_connection()
         result = client_for(self.terminal).perform(operation, request_id, **call)
         report_unsupported(self.terminal, operation, result)
         return request_id, result

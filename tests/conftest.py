@@ -1,9 +1,17 @@
 """Shared personas and helpers for the whole suite."""
 
 import pytest
+from django.conf import settings
 from django.contrib.auth.models import Group
 
 from terminals.emulator.harness import EmulatorProcess
+
+# No connection pool in the test process itself: its helper threads (concurrency tests, the
+# channel-1 responders) end without closing their connections, and under a pool each would
+# keep a slot checked out until the pool ran dry. The processes the tests start (workers, the
+# device channel, gunicorn, the soak) run with the pool as deployed; test_connection_pool.py
+# holds a worker to two connections.
+settings.DATABASES["default"]["OPTIONS"].pop("pool", None)
 
 PASSWORD = "correct-horse-battery-staple-42"
 

@@ -46,6 +46,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...], bool], ...] = (
             "evpay.models",
             "evpay.audit",
             "evpay.money",
+            "evpay.db",
             "evpay.exceptions",
             "evpay.jobs",
             "evpay.roles",

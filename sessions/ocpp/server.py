@@ -56,6 +56,7 @@ from ocpp.v201 import call as call201
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
+from evpay.db import release_pooled_connection
 from evpay.models import Heartbeat
 from sessions.journal import clean_text
 from sessions.models import OcppMessage
@@ -370,17 +371,20 @@ class OcppServer:
             # connection, or the charger's message would be answered with an error and, for a
             # StatusNotification it does not resend, lost (a missed cable-out). Safe to repeat:
             # each call is one transaction, rolled back with the dead connection.
-            for attempt in (1, 2):
-                try:
-                    return fn(*args, **kwargs)
-                except (OperationalError, InterfaceError):
-                    connection.close()
-                    if attempt == 2 or connection.in_atomic_block:
+            try:
+                for attempt in (1, 2):
+                    try:
+                        return fn(*args, **kwargs)
+                    except (OperationalError, InterfaceError):
+                        connection.close()
+                        if attempt == 2 or connection.in_atomic_block:
+                            raise
+                        log.info("database connection lost; running the charger's call again")
+                    except DatabaseError:
+                        connection.close()
                         raise
-                    log.info("database connection lost; running the charger's call again")
-                except DatabaseError:
-                    connection.close()
-                    raise
+            finally:
+                release_pooled_connection()  # pooled: back between messages, not kept
 
         return await asyncio.get_running_loop().run_in_executor(self._executor, run)
 

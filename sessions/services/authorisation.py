@@ -8,6 +8,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from evpay.audit import Actor
+from evpay.db import release_pooled_connection
 from sessions.journal import ClaimRefused, SessionMoved
 from sessions.models import (
     OPEN_STATES,
@@ -40,14 +41,19 @@ def delivery_check(session_pk: int):
     """DeliveryBox: deliver only if the session is still wanted and owns its connector."""
 
     def check(_request) -> bool:
-        session = ChargingSession.objects.filter(pk=session_pk).first()
-        if session is None or session.state != S.AUTHORISING or not session.connector.enabled:
-            return False
-        return not (
-            ChargingSession.objects.filter(connector=session.connector, state__in=OPEN_STATES)
-            .exclude(pk=session_pk)
-            .exists()
-        )
+        try:
+            session = ChargingSession.objects.filter(pk=session_pk).first()
+            if session is None or session.state != S.AUTHORISING or not session.connector.enabled:
+                return False
+            return not (
+                ChargingSession.objects.filter(connector=session.connector, state__in=OPEN_STATES)
+                .exclude(pk=session_pk)
+                .exists()
+            )
+        finally:
+            # This runs on the channel-1 thread, which ends with the request: a pooled
+            # connection it kept would stay checked out for good.
+            release_pooled_connection()
 
     return check
 

@@ -245,4 +245,5 @@ def test_a_status_report_after_the_database_dropped_the_servers_connection_is_st
             )
         assert charger.status(2, "Faulted") == {}
     assert Connector.objects.get(pk=world.connectors[1].pk).ocpp_status == "Faulted"
-    assert "running the charger's call again" in ocpp_server.output()
+    # How depends on the pool (the default on PostgreSQL): its check drops the dead connection
+    # before the call; without one the call fails on it and runs once more on a new one.
