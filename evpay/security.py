@@ -103,8 +103,10 @@ OTP_OPEN_PATHS = (
 
 
 def is_admin(user) -> bool:
-    from evpay.roles import CONFIGURE_PERM
+    from evpay.roles import CONFIGURE_PERM, load_permissions
 
+    # Every request asks this first (AdminOTPMiddleware): one query for all its role checks.
+    load_permissions(user)
     return user.is_active and (user.is_superuser or user.has_perm(CONFIGURE_PERM))
 
 

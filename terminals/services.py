@@ -158,22 +158,49 @@ def _claim_expired_before(terminal: Terminal, now: datetime) -> datetime:
     return now - timedelta(seconds=seconds)
 
 
-def closing_of_the_day(terminal: Terminal, now: datetime | None = None) -> PeriodClosing | None:
+def closing_of_the_day(
+    terminal: Terminal, now: datetime | None = None, closings: list[PeriodClosing] | None = None
+) -> PeriodClosing | None:
     """The closing of the terminal's current business date that another would duplicate: one
     still running (a live PENDING claim), else the newest done (matched, mismatch,
-    unverified). Failed closings and claims of dead workers do not count."""
+    unverified). Failed closings and claims of dead workers do not count.
+
+    `closings`: rows already read that hold all of the terminal's for that date (the terminal
+    page's, `recent_closings`); without them the day's are read, in one query (a day has a few)."""
     now = now or timezone.now()
-    pending = Q(state=PeriodClosing.State.PENDING)
-    # One query for both (the terminal page reads this on every load): a day has a few.
-    day = list(
-        PeriodClosing.objects.filter(terminal=terminal, business_date=_local_date(terminal, now))
-        .exclude(state=PeriodClosing.State.FAILED)
-        .filter(~pending | Q(pending, created_at__gte=_claim_expired_before(terminal, now)))
-        .order_by("-id")
+    day = _local_date(terminal, now)
+    if closings is None:
+        closings = PeriodClosing.objects.filter(terminal=terminal, business_date=day)
+    expired_before = _claim_expired_before(terminal, now)
+    candidates = sorted(
+        (
+            c
+            for c in closings
+            if c.business_date == day
+            and c.state != PeriodClosing.State.FAILED
+            and (c.state != PeriodClosing.State.PENDING or c.created_at >= expired_before)
+        ),
+        key=lambda c: c.pk,
+        reverse=True,
     )
-    running = [c for c in day if c.state == PeriodClosing.State.PENDING]
-    done = [c for c in day if c.state != PeriodClosing.State.PENDING]
+    running = [c for c in candidates if c.state == PeriodClosing.State.PENDING]
+    done = [c for c in candidates if c.state != PeriodClosing.State.PENDING]
     return (running or done or [None])[0]
+
+
+def recent_closings(
+    terminal: Terminal, count: int, now: datetime | None = None
+) -> tuple[list[PeriodClosing], PeriodClosing | None]:
+    """The terminal's latest `count` closings (newest period first) and its closing of the
+    day, in one query: the terminal page shows both on every load (issue 19)."""
+    now = now or timezone.now()
+    latest = terminal.closings.values("pk")[:count]
+    # The latest `count` and the day's: in the closings' order the latest come first, and any
+    # of the day's older than them after them.
+    rows = list(
+        terminal.closings.filter(Q(pk__in=latest) | Q(business_date=_local_date(terminal, now)))
+    )
+    return rows[:count], closing_of_the_day(terminal, now, rows)
 
 
 def request_closing(

@@ -2,20 +2,22 @@
 services.set_status on every status poll that changes it): the last 24 hours as a strip and
 the share of time it was up per day and per month, in the site's time zone.
 
-At most two queries whatever the history's length: the changes since the start of the oldest
-month shown and, only when there are none, the last change before it (the status the window
-starts in).
+One query whatever the history's length: the changes since the start of the oldest month
+shown, the last change before it (the status the window starts in) and, for the terminal page's
+history table, the latest few.
 """
 
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
+from django.db.models import Q, Subquery
+from django.db.models.functions import Coalesce
 from django.utils import dateformat, formats, timezone
 from django.utils.translation import gettext, gettext_lazy
 
 from evpay import charts
 from evpay.web import start_of_day
-from terminals.models import Terminal, TerminalStatus
+from terminals.models import Terminal, TerminalStatus, TerminalStatusChange
 
 ONLINE, BUSY, NOT_READY, OFFLINE, UNKNOWN = "online", "busy", "not_ready", "offline", "unknown"
 CATEGORY_LABELS = {
@@ -48,25 +50,40 @@ def category(status: str) -> str:
     return CATEGORY.get(status, UNKNOWN)
 
 
-def status_intervals(terminal: Terminal, start: datetime, end: datetime):
-    """[(from, to, category)] covering [start, end) from the status history."""
-    changes = list(
-        terminal.status_changes.filter(at__gt=start, at__lt=end)
-        .order_by("at", "id")
-        .values_list("at", "from_status", "to_status")
-    )
+# What a row of the history read holds: the chart's three, and the table's id and detail.
+CHANGE_FIELDS = ("id", "at", "from_status", "to_status", "detail")
+
+
+def read_changes(terminal: Terminal, start: datetime, latest: int = 0) -> list[tuple]:
+    """The status history the chart and the table need, newest first, in one query: every
+    change after `start`, the last one at or before it, and the latest `latest` at any time.
+
+    Tuples, not model instances: a busy terminal writes thousands of changes in three months,
+    and making each an instance would take several times as long as reading it."""
+    changes = terminal.status_changes.order_by("-at", "-id")
+    # Each part is a range of `at`, a seek on the (terminal, -at) index; lists of ids would have
+    # the database test every change the terminal ever had. A range may take in a few more
+    # rows of the same time: the table's are still the first `latest`.
+    last_before = changes.filter(at__lte=start).values("at")[:1]
+    wanted = Q(at__gt=start) | Q(at__gte=Subquery(last_before))
+    if latest:
+        # From the latest-th newest, or from the oldest when there are fewer.
+        nth_newest = changes.values("at")[latest - 1 : latest]
+        oldest = changes.order_by("at").values("at")[:1]
+        wanted |= Q(at__gte=Coalesce(Subquery(nth_newest), Subquery(oldest)))
+    return list(changes.filter(wanted).values_list(*CHANGE_FIELDS))
+
+
+def status_intervals(terminal: Terminal, start: datetime, end: datetime, rows: list[tuple]):
+    """[(from, to, category)] covering [start, end) from the status history `read_changes`
+    read for `start`."""
+    changes = [(at, was, to) for _pk, at, was, to, _detail in reversed(rows) if start < at < end]
     if changes:
         # What it was before its first change in the window: set_status writes each change
-        # from the status it replaced, so this is the last change before the window's "to",
-        # without asking for that row (one query fewer on every terminal page).
+        # from the status it replaced, so this is the last change before the window's "to".
         status = changes[0][1]
     else:
-        before = (
-            terminal.status_changes.filter(at__lte=start)
-            .order_by("-at", "-id")
-            .values_list("to_status", flat=True)
-            .first()
-        )
+        before = next((to for _pk, at, _was, to, _detail in rows if at <= start), None)
         # No change in the window: the last one before it, or with no history at all the
         # status it has held throughout.
         status = before if before is not None else terminal.status
@@ -110,13 +127,16 @@ def _period(intervals, label, start, end, now) -> dict:
     }
 
 
-def terminal_uptime(terminal: Terminal, now: datetime | None = None) -> dict:
+def terminal_uptime(terminal: Terminal, now: datetime | None = None, history: int = 0) -> dict:
+    """The chart's figures and, from the same query, the latest `history` status changes (the
+    terminal page's table, newest first) as "history"."""
     now = now or timezone.now()
     tz = ZoneInfo(terminal.site.time_zone)
     today = timezone.localdate(now, tz)
     first_month = charts.shift_month(today, -(MONTHS - 1))
     window_start = min(start_of_day(first_month, tz), now - timedelta(hours=24))
-    intervals = status_intervals(terminal, window_start, now)
+    rows = read_changes(terminal, window_start, latest=history)
+    intervals = status_intervals(terminal, window_start, now, rows)
 
     strip_start = now - timedelta(hours=24)
     segments = charts.strip(intervals, strip_start, now)
@@ -160,4 +180,8 @@ def terminal_uptime(terminal: Terminal, now: datetime | None = None) -> dict:
         "day_chart": day_chart,
         "months": months,
         "legend": list(CATEGORY_LABELS.items()),
+        "history": [
+            TerminalStatusChange(terminal=terminal, **dict(zip(CHANGE_FIELDS, row, strict=True)))
+            for row in rows[:history]
+        ],
     }

@@ -226,21 +226,31 @@ def _latest_runs(runs) -> dict:
     return latest
 
 
+# What the terminal page's tables show: the latest closings, status changes, transactions.
+CLOSINGS_SHOWN, HISTORY_SHOWN, TRANSACTIONS_SHOWN = 10, 20, 20
+
+
 @permission_required(VIEW_PERM)
 @require_GET
 def terminal_detail(request, public_id):
+    """The page keeps to ten queries (issue 19): three are the login's (session, user, its
+    permissions), one each reads the terminal and its panels; the recent transactions come
+    after it, from their own fragment (`_transactions`)."""
     terminal = _get_terminal(public_id)
     part = request.GET.get("part") if request.htmx else None
     if part == "status":
         return _status(request, terminal)
-    runs, closings = list(_panel_runs(terminal)), list(terminal.closings.all()[:10])
+    if part == "transactions":
+        return _transactions(request, terminal)
+    runs = list(_panel_runs(terminal))
+    closings, closing_today = services.recent_closings(terminal, CLOSINGS_SHOWN)
     context = {
         "terminal": terminal,
         "site": terminal.site,
         "brands": terminal.brands.all(),
         "closings": closings,
         # Running or done today: the page offers an explicit "Run again" instead.
-        "closing_today": services.closing_of_the_day(terminal),
+        "closing_today": closing_today,
         "runs": _latest_runs(runs),
         "stamp": _panels_stamp(terminal, runs, closings),
         "can_operate": can_operate(request.user),
@@ -248,17 +258,28 @@ def terminal_detail(request, public_id):
     if part == "panels":
         return render(request, "terminals/detail.html#panels", context)
     connectors = list(terminal.connectors.select_related("charge_point"))
+    # The status history table comes with the uptime chart's read of the same rows.
+    figures = uptime.terminal_uptime(terminal, history=HISTORY_SHOWN)
     context |= {
-        "history": terminal.status_changes.all()[:20],
+        "history": figures["history"],
         "connectors": connectors,
         "ocpp_connectors": _ocpp_connectors(terminal, connectors),
-        # The charging app's request rows, through their foreign key to the terminal.
-        "transactions": terminal.transactions.select_related("session").order_by(
-            "-created_at", "-id"
-        )[:20],
-        "uptime": uptime.terminal_uptime(terminal),
+        "uptime": figures,
     } | _mifare_context(terminal, terminal.mifare_reads.select_related("requested_by").first())
     return render(request, "terminals/detail.html", context)
+
+
+def _transactions(request, terminal):
+    """The recent transactions, which the page asks for once it is shown (hx-trigger="load"):
+    the charging app's request rows, through their foreign key to the terminal, and its
+    biggest table, read after the rest of the page rather than before it."""
+    transactions = terminal.transactions.select_related("session").order_by("-created_at", "-id")
+    context = {
+        "terminal": terminal,
+        "site": terminal.site,
+        "transactions": transactions[:TRANSACTIONS_SHOWN],
+    }
+    return render(request, "terminals/detail.html#transactions", context)
 
 
 # action -> (task, message)

@@ -135,6 +135,8 @@ def test_a_viewer_sees_no_action_buttons_and_is_refused_when_posting_anyway(
     login(page, viewer)
     page.goto(f"/terminals/{terminal.public_id}/")
     expect(page.locator("h1")).to_contain_text("IM30 Gate")
+    # The recent transactions come after the page, from their own fragment.
+    expect(page.locator("#terminal-transactions table")).to_be_visible()
     expect(page.get_by_role("button", name="Read a Mifare card")).to_have_count(0)
     expect(page.get_by_role("button", name="Refresh status")).to_have_count(0)
     token = page.evaluate("JSON.parse(document.body.getAttribute('hx-headers'))['X-CSRFToken']")

@@ -105,6 +105,32 @@ def test_the_terminal_page_costs_the_same_queries_for_a_long_history(client_for,
     assert html.count('class="seg offline"') >= 30
 
 
+def test_the_history_table_shows_the_latest_changes_however_old(client_for, viewer):
+    """The chart reads its months; the table's twenty come with them, also from before them."""
+    terminal = f.make_terminal(status=S.OFFLINE)
+    year_ago = timezone.now() - timedelta(days=365)
+    for i in range(5):
+        change(terminal, year_ago + timedelta(hours=i), S.READY, S.OFFLINE if i % 2 else S.BUSY)
+    figures = uptime.terminal_uptime(terminal, history=20)
+    assert [h.at for h in figures["history"]] == [
+        year_ago + timedelta(hours=i) for i in range(4, -1, -1)
+    ]
+    # The window starts in the status of the last change before it.
+    assert [s["key"] for s in figures["strip"]] == ["busy"]
+    html = client_for(viewer).get(url("terminals:detail", terminal.public_id)).content.decode()
+    table = html.split("<h2>Status history</h2>")[1].split("</table>")[0]
+    assert table.count("<tr><td>") == 5
+
+    now = timezone.now()
+    for i in range(1, 31):
+        change(terminal, now - timedelta(minutes=10 * i), S.READY, S.OFFLINE)
+    figures = uptime.terminal_uptime(terminal, history=20)
+    assert [h.at for h in figures["history"]] == [
+        now - timedelta(minutes=10 * i) for i in range(1, 21)
+    ]
+    assert uptime.terminal_uptime(terminal)["history"] == []
+
+
 def test_a_day_that_springs_forward_is_23_hours_long():
     terminal = f.make_terminal(f.make_site(time_zone="Europe/Amsterdam"))
     tz = ZoneInfo("Europe/Amsterdam")

@@ -6,6 +6,7 @@ import pytest
 from django.utils import timezone
 
 from evpay.models import AuditEvent
+from terminals import services
 from terminals.models import MifareRead, PeriodClosing, Terminal, TerminalStatus
 from tests.dashboard import factories as f
 from tests.dashboard.conftest import url
@@ -390,3 +391,69 @@ def test_a_done_closing_runs_again_only_explicitly_with_a_reason_and_is_audited(
         "business_date": done.business_date.isoformat(),
         "rerun_of": str(done.public_id),
     }
+
+
+def test_the_days_closing_counts_when_it_is_older_than_the_closings_shown(
+    client_for, operator, world
+):
+    """The page reads its closings and the day's in one query: the day's is found even when
+    ten closings with a later period end push it off the list."""
+    terminal = world["terminal"]  # world's closing is today's, done
+    later = world["closing"].period_end + timedelta(hours=1)
+    for day in range(1, 12):
+        f.make_closing(
+            terminal, business_date=timezone.localdate() - timedelta(days=day), period_end=later
+        )
+    page = client_for(operator).get(url("terminals:detail", terminal.public_id)).content.decode()
+    assert "Run again" in page and "Run closing now" not in page
+    assert str(world["closing"].public_id) not in page  # not among the ten shown
+
+
+def test_recent_closings_picks_the_days_closing_as_closing_of_the_day_does(world):
+    terminal = world["terminal"]
+    _no_closing_today(world)
+    now = timezone.now()
+    assert services.recent_closings(terminal, 10, now) == (
+        list(terminal.closings.all()[:10]),
+        None,
+    )
+    f.make_closing(terminal, state=PeriodClosing.State.FAILED)
+    dead = f.make_closing(terminal, state=PeriodClosing.State.PENDING)
+    PeriodClosing.objects.filter(pk=dead.pk).update(created_at=now - timedelta(hours=1))
+    done = f.make_closing(terminal, state=PeriodClosing.State.MISMATCH)
+    assert services.recent_closings(terminal, 10, now)[1] == done
+    running = f.make_closing(terminal, state=PeriodClosing.State.PENDING)
+    f.make_closing(terminal, state=PeriodClosing.State.MATCHED)
+    recent, of_the_day = services.recent_closings(terminal, 3, now)
+    assert of_the_day == running == services.closing_of_the_day(terminal, now)
+    assert recent == list(terminal.closings.all()[:3])
+
+
+def test_the_page_loads_its_recent_transactions_after_it_is_shown(client_for, viewer, world):
+    terminal = world["terminal"]
+    client = client_for(viewer)
+    page = client.get(url("terminals:detail", terminal.public_id)).content.decode()
+    fragment = url("terminals:detail", terminal.public_id) + "?part=transactions"
+    assert f'hx-get="{fragment}" hx-trigger="load" hx-swap="outerHTML"' in page
+    # Without JavaScript: a real link to the terminal's sessions.
+    assert f'href="{url("sessions:list")}?terminal={terminal.public_id}"' in page
+    assert world["capture"].request_id not in page
+
+    response = client.get(fragment, HTTP_HX_REQUEST="true")
+    html = response.content.decode()
+    assert response.status_code == 200 and "<html" not in html
+    assert html.startswith('\n<section id="terminal-transactions">')
+    assert f"#{world['capture'].request_id}" in html and f"#{world['auth'].request_id}" in html
+    assert url("sessions:detail", world["closed"].public_id) in html
+    # Asked for again (a reload): the same answer.
+    assert client.get(fragment, HTTP_HX_REQUEST="true").content.decode() == html
+
+
+def test_the_transactions_fragment_needs_a_login_and_a_role(
+    client, client_for, no_role_user, world
+):
+    fragment = url("terminals:detail", world["terminal"].public_id) + "?part=transactions"
+    # htmx is told to go to the login page (a 302 would be followed and swapped in).
+    response = client.get(fragment, HTTP_HX_REQUEST="true")
+    assert response.status_code == 204 and response["HX-Redirect"].startswith("/login/")
+    assert client_for(no_role_user).get(fragment, HTTP_HX_REQUEST="true").status_code == 403
