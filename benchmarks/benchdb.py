@@ -25,6 +25,14 @@ def bench_database(name: str, *, keep: bool = False):
         yield
     finally:
         if not keep:
+            connection.close()
+            # Connections a benchmark's own threads or children left behind would make the
+            # DROP fail ("being accessed by other users").
+            with connection._nodb_cursor() as cursor:
+                cursor.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+                    [name],
+                )
             connection.creation.destroy_test_db(old_name, verbosity=0)
 
 

@@ -311,9 +311,42 @@ def main() -> int:
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # a socket per driver call
     django.setup()
-    from django.core.management import call_command
+    from urllib.parse import urlsplit, urlunsplit
 
-    call_command("migrate", interactive=False, verbosity=0)
+    from django.conf import settings
+
+    # This process's threads (the sweeper) never close their connections: no pool here.
+    settings.DATABASES["default"]["OPTIONS"].pop("pool", None)
+
+    from django.db import connection
+
+    from benchmarks.benchdb import bench_database
+
+    if connection.vendor != "postgresql":
+        raise SystemExit("needs PostgreSQL: set DATABASE_URL=postgresql://...")
+    # A database of its own, new each run: rows left SENT by an earlier, interrupted run
+    # would have the recovery sweep working on terminals that are gone.
+    parts = urlsplit(os.environ["DATABASE_URL"])
+    name = f"{parts.path.lstrip('/')}_bench_fleet"
+    with bench_database(name):
+        # The stack as deployed: DEBUG off (no query log, no debug cursor), the pool on.
+        os.environ.update(
+            DATABASE_URL=urlunsplit(parts._replace(path=f"/{name}")),
+            DEBUG="0",
+            SECRET_KEY="fleet-benchmark-" + uuid.uuid4().hex,
+            ALLOWED_HOSTS="127.0.0.1",
+            SECURE_SSL_REDIRECT="0",
+        )
+        import subprocess
+
+        # gunicorn with DEBUG off refuses to start without them (as in the Procfile).
+        subprocess.run(
+            [sys.executable, "manage.py", "collectstatic", "--noinput", "-v0"], check=True
+        )
+        return run_stack(args, limit, bound)
+
+
+def run_stack(args, limit: dict, bound: float) -> int:
     from evpay.testbed.soak import Soak
     from sessions.models import ChargingSession, Operation, TerminalTransaction
 

@@ -42,7 +42,9 @@ def delivery_check(session_pk: int):
 
     def check(_request) -> bool:
         try:
-            session = ChargingSession.objects.filter(pk=session_pk).first()
+            session = (
+                ChargingSession.objects.select_related("connector").filter(pk=session_pk).first()
+            )
             if session is None or session.state != S.AUTHORISING or not session.connector.enabled:
                 return False
             return not (

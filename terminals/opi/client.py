@@ -66,6 +66,7 @@ from .device_channel import (
     display_texts_of,
     receipt_lines_of,
     serve_connection,
+    wake,
 )
 from .errors import FramingError, ProtocolError
 from .framing import FrameDecoder, encode_frame
@@ -530,6 +531,7 @@ class OpiClient:
         )
         channel1_stop = threading.Event()
         channel1_thread: threading.Thread | None = None
+        channel1_sock: socket.socket | None = None
         channel1_server: DeviceChannelServer | None = None
         try:
             if use_channel1 and self.channel1 == "terminal":
@@ -572,6 +574,8 @@ class OpiClient:
         finally:
             channel1_stop.set()
             if channel1_thread is not None:
+                assert channel1_sock is not None
+                wake(channel1_sock)
                 channel1_thread.join(2.0)
             if channel1_server is not None:
                 channel1_server.stop()
