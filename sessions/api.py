@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import wraps
 from typing import Literal
 from uuid import UUID
@@ -62,9 +62,16 @@ class ApiKeyAuth(HttpBearer):
             )
             return None
         if key is not None:
-            ApiKey.objects.filter(pk=key.pk).update(last_used_at=timezone.now())
+            # A minute's precision is all staff read off "last used", and a site's chargers
+            # share one key: writing its row on every call made every call of the site wait
+            # on one row lock, and left a dead row version behind each time.
+            now = timezone.now()
+            if key.last_used_at is None or now - key.last_used_at >= LAST_USED_PRECISION:
+                ApiKey.objects.filter(pk=key.pk).update(last_used_at=now)
         return key
 
+
+LAST_USED_PRECISION = timedelta(minutes=1)
 
 api = NinjaAPI(
     title="evpay charger API",

@@ -163,3 +163,21 @@ def test_the_api_maps_an_invalid_reason_to_a_422_problem(rf):
 
     response = on_invalid_reason(rf.post("/api/v1/x"), audit.InvalidReason("reason bad"))
     assert response.status_code == 422 and b"reason bad" in response.content
+
+
+def test_last_used_is_kept_to_the_minute_without_a_write_on_every_call(
+    client, world, django_assert_num_queries
+):
+    """A site's chargers share a key: a write of its row on every call serialised them all."""
+    key = world["key"]
+    _start(client, world["raw"], world["evse"])
+    first = ApiKey.objects.get(pk=key.pk).last_used_at
+    assert first is not None and timezone.now() - first < timedelta(minutes=1)
+    session = ChargingSession.objects.get()
+    with django_assert_num_queries(2):  # the key and the session: no UPDATE of the key
+        response = client.get(f"/api/v1/sessions/{session.public_id}", **_auth(world["raw"]))
+    assert response.status_code == 200
+    assert ApiKey.objects.get(pk=key.pk).last_used_at == first
+    ApiKey.objects.filter(pk=key.pk).update(last_used_at=first - timedelta(minutes=2))
+    client.get(f"/api/v1/sessions/{session.public_id}", **_auth(world["raw"]))
+    assert ApiKey.objects.get(pk=key.pk).last_used_at > first
