@@ -204,7 +204,13 @@ class Fleet:
             arrive = time.monotonic() + rng.uniform(*args.think)
 
     async def run(self) -> None:
-        await asyncio.gather(*(self.driver(c) for c in self.connectors))
+        """Until the deadline: what drivers are doing then ends outside the window and counts
+        for nothing, so they are stopped rather than waited for (a charge lasts minutes)."""
+        tasks = [asyncio.ensure_future(self.driver(c)) for c in self.connectors]
+        await asyncio.wait(tasks, timeout=max(0.0, self.deadline - time.monotonic()))
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 # ------------------------------------------------------------------ where the time goes
