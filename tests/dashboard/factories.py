@@ -26,6 +26,7 @@ from terminals.models import (
     Terminal,
     TerminalBrand,
     TerminalStatus,
+    TerminalStatusChange,
 )
 
 _seq = itertools.count(1)
@@ -219,6 +220,21 @@ def make_closing(terminal, *, state=PeriodClosing.State.MATCHED, totals=(), **fi
     for total in totals:
         ClosingBrandTotal.objects.create(closing=closing, **({"currency": "EUR"} | total))
     return closing
+
+
+def flapping_status_history(terminal, count, *, every):
+    """`count` status changes of `terminal`, one every `every` back from now, alternating
+    between READY and OFFLINE: a long history in one INSERT."""
+    now = timezone.now()
+    TerminalStatusChange.objects.bulk_create(
+        TerminalStatusChange(
+            terminal=terminal,
+            at=now - every * i,
+            from_status=TerminalStatus.READY if i % 2 else TerminalStatus.OFFLINE,
+            to_status=TerminalStatus.OFFLINE if i % 2 else TerminalStatus.READY,
+        )
+        for i in range(1, count + 1)
+    )
 
 
 def make_job_run(kind="status_poll", **fields):

@@ -8,7 +8,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from sessions.models import Operation
-from terminals.models import ChargePoint, MifareRead, TerminalStatus, TerminalStatusChange
+from terminals.models import ChargePoint, MifareRead
 from tests.dashboard import factories as f
 from tests.dashboard.conftest import url
 
@@ -100,16 +100,7 @@ def test_the_terminal_page_costs_the_same_queries_with_a_long_history(client_for
         f.make_job_run(kind, subject=terminal.terminal_id, outcome="failed", error="no answer")
     for _ in range(3):
         MifareRead.objects.create(terminal=terminal, requested_by=operator)
-    now = timezone.now()
-    TerminalStatusChange.objects.bulk_create(
-        TerminalStatusChange(
-            terminal=terminal,
-            at=now - timedelta(minutes=30 * i),
-            from_status=TerminalStatus.READY if i % 2 else TerminalStatus.OFFLINE,
-            to_status=TerminalStatus.OFFLINE if i % 2 else TerminalStatus.READY,
-        )
-        for i in range(1, 300)
-    )
+    f.flapping_status_history(terminal, 299, every=timedelta(minutes=30))
     assert _terminal_page_queries(client, terminal) == few
     transactions = client.get(
         url("terminals:detail", terminal.public_id),

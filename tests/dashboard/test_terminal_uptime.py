@@ -89,16 +89,7 @@ def test_the_terminal_page_costs_the_same_queries_for_a_long_history(client_for,
     change(terminal, timezone.now() - timedelta(days=1), S.UNKNOWN, S.READY)
     with CaptureQueriesContext(connection) as few:
         client.get(page)
-    now = timezone.now()
-    TerminalStatusChange.objects.bulk_create(
-        TerminalStatusChange(
-            terminal=terminal,
-            at=now - timedelta(minutes=20 * i),
-            from_status=S.READY if i % 2 else S.OFFLINE,
-            to_status=S.OFFLINE if i % 2 else S.READY,
-        )
-        for i in range(1, 400)
-    )
+    f.flapping_status_history(terminal, 399, every=timedelta(minutes=20))
     with CaptureQueriesContext(connection) as many:
         html = client.get(page).content.decode()
     assert len(many) == len(few)
