@@ -77,37 +77,3 @@ def test_output_after_the_answer_is_kept_within_the_grace_only(two_open_requests
     assert request_for(_device("1-d5", peer_host="10.0.0.1"), late=True) == tx_a
     type(tx_a).objects.filter(pk=tx_a.pk).update(completed_at=timezone.now() - timedelta(seconds=3))
     assert request_for(_device("1-d5", peer_host="10.0.0.1"), late=True) is None
-
-
-def test_messages_stored_at_once_for_one_request_all_get_their_own_number():
-    """Two connections of one terminal may store output for the same request together: the
-    numbers are computed in the INSERT, and the one that loses the race takes the next."""
-    import threading
-
-    from django.db import connection
-
-    from sessions.device_channel import _store_message
-    from sessions.models import DeviceMessage
-
-    tx = open_transaction(_terminal("52000001", "10.0.0.1"), Operation.CARD_TOKEN)
-    start = threading.Barrier(6)
-    errors = []
-
-    def store(n):
-        try:
-            start.wait()
-            _store_message(tx, "Printer", [f"line {n}"])
-        except Exception as exc:  # reported below: an exception in a thread is otherwise lost
-            errors.append(exc)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=store, args=(n,)) for n in range(6)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(30)
-    assert errors == []
-    stored = DeviceMessage.objects.filter(transaction=tx)
-    assert sorted(stored.values_list("seq", flat=True)) == list(range(6))
-    assert sorted(m.lines[0] for m in stored) == [f"line {n}" for n in range(6)]
