@@ -40,6 +40,10 @@ log = logging.getLogger(__name__)
 PROBLEM = "application/problem+json"
 
 
+# How precisely an API key's last_used_at is kept (ApiKeyAuth.authenticate).
+LAST_USED_PRECISION = timedelta(minutes=1)
+
+
 class ApiKeyAuth(HttpBearer):
     def __call__(self, request):
         # Our own scheme check: django-ninja's logs the whole header value (the key itself)
@@ -70,8 +74,6 @@ class ApiKeyAuth(HttpBearer):
                 ApiKey.objects.filter(pk=key.pk).update(last_used_at=now)
         return key
 
-
-LAST_USED_PRECISION = timedelta(minutes=1)
 
 api = NinjaAPI(
     title="evpay charger API",

@@ -59,8 +59,8 @@ def request_for(request: DeviceRequest, *, late: bool = False) -> TerminalTransa
         rows = TerminalTransaction.objects.filter(completed_at__gte=since)
     else:
         rows = TerminalTransaction.objects.filter(state=TxState.SENT)
-    # The terminal (source check, grace) is read with the row:
-    # each output of each DeviceRequest looks its request up.
+    # Every output of every DeviceRequest looks its request up: the terminal (source check,
+    # grace) comes with the row.
     rows = rows.select_related("terminal").order_by("-id")
     if request.terminal_id:
         tx = rows.filter(terminal__terminal_id=request.terminal_id).first()

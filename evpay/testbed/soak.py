@@ -179,16 +179,21 @@ class Soak:
         self.workers.append(worker)
         return worker
 
-    def setup(self):
-        self.channel1_port = free_port()
-        self.device_channel = self._start(
-            "device_channel",
+    def _device_channel_argv(self) -> list[str]:
+        return (
             MANAGE
             + ["device_channel", "--host", "127.0.0.1", "--port", str(self.channel1_port)]
             # Every emulated terminal connects from 127.0.0.1: the per-address bound is the
             # fleet's, not one terminal's (8 made authorisations abort "delivery not confirmed").
             + ["--max-per-address", str(max(8, 2 * self.terminals))]
-            + ["--max-connections", str(max(256, 2 * self.terminals))],
+            + ["--max-connections", str(max(256, 2 * self.terminals))]
+        )
+
+    def setup(self):
+        self.channel1_port = free_port()
+        self.device_channel = self._start(
+            "device_channel",
+            self._device_channel_argv(),
         )
         self.device_channel.wait_for_log("device channel listening")
         prefix = f"9{self.random.randint(0, 999):03d}"
@@ -428,12 +433,7 @@ class Soak:
         time.sleep(2)
         self.device_channel = self._start(
             "device_channel",
-            MANAGE
-            + ["device_channel", "--host", "127.0.0.1", "--port", str(self.channel1_port)]
-            # Every emulated terminal connects from 127.0.0.1: the per-address bound is the
-            # fleet's, not one terminal's (8 made authorisations abort "delivery not confirmed").
-            + ["--max-per-address", str(max(8, 2 * self.terminals))]
-            + ["--max-connections", str(max(256, 2 * self.terminals))],
+            self._device_channel_argv(),
         )
 
     def _chaos_broker_restart(self):
